@@ -1,0 +1,278 @@
+"""Articles split into ordered chunks: the text every later artifact is built from.
+
+Sources: a Wikipedia dump in the common parquet / JSONL form (``id, url, title, text``), a folder
+of ``.txt`` files, or the built-in offline sample (:mod:`lvm_pipeline.sample_corpus`). Chunking
+is deterministic: paragraphs (blank-line separated) of at least ``min_words`` words, long ones
+cut at sentence ends into pieces of at most ``max_words``, and a chunk whose normalised text was
+already seen anywhere in the corpus dropped. Why drop repeats: two rows with the same text have
+the same vector, so "the true next chunk" would be ambiguous and the same text could sit in the
+train and the eval split at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lvm_pipeline.artifacts import ArtifactStore, Build
+from lvm_pipeline.progress import Progress, silent
+
+SOURCES = ("sample", "wikipedia", "text_dir")
+CHUNK_COLUMNS = ["article_id", "title", "url", "chunk_index", "text"]
+
+
+class CorpusError(ValueError):
+    """Bad corpus input; the message names the file, the row and the rule broken."""
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    # Shorter paragraphs are headings, captions or list debris, not prose worth predicting.
+    min_words: int = 8
+    # Docstring prose runs ~1.9 word-pieces a word: 64 words stay well inside MiniLM's 256-token
+    # window, and on two CPU cores 64 embeds ~20% faster than 120 (attention is quadratic).
+    max_words: int = 64
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Which articles to read and how to chunk them; written into the corpus manifest."""
+
+    source: str = "sample"
+    path: str | None = None
+    max_articles: int | None = None
+    # The default run: >= 5,000 chunks is enough to train the tiny presets and keep
+    # `lvm run` under ten minutes on two CPU cores (embedding is ~55 texts/s there).
+    max_chunks: int | None = 6000
+    # Keeps one huge module docstring (or one long article) from dominating the sample.
+    max_chunks_per_article: int | None = 40
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise CorpusError(f"unknown corpus source {self.source!r}; valid: {', '.join(SOURCES)}")
+        if self.source != "sample" and not self.path:
+            raise CorpusError(f"corpus source {self.source!r} needs a path")
+
+
+@dataclass(frozen=True)
+class Article:
+    article_id: str
+    title: str
+    text: str
+    url: str = ""
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case, alphanumerics only: the key under which two chunks count as the same text."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(normalise_text(text).encode()).hexdigest()
+
+
+def chunk_text(text: str, config: ChunkingConfig) -> list[str]:
+    """Split one article's text into chunks (see the module docstring for the rules)."""
+    chunks: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        words = paragraph.split()
+        if len(words) < config.min_words:
+            continue
+        if len(words) <= config.max_words:
+            chunks.append(" ".join(words))
+            continue
+        piece: list[str] = []
+        for sentence in _SENTENCE_END.split(" ".join(words)):
+            sentence_words = sentence.split()
+            if piece and len(piece) + len(sentence_words) > config.max_words:
+                chunks.append(" ".join(piece))
+                piece = []
+            piece.extend(sentence_words)
+            while len(piece) > config.max_words:  # one sentence longer than a chunk
+                chunks.append(" ".join(piece[: config.max_words]))
+                piece = piece[config.max_words :]
+        if len(piece) >= config.min_words:
+            chunks.append(" ".join(piece))
+    return chunks
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _check_article(source: str, row: int, article_id: object, title: object, text: object) -> None:
+    where = f"{source} row {row} (id={article_id!r}, title={str(title)[:60]!r})"
+    if article_id is None or str(article_id).strip() == "":
+        raise CorpusError(f"{where}: article has no id")
+    if not isinstance(text, str) or not text.strip():
+        raise CorpusError(f"{where}: article has no text")
+
+
+def read_wikipedia(path: str | Path) -> Iterator[Article]:
+    """Articles from a ``.parquet`` or ``.jsonl`` file (or a folder of them) with columns
+    ``id, title, text`` and optionally ``url``."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted([*path.glob("*.parquet"), *path.glob("*.jsonl"), *path.glob("*.json")])
+        if not files:
+            raise CorpusError(f"{path}: no .parquet or .jsonl files in this folder")
+    elif path.exists():
+        files = [path]
+    else:
+        raise CorpusError(f"{path}: corpus file does not exist")
+    for file in files:
+        yield from _read_wikipedia_file(file)
+
+
+def _read_wikipedia_file(file: Path) -> Iterator[Article]:
+    if file.suffix == ".parquet":
+        try:
+            frame = pd.read_parquet(file)
+        except Exception as err:
+            raise CorpusError(f"{file}: not a readable parquet file ({err})") from None
+        rows: Iterable[dict] = frame.to_dict("records")
+    elif file.suffix in (".jsonl", ".json"):
+        rows = _jsonl_rows(file)
+    else:
+        raise CorpusError(f"{file}: unsupported corpus file type {file.suffix!r} "
+                          "(use .parquet or .jsonl)")
+    for row_number, row in enumerate(rows):
+        missing = [c for c in ("id", "title", "text") if c not in row]
+        if missing:
+            raise CorpusError(f"{file} row {row_number}: missing column(s) {missing} "
+                              f"(has {sorted(row)}); expected id, url, title, text")
+        _check_article(str(file), row_number, row["id"], row["title"], row["text"])
+        yield Article(str(row["id"]), str(row["title"]), row["text"], str(row.get("url") or ""))
+
+
+def _jsonl_rows(file: Path) -> Iterator[dict]:
+    with open(file, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise CorpusError(f"{file} line {line_number + 1}: not valid JSON ({err.msg})"
+                                  ) from None
+            if not isinstance(row, dict):
+                raise CorpusError(f"{file} line {line_number + 1}: expected a JSON object")
+            yield row
+
+
+def read_text_dir(path: str | Path) -> Iterator[Article]:
+    """One article per ``.txt`` file (recursively, sorted); id = path without suffix."""
+    root = Path(path)
+    if not root.is_dir():
+        raise CorpusError(f"{root}: text corpus folder does not exist")
+    files = sorted(root.rglob("*.txt"))
+    if not files:
+        raise CorpusError(f"{root}: no .txt files in this folder")
+    for row, file in enumerate(files):
+        article_id = file.relative_to(root).with_suffix("").as_posix()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise CorpusError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})"
+                              ) from None
+        _check_article(str(root), row, article_id, file.stem, text)
+        yield Article(article_id, file.stem.replace("_", " "), text)
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class Corpus:
+    """Chunks in article order: columns ``article_id, title, url, chunk_index, text``."""
+
+    chunks: pd.DataFrame
+    info: dict
+
+    @property
+    def n_articles(self) -> int:
+        return int(self.chunks["article_id"].nunique())
+
+
+def articles_for(config: CorpusConfig) -> tuple[Iterator[Article], dict]:
+    """The article stream of the configured source and facts that identify it."""
+    if config.source == "sample":
+        from lvm_pipeline import sample_corpus
+
+        return sample_corpus.sample_articles(), sample_corpus.describe()
+    if config.source == "wikipedia":
+        return read_wikipedia(config.path), {"path": str(Path(config.path).resolve())}
+    return read_text_dir(config.path), {"path": str(Path(config.path).resolve())}
+
+
+def build_corpus(config: CorpusConfig, progress: Progress = silent) -> Corpus:
+    """Read, chunk and de-duplicate articles until the configured limits are reached."""
+    articles, source_info = articles_for(config)
+    records: list[tuple[str, str, str, int, str]] = []
+    seen_texts: set[str] = set()
+    seen_ids: set[str] = set()
+    counts = {"articles_read": 0, "articles_without_chunks": 0, "duplicate_chunks_dropped": 0}
+    total = config.max_chunks or 0
+    for article in articles:
+        if config.max_articles is not None and len(seen_ids) >= config.max_articles:
+            break
+        if config.max_chunks is not None and len(records) >= config.max_chunks:
+            break
+        counts["articles_read"] += 1
+        if article.article_id in seen_ids:
+            raise CorpusError(f"{config.path or 'sample'}: article id {article.article_id!r} "
+                              "occurs twice; ids must be unique")
+        chunk_index = 0
+        for text in chunk_text(article.text, config.chunking):
+            key = normalise_text(text)
+            if key in seen_texts:
+                counts["duplicate_chunks_dropped"] += 1
+                continue
+            seen_texts.add(key)
+            records.append((article.article_id, article.title, article.url, chunk_index, text))
+            chunk_index += 1
+            if config.max_chunks_per_article and chunk_index >= config.max_chunks_per_article:
+                break
+        if chunk_index == 0:
+            counts["articles_without_chunks"] += 1
+        else:
+            seen_ids.add(article.article_id)
+        progress(len(records), max(total, len(records)))
+    if not records:
+        raise CorpusError(
+            f"corpus {config.source!r} ({config.path or 'built-in sample'}) produced no chunks: "
+            f"{counts['articles_read']} articles read, none with a paragraph of "
+            f">= {config.chunking.min_words} words"
+        )
+    chunks = pd.DataFrame.from_records(records, columns=CHUNK_COLUMNS)
+    chunks["chunk_index"] = chunks["chunk_index"].astype("int32")
+    progress(len(records), len(records))
+    info = {
+        "source": source_info,
+        "config": asdict(config),
+        "n_articles": int(chunks["article_id"].nunique()),
+        "n_chunks": len(chunks),
+        **counts,
+    }
+    return Corpus(chunks=chunks, info=info)
+
+
+KIND = "corpus"
+CHUNKS = "chunks.parquet"
+
+
+def publish_corpus(store: ArtifactStore, config: CorpusConfig, progress: Progress = silent) -> Build:
+    """Build the corpus and publish it as ``corpus/<build_id>/chunks.parquet``."""
+    corpus = build_corpus(config, progress)
+    with store.stage(KIND) as staged:
+        corpus.chunks.to_parquet(staged / CHUNKS, index=False)
+        return store.publish(KIND, staged, corpus.info)

@@ -1,0 +1,16 @@
+"""Run config for the whole graph from a few settings (used by the CLI and the tests)."""
+
+from typing import Any
+
+from lvm_pipeline.models import VARIANTS
+
+
+def run_config(corpus: dict[str, Any] | None = None,
+               training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``corpus`` configures the corpus asset; ``training`` every one of the five checkpoints."""
+    ops: dict[str, Any] = {}
+    if corpus:
+        ops["corpus"] = {"config": corpus}
+    if training:
+        ops.update({variant: {"config": training} for variant in VARIANTS})
+    return {"ops": ops}

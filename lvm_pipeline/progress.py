@@ -1,0 +1,62 @@
+"""Progress reporting for long work (embedding, training, index build, evaluation).
+
+Domain code reports through a :class:`Progress` callback instead of a Dagster context, so it runs
+the same from a notebook, a `torchrun` worker or an asset. :func:`make_progress` gives a bar on an
+interactive terminal and, always, throttled log lines (which Dagster shows in the run's logs).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class Progress(Protocol):
+    def __call__(self, done: int, total: int, **metrics: Any) -> None:
+        """Report ``done`` of ``total`` units with optional named figures (loss, val_cos…)."""
+
+
+def silent(done: int, total: int, **metrics: Any) -> None:
+    """A Progress that reports nothing (tests, library use)."""
+
+
+def _format(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in metrics.items())
+
+
+def make_progress(
+    task: str,
+    log: Callable[[str], None] | None = None,
+    every_s: float = 5.0,
+    bar: bool | None = None,
+) -> Progress:
+    """A Progress that logs ``task: done/total`` at most every ``every_s`` seconds (and at the
+    end) through ``log``, and draws a tqdm bar when ``bar`` (default: stderr is a terminal)."""
+    show_bar = sys.stderr.isatty() if bar is None else bar
+    state: dict[str, Any] = {"last": 0.0, "bar": None, "start": time.perf_counter()}
+
+    def report(done: int, total: int, **metrics: Any) -> None:
+        now = time.perf_counter()
+        if show_bar:
+            if state["bar"] is None:
+                from tqdm import tqdm
+
+                state["bar"] = tqdm(total=total, desc=task, file=sys.stderr, leave=True)
+            pbar = state["bar"]
+            pbar.total = total
+            pbar.update(done - pbar.n)
+            if metrics:
+                pbar.set_postfix_str(_format(metrics))
+            if done >= total:
+                pbar.close()
+                state["bar"] = None
+        if log is not None and (done >= total or now - state["last"] >= every_s):
+            state["last"] = now
+            rate = done / max(now - state["start"], 1e-9)
+            extra = f" {_format(metrics)}" if metrics else ""
+            log(f"{task}: {done}/{total} ({rate:.1f}/s){extra}")
+
+    return report

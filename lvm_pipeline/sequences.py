@@ -1,0 +1,219 @@
+"""Training and eval windows, stored as row indices into one payload build.
+
+A window is 5 consecutive chunks of one article (the context) and the chunk after them (the
+target). Windows hold *payload rows*, never copied vectors: contexts and targets are payload
+vectors by construction (the reference's "aligned" eval replaced only the targets), and 495k
+windows cost ~12 MB of int32 instead of ~6 GB of float32.
+
+Splits are by **article**: every article is ranked by ``sha256(seed:article_id)`` and the first
+``eval_fraction`` go to eval, the next ``val_fraction`` to val, the rest to train, so no article
+is in two splits and the assignment does not depend on corpus order.
+
+Files of a build (``sequences/train`` holds splits ``train`` and ``val``; ``sequences/eval``
+holds ``eval``), per split folder: ``context_rows.npy`` (N, 5) int32, ``target_row.npy`` (N,)
+int32, ``truth_keys.npy`` (N, 2) int32 = (article_index, chunk_index) of the target; imported
+sets add ``target_cos.npy`` (N,) and ``context_cos.npy`` (N, 5) float32, the measured cosine of
+each foreign vector to the payload row it was aligned to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
+from lvm_pipeline.payload import Payload
+
+CONTEXT = 5
+TRAIN_KIND = "sequences/train"
+EVAL_KIND = "sequences/eval"
+SPLITS_OF_KIND = {TRAIN_KIND: ("train", "val"), EVAL_KIND: ("eval",)}
+ARRAYS = ("context_rows", "target_row", "truth_keys")
+OPTIONAL_ARRAYS = ("target_cos", "context_cos")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How articles are assigned to train / val / eval; written into every sequence manifest."""
+
+    seed: int = 0
+    val_fraction: float = 0.1
+    eval_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (0 < self.val_fraction < 1 and 0 < self.eval_fraction < 1
+                and self.val_fraction + self.eval_fraction < 1):
+            raise ValueError(f"split fractions must be in (0, 1) and sum below 1: {self}")
+
+
+@dataclass
+class SequenceSet:
+    """One split's windows. Shapes: context_rows (N, 5) int32, target_row (N,) int32,
+    truth_keys (N, 2) int32; optional target_cos (N,), context_cos (N, 5) float32."""
+
+    split: str
+    context_rows: np.ndarray
+    target_row: np.ndarray
+    truth_keys: np.ndarray
+    target_cos: np.ndarray | None = None
+    context_cos: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.target_row)
+        assert self.context_rows.shape == (n, CONTEXT), self.context_rows.shape
+        assert self.truth_keys.shape == (n, 2), self.truth_keys.shape
+
+    def __len__(self) -> int:
+        return len(self.target_row)
+
+    def articles(self) -> np.ndarray:
+        """Sorted unique article indices of the targets."""
+        return np.unique(self.truth_keys[:, 0])
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (*ARRAYS, *OPTIONAL_ARRAYS):
+            array = getattr(self, name)
+            if array is not None:
+                np.save(folder / f"{name}.npy", array)
+
+    @classmethod
+    def load(cls, build: Build, split: str, verify: bool = True) -> SequenceSet:
+        arrays: dict[str, Any] = {}
+        for name in (*ARRAYS, *OPTIONAL_ARRAYS):
+            key = f"{split}/{name}.npy"
+            if key in build.manifest["files"]:
+                arrays[name] = np.load(build.file(key, verify))
+            elif name in ARRAYS:
+                raise ArtifactError(f"{build.path}: split {split!r} has no {name}.npy")
+        return cls(split=split, **arrays)
+
+
+def windows(article_index: np.ndarray, chunk_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of payload rows whose 6 chunks are consecutive chunks of one article.
+
+    article_index, chunk_index: (R,) int, the payload table in row order.
+    Returns context_rows (N, 5) int32 and target_row (N,) int32, in row order.
+    """
+    a = np.asarray(article_index, dtype=np.int64)
+    c = np.asarray(chunk_index, dtype=np.int64)
+    rows = len(a)
+    if rows <= CONTEXT:
+        return np.empty((0, CONTEXT), np.int32), np.empty(0, np.int32)
+    # Row t may be a target when rows t-5..t are one article with chunk indices c[t]-5..c[t].
+    step_ok = (a[1:] == a[:-1]) & (c[1:] == c[:-1] + 1)  # (R-1,): row i+1 follows row i
+    run = np.convolve(step_ok.astype(np.int64), np.ones(CONTEXT, np.int64), mode="valid")
+    target_row = np.flatnonzero(run == CONTEXT) + CONTEXT  # (N,)
+    context_rows = target_row[:, None] - np.arange(CONTEXT, 0, -1)[None, :]  # (N, 5)
+    return context_rows.astype(np.int32), target_row.astype(np.int32)
+
+
+def windows_ref(article_index: np.ndarray, chunk_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slow, obvious version of :func:`windows` for the parity test."""
+    contexts, targets = [], []
+    for t in range(CONTEXT, len(article_index)):
+        span = range(t - CONTEXT, t + 1)
+        if all(article_index[r] == article_index[t] for r in span) and all(
+            chunk_index[r] == chunk_index[t] - (t - r) for r in span
+        ):
+            contexts.append(list(range(t - CONTEXT, t)))
+            targets.append(t)
+    return (np.array(contexts, np.int32).reshape(-1, CONTEXT), np.array(targets, np.int32))
+
+
+def assign_splits(article_ids: list[str], config: SplitConfig) -> dict[str, str]:
+    """article id → ``train`` / ``val`` / ``eval`` by a seeded hash rank (see module docstring)."""
+    ranked = sorted(article_ids,
+                    key=lambda a: hashlib.sha256(f"{config.seed}:{a}".encode()).hexdigest())
+    n = len(ranked)
+    n_eval = max(1, round(n * config.eval_fraction))
+    n_val = max(1, round(n * config.val_fraction))
+    if n < 3:
+        raise ValueError(f"need at least 3 articles with {CONTEXT + 1}+ chunks to split, got {n}")
+    return {a: "eval" if i < n_eval else "val" if i < n_eval + n_val else "train"
+            for i, a in enumerate(ranked)}
+
+
+def article_splits(payload: Payload, config: SplitConfig) -> dict[int, str]:
+    """article_index → split, for every article long enough to hold a window."""
+    article_index = payload.chunks["article_index"].to_numpy()
+    _, target_row = windows(article_index, payload.chunks["chunk_index"].to_numpy())
+    eligible = np.unique(article_index[target_row])
+    id_of = payload.chunks.drop_duplicates("article_index").set_index("article_index")["article_id"]
+    split_of = assign_splits([str(id_of[a]) for a in eligible], config)
+    return {int(a): split_of[str(id_of[a])] for a in eligible}
+
+
+def build_windows(payload: Payload, config: SplitConfig) -> dict[str, SequenceSet]:
+    """All windows of the payload, split by article into train / val / eval."""
+    article_index = payload.chunks["article_index"].to_numpy()
+    chunk_index = payload.chunks["chunk_index"].to_numpy()
+    context_rows, target_row = windows(article_index, chunk_index)
+    split_of = article_splits(payload, config)
+    window_split = np.array([split_of[int(a)] for a in article_index[target_row]])
+    sets = {}
+    for split in ("train", "val", "eval"):
+        mask = window_split == split
+        keys = np.stack([article_index[target_row[mask]], chunk_index[target_row[mask]]], axis=1)
+        sets[split] = SequenceSet(split, context_rows[mask], target_row[mask],
+                                  keys.astype(np.int32))
+    return sets
+
+
+def publish_sequences(
+    store: ArtifactStore,
+    kind: str,
+    payload: Payload,
+    sets: dict[str, SequenceSet],
+    info: dict[str, Any],
+) -> Build:
+    """Write the splits of one sequences asset and publish them against ``payload``."""
+    with store.stage(kind) as staged:
+        for split in SPLITS_OF_KIND[kind]:
+            sets[split].save(staged / split)
+        manifest = {
+            **info,
+            "payload_build_id": payload.build_id,
+            "context": CONTEXT,
+            "splits": {split: {"windows": len(sets[split]),
+                               "articles": len(sets[split].articles())}
+                       for split in SPLITS_OF_KIND[kind]},
+        }
+        return store.publish(kind, staged, manifest, upstream={"payload": payload.build_id})
+
+
+def native_info(config: SplitConfig) -> dict[str, Any]:
+    return {"source": {"kind": "payload windows"}, "split_config": asdict(config)}
+
+
+def load_sets(build: Build, verify: bool = True) -> dict[str, SequenceSet]:
+    kind = build.manifest["kind"]
+    return {split: SequenceSet.load(build, split, verify) for split in SPLITS_OF_KIND[kind]}
+
+
+def require_payload(build: Build, payload: Payload) -> None:
+    """Refuse sequences that index another payload build (stale lineage across runs)."""
+    if build.manifest.get("payload_build_id") != payload.build_id:
+        raise ArtifactError(
+            f"{build.path}: {build.kind} build {build.build_id[:12]} indexes payload "
+            f"{str(build.manifest.get('payload_build_id'))[:12]}, but the current payload is "
+            f"{payload.build_id[:12]}; rebuild the sequences against the current payload"
+        )
+
+
+def gather(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Payload vectors of ``rows`` (any shape S) → S + (D,) float32.
+
+    The one code path that turns row indices into vectors: the trainer, the evaluator and the
+    alignment check all call it, so the check measures exactly what training reads.
+    Sorting the rows first keeps reads from a memory-mapped payload sequential.
+    """
+    flat = np.asarray(rows, dtype=np.int64).reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    out = np.empty((flat.size, vectors.shape[1]), dtype=np.float32)
+    out[order] = vectors[flat[order]]
+    return out.reshape(*np.shape(rows), vectors.shape[1])

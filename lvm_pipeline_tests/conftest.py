@@ -1,0 +1,128 @@
+"""Shared fixtures: seeded synthetic payloads for unit tests, one real small pipeline run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from lvm_pipeline.artifacts import ArtifactStore, sha256_file
+from lvm_pipeline.corpus import text_sha256
+from lvm_pipeline.payload import CHUNKS, KIND, VECTORS, Payload, load_payload
+
+# The small default run of the end-to-end tests: a few hundred real chunks, short training.
+SMALL_CORPUS = {"max_chunks": 450}
+SMALL_TRAINING = {"epochs": 2, "batch_size": 32}
+
+
+def synthetic_vectors(chunks_per_article: list[int], dim: int, seed: int,
+                      adjacent: float = 0.5) -> np.ndarray:
+    """Unit vectors where consecutive chunks of an article share a drifting topic direction
+    (adjacent cosine ≈ ``adjacent``), like a real corpus; not plain noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in chunks_per_article:
+        topic = rng.standard_normal(dim)
+        for _ in range(n):
+            topic = np.sqrt(adjacent) * topic + np.sqrt(1 - adjacent) * rng.standard_normal(dim)
+            out.append(topic + 0.3 * rng.standard_normal(dim))
+    vectors = np.asarray(out, dtype=np.float64)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_table(chunks_per_article: list[int]) -> pd.DataFrame:
+    rows = []
+    for a, n in enumerate(chunks_per_article):
+        for c in range(n):
+            text = f"article {a} chunk {c} says something about topic {a} part {c}."
+            rows.append((a, f"art-{a}", f"Article {a}", c, text))
+    table = pd.DataFrame(rows, columns=["article_index", "article_id", "title", "chunk_index",
+                                        "text"])
+    table.insert(0, "row", np.arange(len(table)))
+    table["article_index"] = table["article_index"].astype(np.int32)
+    table["chunk_index"] = table["chunk_index"].astype(np.int32)
+    table["text_sha256"] = [text_sha256(t) for t in table["text"]]
+    return table
+
+
+def publish_synthetic_payload(store: ArtifactStore, chunks_per_article: list[int], dim: int = 32,
+                              seed: int = 0, vectors: np.ndarray | None = None) -> Payload:
+    """Publish a payload build without an embedder (unit tests of everything downstream)."""
+    table = synthetic_table(chunks_per_article)
+    if vectors is None:
+        vectors = synthetic_vectors(chunks_per_article, dim, seed)
+    with store.stage(KIND) as staged:
+        np.save(staged / VECTORS, vectors)
+        table.to_parquet(staged / CHUNKS, index=False)
+        build = store.publish(KIND, staged, {
+            "embedder": {"id": "synthetic", "dim": dim}, "dim": int(vectors.shape[1]),
+            "norm": "l2", "metric": "ip", "n_rows": len(table),
+            "n_articles": len(chunks_per_article)})
+    return load_payload(build)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "data")
+
+
+@pytest.fixture
+def synthetic_payload(store: ArtifactStore) -> Payload:
+    """40 articles of 4-20 chunks, 32-d."""
+    lengths = list(np.random.default_rng(1).integers(4, 21, size=40))
+    return publish_synthetic_payload(store, [int(n) for n in lengths])
+
+
+def small_run_resources(data_dir: Path) -> dict:
+    """The definitions' resources with the artifact root moved to ``data_dir``."""
+    from lvm_pipeline.definitions import defs
+    from lvm_pipeline.defs.resources import StorageResource
+
+    return {**defs.resources, "storage": StorageResource(root=str(data_dir))}
+
+
+def materialize_all(data_dir: Path, selection=None, corpus=None, training=None,
+                    instance: dg.DagsterInstance | None = None, **kwargs):
+    """``dg.materialize`` of every asset and check of the definitions into ``data_dir``."""
+    from lvm_pipeline.definitions import defs
+    from lvm_pipeline.defs.run_config import run_config
+
+    config = run_config(SMALL_CORPUS if corpus is None else corpus,
+                        SMALL_TRAINING if training is None else training)
+    for op, op_config in kwargs.pop("ops", {}).items():
+        config["ops"][op] = {"config": op_config}
+    if selection is not None:  # Dagster rejects config for ops outside the selection
+        config["ops"] = {k: v for k, v in config["ops"].items() if k in selection}
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks], run_config=config,
+        resources=small_run_resources(data_dir), selection=selection,
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
+    """The whole graph materialized once on the small default (real sample, real embedder)."""
+    data_dir = tmp_path_factory.mktemp("small_run") / "data"
+    result = materialize_all(data_dir)
+    assert result.success, "the small default run failed"
+    return data_dir, result
+
+
+@pytest.fixture
+def small_run_copy(small_run, tmp_path: Path) -> Path:
+    """A private copy of the small run's data dir, for tests that add or break artifacts."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(small_run[0], data_dir)
+    return data_dir
+
+
+def snapshot_files(root: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every artifact file under ``root`` (proves nothing was rewritten)."""
+    return {p.relative_to(root).as_posix(): (sha256_file(p), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and "dagster_home" not in p.parts and ".work" not in p.parts
+            and p.name != "CURRENT"}

@@ -1,0 +1,126 @@
+"""End to end through Dagster: the small default graph, and the blocking alignment check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from lvm_pipeline.alignment import export_training_npz
+from lvm_pipeline.artifacts import ArtifactStore, sha256_file
+from lvm_pipeline.models import VARIANTS
+from lvm_pipeline.payload import current_payload
+from lvm_pipeline.sequences import TRAIN_KIND, load_sets
+from lvm_pipeline_tests.conftest import materialize_all, snapshot_files
+
+ALL_KEYS = {"corpus", "payload", "aligned_training_sequences", "aligned_eval", "faiss_index",
+            "retrieval_report", *VARIANTS}
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.event_specific_data.check_name: e.event_specific_data
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def test_definitions_load_with_every_asset_check_and_job():
+    from lvm_pipeline.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == ALL_KEYS
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert {"check_training_sequences_aligned", "check_eval_sequences_aligned"} <= checks
+    assert defs.resolve_job_def("full_retrain").description
+
+
+def test_small_default_run_materializes_everything_with_verifiable_metadata(small_run):
+    data_dir, result = small_run
+    assert _materialized(result) == ALL_KEYS
+    assert all(c.passed for c in _check_evaluations(result).values())
+
+    store = ArtifactStore(data_dir)
+    payload = current_payload(store)
+    # Every materialization's sha256 metadata is the hash of the file on disk, and the
+    # downstream assets name the payload they were built from.
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        folder = Path(meta["path"].value)
+        hashed = {k: v.value for k, v in meta.items() if k.startswith("sha256_")}
+        assert hashed, event.asset_key
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for name, info in manifest["files"].items():
+            assert sha256_file(folder / name) == info["sha256"]
+            assert hashed["sha256_" + name.replace("/", "_").replace(".", "_")] == info["sha256"]
+        assert meta["code_version"].value == manifest["code_version"]
+        if event.asset_key.to_user_string() not in ("corpus",):
+            assert meta["payload_build_id"].value == payload.build_id
+
+    report = json.loads(store.current("report").file("report.json").read_text())
+    assert report["payload_build_id"] == payload.build_id
+    assert set(report["models"]) == set(VARIANTS)
+    assert set(report["baselines"]) >= {"copy_last_context"}
+    assert report["n_queries"] > 0
+    for metrics in [*report["models"].values(), *report["baselines"].values()]:
+        assert {"r_at_1", "r_at_5", "r_at_10", "contain_at_50", "mrr", "median_rank"} <= set(metrics)
+        assert 0 <= metrics["r_at_1"] <= metrics["r_at_5"] <= metrics["r_at_10"] <= 1
+        assert metrics["median_rank"] >= 1
+    md = (store.current("report").path / "report.md").read_text()
+    assert "copy_last_context" in md and "mamba_sandwich" in md
+    manifest = store.current("payload").manifest
+    assert manifest["embedder"]["weights_sha256"] and manifest["norm"] == "l2"
+    assert 0.2 < manifest["adjacent_cosine_mean"] < 0.9
+
+
+def _misaligned_npz(data_dir: Path, tmp_path: Path, how: str) -> Path:
+    """Our own training windows exported, then broken the way the reference's were."""
+    store = ArtifactStore(data_dir)
+    payload = current_payload(store)
+    sets = load_sets(store.current(TRAIN_KIND))
+    path = export_training_npz(tmp_path / "train.npz", payload, sets, {"test": how})
+    with np.load(path) as npz:
+        data = dict(npz)
+    rng = np.random.default_rng(0)
+    if how == "shuffled":
+        data["target_vectors"] = data["target_vectors"][rng.permutation(len(data["target_vectors"]))]
+    else:  # another embedding: same geometry, other coordinates (a random rotation)
+        q, _ = np.linalg.qr(rng.standard_normal((payload.dim, payload.dim)))
+        data["target_vectors"] = (data["target_vectors"] @ q).astype(np.float32)
+    np.savez(path, **data)
+    return path
+
+
+def test_misaligned_training_set_is_blocked_before_any_checkpoint(small_run_copy, tmp_path):
+    data_dir = small_run_copy
+    before = snapshot_files(data_dir / "models") | snapshot_files(data_dir / "report")
+    for how in ("shuffled", "other_embedding"):
+        npz = _misaligned_npz(data_dir, tmp_path, how)
+        result = materialize_all(
+            data_dir, selection=["aligned_training_sequences", *VARIANTS],
+            ops={"aligned_training_sequences": {"import_npz": str(npz)}})
+        check = _check_evaluations(result)["check_training_sequences_aligned"]
+        assert not check.passed, how
+        assert "MISALIGNED" in check.description and "threshold 0.99" in check.description
+        assert check.metadata["figure"].value < 0.99
+        assert not result.success
+        assert _materialized(result) == {"aligned_training_sequences"}, how
+    # The checkpoints and report that were good before are untouched, and no new one appeared.
+    assert snapshot_files(data_dir / "models") | snapshot_files(data_dir / "report") == before
+
+
+def test_trainer_refuses_misaligned_sequences_in_a_run_without_the_check(small_run_copy,
+                                                                          tmp_path):
+    data_dir = small_run_copy
+    npz = _misaligned_npz(data_dir, tmp_path, "shuffled")
+    materialize_all(data_dir, selection=["aligned_training_sequences"],
+                    ops={"aligned_training_sequences": {"import_npz": str(npz)}})
+    before = snapshot_files(data_dir / "models")
+    result = materialize_all(data_dir, selection=["mamba_s"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "MISALIGNED" in str(failure.event_specific_data.error.to_string())
+    assert snapshot_files(data_dir / "models") == before

@@ -1,0 +1,107 @@
+"""Training: losses, schedule, early stopping, and resume after an interruption."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lvm_pipeline.models import LVM, preset
+from lvm_pipeline.sequences import SplitConfig, build_windows
+from lvm_pipeline.training import (
+    TrainConfig,
+    compute_loss,
+    infonce_loss,
+    lr_at,
+    reference_loss,
+    train,
+)
+
+
+def test_reference_loss_is_zero_on_the_target_and_infonce_prefers_the_own_target():
+    t = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(1)),
+                                      dim=-1)
+    assert float(reference_loss(t, t)) == pytest.approx(0.0, abs=1e-6)
+    shuffled = t[torch.randperm(8, generator=torch.Generator().manual_seed(0))]
+    assert float(infonce_loss(t, t, 0.05)) < float(infonce_loss(shuffled, t, 0.05))
+    mix = compute_loss(t, t, TrainConfig(loss="mix", infonce_weight=0.5))
+    assert float(mix) == pytest.approx(0.5 * float(infonce_loss(t, t, 0.05)), abs=1e-6)
+
+
+def test_lr_warms_up_then_decays_by_cosine_to_min_lr():
+    cfg = TrainConfig(lr=1e-3, warmup_fraction=0.05, min_lr_ratio=0.1)
+    lrs = [lr_at(s, 1000, cfg) for s in range(1000)]
+    assert lrs[0] == pytest.approx(1e-3 / 50)
+    assert max(lrs) == pytest.approx(1e-3) and int(np.argmax(lrs)) == 49
+    assert lrs[-1] == pytest.approx(1e-4, rel=1e-2)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[49:]))
+    assert lr_at(525, 1000, cfg) == pytest.approx(1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi / 2)))
+
+
+def test_unknown_loss_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown loss 'l1'; valid: reference, infonce, mix"):
+        TrainConfig(loss="l1")
+
+
+def _setup(synthetic_payload):
+    sets = build_windows(synthetic_payload, SplitConfig())
+    torch.manual_seed(0)
+    model = LVM(preset("mamba_s", "tiny", d_in=synthetic_payload.dim))
+    return model, sets
+
+
+def test_training_lowers_val_loss_and_keeps_the_best_epoch(synthetic_payload):
+    model, sets = _setup(synthetic_payload)
+    cfg = TrainConfig(epochs=6, batch_size=16, patience=10)
+    result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
+    losses = [h["val_loss"] for h in result.history]
+    assert min(losses) < losses[0]
+    assert result.best_epoch == int(np.argmin(losses))
+    assert result.device == "cpu"
+
+
+def test_early_stopping_waits_patience_epochs(synthetic_payload):
+    model, sets = _setup(synthetic_payload)
+    # lr 0 never improves on epoch 0: stop after epoch 0 + patience 2 epochs.
+    cfg = TrainConfig(epochs=20, batch_size=16, patience=2, lr=0.0)
+    result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
+    assert result.stopped_early and len(result.history) == 3
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_to_the_same_weights(synthetic_payload, tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=16, patience=10)
+    model, sets = _setup(synthetic_payload)
+    straight = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
+
+    def stop_after_epoch_2(done, total, **_):
+        if done == 2:
+            raise Interrupt
+
+    model, _ = _setup(synthetic_payload)
+    with pytest.raises(Interrupt):
+        train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+              stop_after_epoch_2, work_dir=tmp_path)
+    # The epoch-2 checkpoint was not written (the interrupt came first): resume from epoch 1.
+    model, _ = _setup(synthetic_payload)
+    resumed = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+                    work_dir=tmp_path)
+    assert resumed.resumed_from_epoch == 1
+    assert [h["val_loss"] for h in resumed.history] == pytest.approx(
+        [h["val_loss"] for h in straight.history], rel=1e-5)
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_corpus_smaller_than_a_batch_trains_on_one_batch_and_says_so(synthetic_payload):
+    model, sets = _setup(synthetic_payload)
+    result = train(model, synthetic_payload.vectors, sets["train"], sets["val"],
+                   TrainConfig(batch_size=100000, epochs=1))
+    assert result.batch_size == len(sets["train"])
