@@ -1,0 +1,50 @@
+"""``lvm``: run the pipeline and read its results from a terminal.
+
+Exit codes scripts can rely on: 0 success, 1 a check or a step failed (the reason is printed),
+2 a usage error. Every command takes ``--data-dir`` (env ``LVM_DATA_DIR``, default ``./data``);
+the Dagster instance lives in ``DAGSTER_HOME`` (default ``<data dir>/dagster_home``), so runs
+started here show up in the UI. Each command lives in its own module of this package and adds
+itself to the parser through ``register``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
+
+# One module per command (or group of related commands), each with `register(subparsers)`.
+COMMAND_MODULES = ("run", "report")
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lvm", description="Train latent vector models on aligned, checked data.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"lvm_pipeline.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exit_.code or 0)
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"lvm {args.command}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"lvm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
