@@ -1,15 +1,22 @@
 """Retrieval metrics: does the prediction find the true next chunk among every payload row?
 
 Models and baselines go through the same functions. All query sets (one per model or
-baseline) are stacked and scored in one pass: one FAISS search gives the candidates (R@k and
-Contain@50 as the index returns them), one exact blocked pass gives every query's rank of truth
-(the median rank says how far off a model is when R@k is zero). The query's own 5 context rows
-are removed from the candidates by default: otherwise "copy the last context" would retrieve
-its own input, not the next chunk.
+baseline) are stacked and scored in one pass: one FAISS search gives the candidates (R@k is
+computed from exact ranks, Contain@50 from what the index returned, so an approximate index
+shows up as Contain@50 < R@50), one exact blocked pass gives every query's rank of truth.
+The query's own 5 context rows are removed from the candidates by default: otherwise "copy the
+last context" would retrieve its own input, not the next chunk.
+
+Beyond hit rates, the diagnostics that would have exposed the reference project's misreadings:
+the cosine to the truth next to the cosine to the best impostor (a model can reach 0.55 cosine
+and still lose every query to a closer chunk), contrastive accuracy, and the paraphrase ratio
+(max cosine to a context vector over cosine to the truth: above 1 the model copies its input).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -22,6 +29,10 @@ from lvm_pipeline.sequences import SequenceSet, gather
 
 KS = (1, 5, 10, 50)
 CONTAIN_K = 50
+RANK_BUCKETS = (50, 500, 5000)
+BEYOND = 10000
+MARGIN_BAR = 0.05
+N_IMPOSTORS = 3
 QUERY_BLOCK = 1024
 PAYLOAD_BLOCK = 65536
 
@@ -30,6 +41,8 @@ PAYLOAD_BLOCK = 65536
 class EvalConfig:
     exclude_context: bool = True
     batch_size: int = 1024
+    # Queries timed one at a time (model forward + index search) for the latency figures.
+    latency_queries: int = 64
 
 
 # --------------------------------------------------------------------------- predictions
@@ -45,11 +58,6 @@ def predict(model: LVM, vectors: np.ndarray, seqs: SequenceSet, batch_size: int 
         context = torch.from_numpy(gather(vectors, seqs.context_rows[lo:lo + batch_size]))
         out.append(model(context.to(device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty((0, vectors.shape[1]), np.float32)
-
-
-def copy_last_context(vectors: np.ndarray, seqs: SequenceSet) -> np.ndarray:
-    """Baseline: predict the next chunk as the last context chunk. (N, D)."""
-    return gather(vectors, seqs.context_rows[:, -1])
 
 
 # --------------------------------------------------------------------------- ranking
@@ -75,44 +83,110 @@ def truth_ranks(queries: np.ndarray, vectors: np.ndarray, truth_rows: np.ndarray
         for qlo in range(0, len(queries), QUERY_BLOCK):
             q = slice(qlo, qlo + QUERY_BLOCK)
             scores = queries[q] @ block.T  # (q, P)
-            # The truth's score from this same GEMM: einsum may round it differently.
-            own = masked[q] - lo  # (q, 1 + E) column of each masked row in this block
+            own = masked[q] - lo  # (q, 1 + E): column of each masked row in this block
             inside = (own >= 0) & (own < len(block))
-            qi = np.nonzero(inside)[0]
+            # The truth's score from this same GEMM (einsum may round it differently).
             ref = np.where(inside[:, 0], scores[np.arange(len(scores)),
                                                 np.clip(own[:, 0], 0, len(block) - 1)],
                            truth_scores[q])
-            scores[qi, own[inside]] = -np.inf
+            scores[np.nonzero(inside)[0], own[inside]] = -np.inf
             above[q] += (scores > ref[:, None]).sum(axis=1)
         progress(min(lo + PAYLOAD_BLOCK, n_rows), n_rows)
     return above + 1
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int,
-           exclude_rows: np.ndarray | None) -> np.ndarray:
-    """Top-k payload rows per query from the index, excluded rows removed. (Q, k) int64."""
+           exclude_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k payload rows per query from the index, excluded rows removed.
+
+    Returns scores (Q, k) float32 and rows (Q, k) int64, best first.
+    """
     extra = 0 if exclude_rows is None else exclude_rows.shape[1]
-    _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k + extra)
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k + extra)
     if exclude_rows is None:
-        return ids[:, :k]
+        return scores[:, :k], ids[:, :k]
     keep = ~(ids[:, :, None] == exclude_rows[:, None, :]).any(axis=2)  # (Q, k+E)
-    # Stable sort puts kept ids first in their original order.
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(ids, order, axis=1)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept ids first, in order
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-def metrics_from(ranks: np.ndarray, hits: np.ndarray, truth_rows: np.ndarray) -> dict[str, float]:
-    """Metrics of one query set. ranks: (Q,) exact ranks; hits: (Q, 50) index candidates."""
+# --------------------------------------------------------------------------- diagnostics
+
+
+def impostors(hit_scores: np.ndarray, hits: np.ndarray, truth_rows: np.ndarray, k: int = 1
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best-scoring candidates that are not the truth: rows and cosines, (Q, k)."""
+    is_truth = hits == truth_rows[:, None]  # (Q, K): at most one True per row
+    order = np.argsort(is_truth, axis=1, kind="stable")[:, :k]  # non-truth first, in order
+    return np.take_along_axis(hits, order, axis=1), np.take_along_axis(hit_scores, order, axis=1)
+
+
+def contrastive_accuracy(queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per query: share of the *other* eval targets further from the prediction than its own.
+
+    queries, targets: (Q, D) unit vectors of one query set. Large Meta Concept Model paper's
+    measure: 1.0 means the prediction is closer to its truth than to any other eval target.
+    """
+    n = len(queries)
+    out = np.empty(n, dtype=np.float64)
+    for lo in range(0, n, QUERY_BLOCK):
+        scores = queries[lo:lo + QUERY_BLOCK] @ targets.T  # (q, Q)
+        diagonal = np.arange(len(scores)), np.arange(lo, lo + len(scores))
+        reference = scores[diagonal].copy()  # own score from the same GEMM as the others
+        scores[diagonal] = np.inf  # a target is never "further" than itself
+        out[lo:lo + QUERY_BLOCK] = (scores < reference[:, None]).sum(axis=1) / max(n - 1, 1)
+    return out
+
+
+def paraphrase_ratio(queries: np.ndarray, context: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """max_j cos(pred, context_j) / cos(pred, truth) per query; > 1 = closer to an input than
+    to the answer. queries (Q, D), context (Q, 5, D), truth (Q, D) unit vectors."""
+    to_context = np.einsum("qd,qjd->qj", queries, context).max(axis=1)
+    to_truth = np.einsum("qd,qd->q", queries, truth)
+    return to_context / np.where(np.abs(to_truth) < 1e-6, 1e-6, to_truth)
+
+
+def metrics_from(ranks: np.ndarray, hits: np.ndarray, hit_scores: np.ndarray,
+                 truth_rows: np.ndarray, cos_truth: np.ndarray, contrastive: np.ndarray,
+                 paraphrase: np.ndarray) -> dict[str, float]:
+    """All metrics of one query set (every input is per query, shapes (Q,) or (Q, 50))."""
     contained = (hits == truth_rows[:, None]).any(axis=1)
+    cos_impostor = impostors(hit_scores, hits, truth_rows)[1][:, 0]
+    margin = cos_truth - cos_impostor
     out = {f"r_at_{k}": float(np.mean(ranks <= k)) for k in KS}
+    contain = float(contained.mean())
     out.update({
-        f"contain_at_{CONTAIN_K}": float(contained.mean()),
+        f"contain_at_{CONTAIN_K}": contain,
+        "eff_at_5": out["r_at_5"] / contain if contain > 0 else 0.0,
         "mrr": float(np.mean(1.0 / ranks)),
         "mrr_at_10": float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0))),
         "median_rank": float(np.median(ranks)),
+        "p90_rank": float(np.percentile(ranks, 90)),
+        **{f"rank_share_top_{b}": float(np.mean(ranks <= b)) for b in RANK_BUCKETS},
+        f"rank_share_beyond_{BEYOND}": float(np.mean(ranks > BEYOND)),
+        "cos_truth_mean": float(cos_truth.mean()),
+        "cos_impostor_mean": float(cos_impostor.mean()),
+        "margin_mean": float(margin.mean()),
+        "margin_positive_share": float(np.mean(margin > 0)),
+        "margin_above_0_05_share": float(np.mean(margin > MARGIN_BAR)),
+        "contrastive_accuracy": float(contrastive.mean()),
+        "paraphrase_ratio": float(np.median(paraphrase)),
+        "paraphrase_share_above_1": float(np.mean(paraphrase > 1)),
         "n_queries": len(ranks),
     })
     return out
+
+
+@dataclass
+class QuerySetResult:
+    """Metrics of one query set plus the per-query details the diagnostics read."""
+
+    metrics: dict[str, float]
+    ranks: np.ndarray  # (Q,) int64
+    impostor_rows: np.ndarray  # (Q, 3) int64, best first
+    cos_truth: np.ndarray  # (Q,)
+    cos_impostor: np.ndarray  # (Q,)
+    paraphrase: np.ndarray  # (Q,)
 
 
 def evaluate(
@@ -122,8 +196,8 @@ def evaluate(
     seqs: SequenceSet,
     config: EvalConfig | None = None,
     progress: Progress = silent,
-) -> dict[str, dict[str, float]]:
-    """Metrics for every named (Q, D) prediction set over the same eval windows, in one pass."""
+) -> dict[str, QuerySetResult]:
+    """Every named (Q, D) prediction set over the same eval windows, in one pass."""
     config = config or EvalConfig()
     names = list(predictions)
     n = len(seqs)
@@ -133,8 +207,39 @@ def evaluate(
     truth = np.tile(seqs.target_row.astype(np.int64), len(names))
     exclude = (np.tile(seqs.context_rows.astype(np.int64), (len(names), 1))
                if config.exclude_context else None)
-    hits = search(index, queries, CONTAIN_K, exclude)
+    hit_scores, hits = search(index, queries, CONTAIN_K, exclude)
     ranks = truth_ranks(queries, vectors, truth, exclude, progress)
-    return {name: metrics_from(ranks[i * n:(i + 1) * n], hits[i * n:(i + 1) * n],
-                               truth[i * n:(i + 1) * n])
-            for i, name in enumerate(names)}
+    targets = gather(vectors, seqs.target_row)  # (n, D)
+    context = gather(vectors, seqs.context_rows)  # (n, 5, D)
+    out = {}
+    for i, name in enumerate(names):
+        s = slice(i * n, (i + 1) * n)
+        q = queries[s]
+        cos_truth = np.einsum("qd,qd->q", q, targets)
+        imp_rows, cos_imp = impostors(hit_scores[s], hits[s], truth[s], k=N_IMPOSTORS)
+        para = paraphrase_ratio(q, context, targets)
+        out[name] = QuerySetResult(
+            metrics=metrics_from(ranks[s], hits[s], hit_scores[s], truth[s], cos_truth,
+                                 contrastive_accuracy(q, targets), para),
+            ranks=ranks[s], impostor_rows=imp_rows, cos_truth=cos_truth,
+            cos_impostor=cos_imp[:, 0], paraphrase=para)
+    return out
+
+
+def latency_ms(predict_one: Callable[[np.ndarray], np.ndarray], index: faiss.Index,
+               vectors: np.ndarray, seqs: SequenceSet, n: int, exclude_context: bool = True
+               ) -> dict[str, float]:
+    """p50 / p95 milliseconds of one query end to end: predict from (1, 5, D), search top 50."""
+    if len(seqs) == 0 or n <= 0:
+        return {"latency_p50_ms": float("nan"), "latency_p95_ms": float("nan")}
+    rows = np.linspace(0, len(seqs) - 1, num=min(n, len(seqs))).astype(int)
+    times = []
+    for i, r in enumerate(np.concatenate([rows[:3], rows])):  # 3 warm-up queries
+        context = gather(vectors, seqs.context_rows[r:r + 1])  # (1, 5, D)
+        start = time.perf_counter()
+        query = predict_one(context)
+        search(index, query, CONTAIN_K, seqs.context_rows[r:r + 1] if exclude_context else None)
+        if i >= 3:
+            times.append((time.perf_counter() - start) * 1000)
+    return {"latency_p50_ms": float(np.percentile(times, 50)),
+            "latency_p95_ms": float(np.percentile(times, 95))}

@@ -6,7 +6,14 @@ import faiss
 import numpy as np
 import pytest
 
-from lvm_pipeline.evaluation import evaluate, metrics_from, search, truth_ranks
+from lvm_pipeline.evaluation import (
+    EvalConfig,
+    contrastive_accuracy,
+    evaluate,
+    metrics_from,
+    search,
+    truth_ranks,
+)
 from lvm_pipeline.sequences import SplitConfig, build_windows, gather
 
 
@@ -38,7 +45,7 @@ def test_search_drops_excluded_rows_and_keeps_order(synthetic_payload):
     index.add(v)
     q = v[:3].copy()
     exclude = np.array([[0, 5, 6, 7, 8], [9, 9, 9, 9, 9], [100, 101, 102, 103, 104]])
-    hits = search(index, q, 10, exclude)
+    _, hits = search(index, q, 10, exclude)
     _, full = index.search(q, 15)
     for i in range(3):
         assert not set(hits[i]) & set(exclude[i].tolist())
@@ -52,17 +59,45 @@ def test_oracle_gets_rank_one_and_copy_last_cannot_find_itself(synthetic_payload
     seqs = build_windows(synthetic_payload, SplitConfig())["eval"]
     out = evaluate({"oracle": gather(v, seqs.target_row),
                     "copy_last": gather(v, seqs.context_rows[:, -1])}, v, index, seqs)
-    assert out["oracle"]["r_at_1"] == 1.0 and out["oracle"]["median_rank"] == 1
-    assert out["oracle"]["contain_at_50"] == 1.0
-    assert out["copy_last"]["r_at_1"] < 1.0
+    oracle, copy_last = out["oracle"].metrics, out["copy_last"].metrics
+    assert oracle["r_at_1"] == 1.0 and oracle["median_rank"] == 1
+    assert oracle["contain_at_50"] == 1.0 and oracle["margin_positive_share"] == 1.0
+    assert oracle["contrastive_accuracy"] == 1.0 and oracle["paraphrase_ratio"] < 1
+    assert oracle["cos_truth_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert copy_last["r_at_1"] < 1.0
+    # Copying the input is what the paraphrase ratio flags: closer to a context than the truth.
+    assert copy_last["paraphrase_ratio"] > 1 and copy_last["paraphrase_share_above_1"] == 1.0
+    # Excluding the context is what keeps copy-last from "retrieving" its own input.
+    kept = evaluate({"copy_last": gather(v, seqs.context_rows[:, -1])}, v, index, seqs,
+                    EvalConfig(exclude_context=False))["copy_last"]
+    assert kept.metrics["r_at_1"] < copy_last["r_at_1"] or copy_last["r_at_1"] == 0
+    np.testing.assert_array_equal(kept.impostor_rows[:, 0], seqs.context_rows[:, -1])
 
 
 def test_metric_definitions():
     ranks = np.array([1, 2, 6, 11, 60])
-    hits = np.zeros((5, 50), int)
-    hits[:3, 0] = [7, 7, 7]
-    m = metrics_from(ranks, hits, np.array([7, 7, 7, 8, 8]))
+    truth = np.array([7, 7, 7, 8, 8])
+    hits = np.tile(np.arange(100, 150), (5, 1))
+    hits[:3, 0] = 7  # the truth is the first candidate of queries 0-2
+    scores = np.tile(np.linspace(0.9, 0.4, 50), (5, 1)).astype(np.float32)
+    cos_truth = np.array([0.9, 0.8, 0.7, 0.6, 0.3])
+    m = metrics_from(ranks, hits, scores, truth, cos_truth, np.array([1, 1, 0.5, 0.5, 0]),
+                     np.array([0.5, 2, 0.9, 1.1, 3]))
     assert m["r_at_1"] == 0.2 and m["r_at_5"] == 0.4 and m["r_at_10"] == 0.6
     assert m["r_at_50"] == 0.8 and m["contain_at_50"] == 0.6
+    assert m["eff_at_5"] == pytest.approx(0.4 / 0.6)
     assert m["mrr_at_10"] == pytest.approx((1 + 1 / 2 + 1 / 6) / 5)
-    assert m["median_rank"] == 6
+    assert m["median_rank"] == 6 and m["rank_share_top_50"] == 0.8
+    # The best impostor of queries 0-2 is the second candidate, of 3-4 the first.
+    impostor = np.array([scores[0, 1]] * 3 + [scores[0, 0]] * 2)
+    assert m["margin_mean"] == pytest.approx(float(np.mean(cos_truth - impostor)), rel=1e-5)
+    assert m["margin_positive_share"] == pytest.approx(np.mean(cos_truth - impostor > 0))
+    assert m["contrastive_accuracy"] == pytest.approx(0.6)
+    assert m["paraphrase_ratio"] == 1.1 and m["paraphrase_share_above_1"] == 0.6
+
+
+def test_contrastive_accuracy_counts_other_targets_further_than_the_truth():
+    targets = np.eye(4, dtype=np.float32)
+    queries = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0], [0, 0.8, 0.6, 0], [0, 0, 0, 1]],
+                       np.float32)
+    np.testing.assert_allclose(contrastive_accuracy(queries, targets), [1, 1, 2 / 3, 1])

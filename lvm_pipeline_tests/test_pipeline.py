@@ -34,7 +34,8 @@ def test_definitions_load_with_every_asset_check_and_job():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == ALL_KEYS
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"check_training_sequences_aligned", "check_eval_sequences_aligned"} <= checks
+    assert {"check_training_sequences_aligned", "check_eval_sequences_aligned",
+            "check_report_oracle"} <= checks
     assert defs.resolve_job_def("full_retrain").description
 
 
@@ -61,16 +62,30 @@ def test_small_default_run_materializes_everything_with_verifiable_metadata(smal
             assert meta["payload_build_id"].value == payload.build_id
 
     report = json.loads(store.current("report").file("report.json").read_text())
+    assert report["schema_version"] == 1 and report["oracle_ok"] and not report["warnings"]
     assert report["payload_build_id"] == payload.build_id
     assert set(report["models"]) == set(VARIANTS)
-    assert set(report["baselines"]) >= {"copy_last_context"}
+    assert set(report["baselines"]) == {"copy_last_context", "mean_of_context", "ridge", "oracle"}
+    assert report["baselines"]["oracle"]["r_at_1"] == 1.0
     assert report["n_queries"] > 0
-    for metrics in [*report["models"].values(), *report["baselines"].values()]:
-        assert {"r_at_1", "r_at_5", "r_at_10", "contain_at_50", "mrr", "median_rank"} <= set(metrics)
+    required = {"r_at_1", "r_at_5", "r_at_10", "r_at_50", "contain_at_50", "eff_at_5",
+                "mrr_at_10", "median_rank", "contrastive_accuracy", "paraphrase_ratio",
+                "margin_positive_share", "latency_p95_ms"}
+    for name, metrics in [*report["models"].items(), *report["baselines"].items()]:
+        assert required - {"latency_p95_ms"} <= set(metrics), name
         assert 0 <= metrics["r_at_1"] <= metrics["r_at_5"] <= metrics["r_at_10"] <= 1
         assert metrics["median_rank"] >= 1
-    md = (store.current("report").path / "report.md").read_text()
-    assert "copy_last_context" in md and "mamba_sandwich" in md
+    for metrics in report["models"].values():
+        assert metrics["latency_p95_ms"] > 0 and metrics["val_cos"] > 0
+    report_build = store.current("report")
+    md = (report_build.path / "report.md").read_text()
+    assert "copy_last_context" in md and "mamba_sandwich" in md and "plots/margins.png" in md
+    assert {"plots/rank_of_truth.png", "plots/margins.png", "plots/r5_mrr_bars.png",
+            "queries.parquet"} <= set(report_build.manifest["files"])
+    event = next(e for e in result.get_asset_materialization_events()
+                 if e.asset_key.to_user_string() == "retrieval_report")
+    assert "| mamba_s |" in event.materialization.metadata["table"].value
+    assert "data:image/png;base64," in event.materialization.metadata["plots"].value
     manifest = store.current("payload").manifest
     assert manifest["embedder"]["weights_sha256"] and manifest["norm"] == "l2"
     assert 0.2 < manifest["adjacent_cosine_mean"] < 0.9
@@ -124,3 +139,15 @@ def test_trainer_refuses_misaligned_sequences_in_a_run_without_the_check(small_r
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "MISALIGNED" in str(failure.event_specific_data.error.to_string())
     assert snapshot_files(data_dir / "models") == before
+
+
+def test_diagnose_shows_texts_of_context_truth_and_impostors(small_run, capsys):
+    from lvm_pipeline.cli import main
+
+    data_dir, _ = small_run
+    assert main(["diagnose", "mamba_s", "--data-dir", str(data_dir), "--examples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Rank of the true next chunk" in out and "Margin cos(truth)" in out
+    assert out.count("TRUTH [") == 2 and "impostor 1 [" in out and "context -5 [" in out
+    assert main(["diagnose", "nope", "--data-dir", str(data_dir)]) == 1
+    assert "valid: copy_last_context" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``lvm report``: print the latest retrieval report."""
+"""``lvm report`` and ``lvm diagnose``: read the latest retrieval report."""
 
 from __future__ import annotations
 
@@ -20,7 +20,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
+    from lvm_pipeline.diagnosis import diagnose
+
+    try:
+        print(diagnose(ArtifactStore(resolve_data_dir(args.data_dir)), args.model, args.examples))
+    except ArtifactError as err:
+        raise CliError(str(err)) from None
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     report = add_command(sub, "report", "Print the latest retrieval report as a table (or JSON).")
     report.add_argument("--json", action="store_true", help="print report.json")
     report.set_defaults(func=cmd_report)
+    diagnose = add_command(sub, "diagnose", "Show what one model (or baseline) retrieves: rank of "
+                                            "truth, margins, impostors and example queries with "
+                                            "their texts.")
+    diagnose.add_argument("model", help="a model (mamba_s, …) or baseline (copy_last_context, …)")
+    diagnose.add_argument("--examples", type=int, default=3,
+                          help="example queries to print, from best to worst rank (default 3)")
+    diagnose.set_defaults(func=cmd_diagnose)

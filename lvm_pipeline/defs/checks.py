@@ -10,6 +10,7 @@ import dagster as dg
 from lvm_pipeline.defs.resources import GuardsResource, StorageResource
 from lvm_pipeline.guards import GuardResult, check_alignment
 from lvm_pipeline.payload import current_payload
+from lvm_pipeline.report import ORACLE_MIN_R_AT_1, current_report
 from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets, require_payload
 
 
@@ -45,3 +46,17 @@ def check_eval_sequences_aligned(storage: StorageResource,
                                  guards: GuardsResource) -> dg.AssetCheckResult:
     """Eval targets and contexts are the payload vectors their truth keys name."""
     return _sequences_aligned(EVAL_KIND, storage, guards)
+
+
+@dg.asset_check(asset="retrieval_report", blocking=True)
+def check_report_oracle(storage: StorageResource) -> dg.AssetCheckResult:
+    """Searching with the truth vectors themselves finds them at rank 1 (else the index or the
+    truth keys are broken and no number in the report can be trusted)."""
+    report = current_report(storage.store())
+    oracle = report["baselines"]["oracle"]
+    return dg.AssetCheckResult(
+        passed=bool(report["oracle_ok"]),
+        description=report["warnings"][0] if report["warnings"] else
+        f"oracle R@1 {oracle['r_at_1']:.3f} >= {ORACLE_MIN_R_AT_1}",
+        metadata={"figure": oracle["r_at_1"], "threshold": ORACLE_MIN_R_AT_1,
+                  "rule": "the truth vector searched in the index comes back at rank 1"})

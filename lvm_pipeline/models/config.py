@@ -31,6 +31,13 @@ class LVMConfig:
     gru_hidden: int = 256
     # The embedder's dim; set from the payload when a model is built for it.
     d_in: int = 384
+    # Context chunks per window (the product's windows are 5 → 1).
+    context: int = 5
+    # Output = normalise(mix · context + head(h)), with mix starting at "copy the last context"
+    # and head at zero: training starts from the copy-last baseline and must improve on it.
+    # Measured on the default corpus (docs/evaluation.md): without it the tiny presets lose
+    # to copy-last on every metric.
+    context_skip: bool = True
     scan_backend: str = "torch"
 
     def __post_init__(self) -> None:

@@ -3,6 +3,8 @@
 Layout: input projection (embedder dim → d_model), pre-norm residual blocks (Mamba, local
 attention or GRU gate, per :class:`LVMConfig.layout`), final RMSNorm, a head back to the
 embedder dim at the last position, L2-normalised so the output lives where the payload does.
+With ``context_skip`` a learned mix of the context vectors is added before normalising, so the
+network predicts a correction to a blend of its inputs rather than a vector from scratch.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ class LVM(nn.Module):
         self.norm_f = nn.RMSNorm(config.d_model, eps=1e-5)
         self.head = nn.Linear(config.d_model, config.d_in)
         self.apply(self._init_linear_bias)
+        if config.context_skip:
+            mix = torch.zeros(config.context)
+            mix[-1] = 1.0  # starts as the copy-last-context baseline
+            self.context_mix = nn.Parameter(mix)
+            self.context_mix._no_weight_decay = True
+            nn.init.zeros_(self.head.weight)  # ... with no correction yet
         # GPT-2 / mamba_ssm rescale: each residual branch's output projection is shrunk by
         # sqrt(n_layers) so the residual stream's variance does not grow with depth.
         for name, param in self.named_parameters():
@@ -68,7 +76,10 @@ class LVM(nn.Module):
         for block in self.blocks:
             h = block(h)  # (B, L, d_model)
         h = self.norm_f(h[:, -1])  # (B, d_model): only the last position predicts
-        return F.normalize(self.head(h), dim=-1)  # (B, d_in)
+        out = self.head(h)  # (B, d_in)
+        if self.config.context_skip:
+            out = out + torch.einsum("l,bld->bd", self.context_mix, context)  # (B, d_in)
+        return F.normalize(out, dim=-1)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -10,26 +10,30 @@ from lvm_pipeline.index import KIND as INDEX
 from lvm_pipeline.index import load_index
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.payload import current_payload
-from lvm_pipeline.report import build_report, markdown_table, publish_report
-from lvm_pipeline.sequences import EVAL_KIND, load_sets, require_payload
+from lvm_pipeline.report import build_report, embedded_images_markdown, markdown_table, publish_report
+from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets, require_payload
 
 
 @dg.asset(group_name="evaluation", kinds={"json", "markdown"},
-          deps=["payload", "aligned_eval", "faiss_index", *VARIANTS])
+          deps=["payload", "aligned_training_sequences", "aligned_eval", "faiss_index", *VARIANTS])
 def retrieval_report(context: dg.AssetExecutionContext, storage: StorageResource,
                      guards: GuardsResource) -> dg.MaterializeResult:
-    """R@1/5/10, Contain@50, MRR and median rank of truth for the five models and the
-    copy-last-context baseline, searching the whole payload."""
+    """R@k, MRR, rank of truth, margins, contrastive accuracy, paraphrase ratio and latency for
+    the five models and the baselines (copy-last, mean-of-context, ridge, oracle)."""
     store = storage.store()
     payload = current_payload(store)
-    eval_build, index_build = store.current(EVAL_KIND), store.current(INDEX)
-    require_payload(eval_build, payload)
-    eval_sets = load_sets(eval_build)
+    eval_build, train_build, index_build = (store.current(k) for k in (EVAL_KIND, TRAIN_KIND,
+                                                                       INDEX))
+    for build in (eval_build, train_build):
+        require_payload(build, payload)
+    eval_sets, train_sets = load_sets(eval_build), load_sets(train_build)
     check_alignment(payload, eval_sets, guards.config().min_alignment_cosine).raise_if_failed()
-    report = build_report(payload, index_build, load_index(index_build, payload), eval_build,
-                          eval_sets["eval"], {v: store.current(kind_for(v)) for v in VARIANTS},
-                          progress=progress_for(context, "evaluating"))
-    build = publish_report(store, report)
+    report, results = build_report(
+        payload, index_build, load_index(index_build, payload), eval_build, eval_sets["eval"],
+        train_build, train_sets, {v: store.current(kind_for(v)) for v in VARIANTS},
+        progress=progress_for(context, "evaluating"))
+    build = publish_report(store, report, results, eval_sets["eval"])
     return dg.MaterializeResult(metadata=build_metadata(
         build, payload_build_id=payload.build_id, n_queries=report["n_queries"],
-        table=dg.MetadataValue.md(markdown_table(report))))
+        oracle_ok=report["oracle_ok"], table=dg.MetadataValue.md(markdown_table(report)),
+        plots=dg.MetadataValue.md(embedded_images_markdown(build))))

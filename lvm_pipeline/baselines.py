@@ -1,0 +1,95 @@
+"""Baselines every report carries, so a model's numbers always have something to beat.
+
+- ``copy_last_context``: the last context chunk is the prediction (strong when adjacent chunks
+  are similar; the first thing a model must beat);
+- ``mean_of_context``: the normalised mean of the 5 context vectors;
+- ``ridge``: a closed-form linear map from the 5 concatenated context vectors to the target, fit
+  on the training windows, its ridge penalty picked by val cosine;
+- ``oracle``: the truth vector itself. Not a baseline to beat but a sanity check: searching
+  with the truth must return it at rank 1; anything less means the index or the keys are broken.
+
+Each predictor maps contexts (N, 5, D) to unit vectors (N, D), like a model does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lvm_pipeline.sequences import SequenceSet, gather
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+RIDGE_PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)
+BLOCK = 16384
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def copy_last_context(context: np.ndarray) -> np.ndarray:
+    """context (N, 5, D) → (N, D): the last context vector."""
+    return np.ascontiguousarray(context[:, -1], dtype=np.float32)
+
+
+def mean_of_context(context: np.ndarray) -> np.ndarray:
+    """context (N, 5, D) → (N, D): the normalised mean of the context vectors."""
+    return _unit(context.mean(axis=1))
+
+
+@dataclass(frozen=True)
+class Ridge:
+    """Linear predictor ``normalise(flatten(context) @ weight)``; weight (5·D, D)."""
+
+    weight: np.ndarray
+    penalty: float
+    val_cos: float
+
+    def __call__(self, context: np.ndarray) -> np.ndarray:
+        flat = context.reshape(len(context), -1).astype(np.float64)  # (N, 5·D)
+        return _unit(flat @ self.weight)
+
+
+def _normal_equations(vectors: np.ndarray, seqs: SequenceSet) -> tuple[np.ndarray, np.ndarray]:
+    """XᵀX (5D, 5D) and XᵀY (5D, D) accumulated block by block (no (N, 5D) copy at once)."""
+    dim = vectors.shape[1]
+    xtx = np.zeros((5 * dim, 5 * dim))
+    xty = np.zeros((5 * dim, dim))
+    for lo in range(0, len(seqs), BLOCK):
+        x = gather(vectors, seqs.context_rows[lo:lo + BLOCK]).reshape(-1, 5 * dim)
+        y = gather(vectors, seqs.target_row[lo:lo + BLOCK])
+        xtx += x.T.astype(np.float64) @ x
+        xty += x.T.astype(np.float64) @ y
+    return xtx, xty
+
+
+def fit_ridge(vectors: np.ndarray, train: SequenceSet, val: SequenceSet,
+              penalties: tuple[float, ...] = RIDGE_PENALTIES) -> Ridge:
+    """Closed-form ridge on the training windows; the penalty with the best val cosine wins."""
+    xtx, xty = _normal_equations(vectors, train)
+    val_context = gather(vectors, val.context_rows)
+    val_target = gather(vectors, val.target_row)
+    best: Ridge | None = None
+    for penalty in penalties:
+        weight = np.linalg.solve(xtx + penalty * np.eye(len(xtx)), xty)  # (5D, D)
+        candidate = Ridge(weight, penalty, 0.0)
+        cos = float(np.einsum("nd,nd->n", candidate(val_context), val_target).mean())
+        if best is None or cos > best.val_cos:
+            best = Ridge(weight, penalty, cos)
+    assert best is not None
+    return best
+
+
+def baseline_predictors(vectors: np.ndarray, train: SequenceSet, val: SequenceSet
+                        ) -> dict[str, Predictor]:
+    """The context-based baselines (the oracle needs the truth, see :func:`oracle`)."""
+    return {"copy_last_context": copy_last_context, "mean_of_context": mean_of_context,
+            "ridge": fit_ridge(vectors, train, val)}
+
+
+def oracle(vectors: np.ndarray, seqs: SequenceSet) -> np.ndarray:
+    """The truth vectors themselves: (N, D)."""
+    return gather(vectors, seqs.target_row)
