@@ -53,19 +53,38 @@ def _setup(synthetic_payload):
     return model, sets
 
 
-def test_training_lowers_val_loss_and_keeps_the_best_epoch(synthetic_payload):
+def test_training_keeps_the_epoch_with_the_best_val_retrieval(synthetic_payload):
     model, sets = _setup(synthetic_payload)
     cfg = TrainConfig(epochs=6, batch_size=16, patience=10)
     result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
-    losses = [h["val_loss"] for h in result.history]
-    assert min(losses) < losses[0]
-    assert result.best_epoch == int(np.argmin(losses))
+    mrr = [h["val_mrr_at_10"] for h in result.history]
+    assert result.best_epoch == int(np.argmax(mrr))
+    assert all(0 <= h["val_r_at_5"] <= 1 for h in result.history)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.device == "cpu"
+
+
+def test_payload_negatives_mask_the_queries_own_rows(synthetic_payload):
+    from lvm_pipeline.training import payload_negatives
+
+    sets = build_windows(synthetic_payload, SplitConfig())
+    idx = np.arange(8)
+    rng = np.random.default_rng(0)
+    negatives, mask = payload_negatives(synthetic_payload.vectors, sets["train"], idx,
+                                        len(synthetic_payload), rng)
+    assert negatives.shape == (len(synthetic_payload), synthetic_payload.dim)
+    # Every row was drawn, so each query masks exactly its target and its 5 context rows.
+    assert mask.sum(dim=1).tolist() == [6] * 8
+    loss = infonce_loss(torch.nn.functional.normalize(torch.randn(8, synthetic_payload.dim),
+                                                      dim=-1),
+                        torch.from_numpy(synthetic_payload.vectors[sets["train"].target_row[idx]]),
+                        0.05, negatives, mask)
+    assert torch.isfinite(loss)
 
 
 def test_early_stopping_waits_patience_epochs(synthetic_payload):
     model, sets = _setup(synthetic_payload)
-    # lr 0 never improves on epoch 0: stop after epoch 0 + patience 2 epochs.
+    # lr 0 never improves on epoch 0's val MRR: stop after epoch 0 + patience 2 epochs.
     cfg = TrainConfig(epochs=20, batch_size=16, patience=2, lr=0.0)
     result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
     assert result.stopped_early and len(result.history) == 3
@@ -95,6 +114,7 @@ def test_interrupted_training_resumes_to_the_same_weights(synthetic_payload, tmp
     assert resumed.resumed_from_epoch == 1
     assert [h["val_loss"] for h in resumed.history] == pytest.approx(
         [h["val_loss"] for h in straight.history], rel=1e-5)
+    assert resumed.best_epoch == straight.best_epoch
     for (name, a), b in zip(straight.model.state_dict().items(),
                             resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

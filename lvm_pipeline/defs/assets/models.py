@@ -7,7 +7,7 @@ from lvm_pipeline.defs.resources import GuardsResource, StorageResource
 from lvm_pipeline.models import SIZES, VARIANTS
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND
-from lvm_pipeline.training import LOSSES, TrainConfig, train_variant
+from lvm_pipeline.training import TrainConfig, train_variant
 
 _DEFAULT = TrainConfig()
 
@@ -21,17 +21,16 @@ class TrainParams(dg.Config):
     lr: float = _DEFAULT.lr
     loss: str = _DEFAULT.loss
     temperature: float = _DEFAULT.temperature
+    negatives: str = _DEFAULT.negatives
     seed: int = _DEFAULT.seed
     device: str = _DEFAULT.device
 
     def to_domain(self) -> TrainConfig:
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; valid: {', '.join(SIZES)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           loss=self.loss, temperature=self.temperature, seed=self.seed,
-                           device=self.device)
+                           loss=self.loss, temperature=self.temperature,
+                           negatives=self.negatives, seed=self.seed, device=self.device)
 
 
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
@@ -48,8 +47,9 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=build_metadata(
             build, payload_build_id=payload.build_id, n_params=result.model.num_params(),
             device=result.device, epochs_run=len(result.history), best_epoch=result.best_epoch,
-            stopped_early=result.stopped_early, best_val_loss=best["val_loss"],
-            best_val_cos=best["val_cos"], train_seconds=result.seconds,
+            stopped_early=result.stopped_early, best_val_mrr_at_10=best["val_mrr_at_10"],
+            best_val_r_at_5=best["val_r_at_5"], best_val_cos=best["val_cos"],
+            train_seconds=result.seconds,
             history=dg.MetadataValue.json(result.history)))
 
     _checkpoint.__doc__ = (f"{variant}: the `{variant}` LVM trained on aligned_training_sequences "
