@@ -58,7 +58,7 @@ class TrainConfig:
     # InfoNCE negatives: the batch's other targets ("batch"), or those plus payload_negatives
     # payload rows drawn at random each step ("payload"). Random in-batch targets come from
     # other articles and are easy; payload rows include the chunks retrieval actually confuses.
-    negatives: str = "batch"
+    negatives: str = "payload"
     payload_negatives: int = 4096
     # The context mix (LVMConfig.context_skip) learns this many times faster than the network:
     # it has 5 parameters and settles the blend before the network can overfit a correction.
