@@ -6,6 +6,10 @@ same path the alignment check measures), so no copy of the training vectors ever
 After every epoch the full state (weights, optimizer, history, best weights) is written
 atomically to ``work_dir``; a rerun with the same inputs resumes from it and ends at the same
 weights as an uninterrupted run, because each epoch's shuffle is seeded by ``(seed, epoch)``.
+
+Two execution choices never change what is computed: ``scan_backend`` (models/scan.py; ``auto``
+is resolved once per run and recorded) and the process group (:mod:`lvm_pipeline.distributed`:
+``world_size`` ranks split every global batch so that the run equals a one-process run).
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ import torch.nn.functional as F
 from lvm_pipeline.artifacts import ArtifactStore, Build, sha256_json
 from lvm_pipeline.checkpoint import kind_for, save_checkpoint
 from lvm_pipeline.device import pick_device
+from lvm_pipeline.distributed import SINGLE, Distributed
 from lvm_pipeline.guards import check_alignment
 from lvm_pipeline.models import LVM, preset
+from lvm_pipeline.models.mamba import use_scan_backend
+from lvm_pipeline.models.scan import BACKENDS, resolve_backend
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.sequences import SequenceSet, gather, load_sets, require_payload
@@ -55,10 +62,15 @@ class TrainConfig:
     infonce_weight: float = 0.5
     seed: int = 0
     device: str = "cpu"
+    # How the Mamba scan runs (models/scan.py); "auto" = the fastest the device allows.
+    scan_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.scan_backend not in BACKENDS:
+            raise ValueError(f"unknown scan backend {self.scan_backend!r}; valid: "
+                             f"{', '.join(BACKENDS)}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError(f"epochs must be >= 1 and batch_size >= 2: {self}")
 
@@ -82,11 +94,16 @@ def infonce_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float) -
     return F.cross_entropy(logits, torch.arange(len(pred), device=pred.device))
 
 
-def compute_loss(pred: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def compute_loss(pred: torch.Tensor, target: torch.Tensor, config: TrainConfig,
+                 negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """pred, target: (B, D); ``negatives`` (M, D): more targets for InfoNCE only (the other
+    ranks' share of the batch in data-parallel training; None in one process)."""
     pred, target = pred.float(), target.float()
     if config.loss == "reference":
         return reference_loss(pred, target)
-    nce = infonce_loss(pred, target, config.temperature)
+    # Row i's own target stays at column i, so appending negatives keeps the labels.
+    candidates = target if negatives is None else torch.cat([target, negatives.float()])
+    nce = infonce_loss(pred, candidates, config.temperature)
     if config.loss == "infonce":
         return nce
     w = config.infonce_weight
@@ -144,6 +161,18 @@ class TrainResult:
     device: str
     seconds: float
     batch_size: int
+    scan_backend: str
+    world_size: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        """Measured figures for materialization metadata (the same in every launch path)."""
+        best = self.history[self.best_epoch] if self.best_epoch >= 0 else {}
+        return {"n_params": self.model.num_params(), "device": self.device,
+                "scan_backend": self.scan_backend, "world_size": self.world_size,
+                "global_batch_size": self.batch_size, "epochs_run": len(self.history),
+                "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "best_val_loss": best.get("val_loss"), "best_val_cos": best.get("val_cos"),
+                "train_seconds": self.seconds, "resumed_from_epoch": self.resumed_from_epoch}
 
 
 def _autocast(device: str):
@@ -153,22 +182,32 @@ def _autocast(device: str):
     return contextlib.nullcontext()
 
 
+def _to(device: str, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if t is None else t.to(device) for t in tensors]
+
+
 @torch.no_grad()
 def evaluate_loss(model: LVM, vectors: np.ndarray, seqs: SequenceSet, config: TrainConfig,
-                  device: str) -> dict[str, float]:
-    """Mean loss and mean cosine(prediction, target) over a split, in fixed batches."""
+                  device: str, ranks: Distributed = SINGLE) -> dict[str, float]:
+    """Mean loss and mean cosine(prediction, target) over a split, in fixed batches (each
+    rank evaluates its share of every batch; the sums are added over ranks)."""
     model.eval()
     losses, cos_sum, n = [], 0.0, 0
-    for context, target in batches(vectors, seqs, config.batch_size):
-        context, target = context.to(device), target.to(device)
+    for full_context, full_target in batches(vectors, seqs, config.batch_size):
+        n_global = len(full_target)
+        context, target, negatives, _ = ranks.local_batch(full_context, full_target)
+        if len(target) == 0:
+            continue
+        context, target, negatives = _to(device, context, target, negatives)
         with _autocast(device):
             pred = model(context)
-        if len(pred) > 1:
-            losses.append(float(compute_loss(pred, target, config)) * len(pred))
+        if n_global > 1:
+            losses.append(float(compute_loss(pred, target, config, negatives)) * len(pred))
         cos_sum += float(F.cosine_similarity(pred.float(), target, dim=-1).sum())
         n += len(pred)
     model.train()
-    return {"loss": sum(losses) / max(n, 1), "cos": cos_sum / max(n, 1)}
+    loss_sum, cos_sum, n = ranks.sum([sum(losses), cos_sum, n], device)
+    return {"loss": loss_sum / max(n, 1), "cos": cos_sum / max(n, 1)}
 
 
 def _save_resume(path: Path, state: dict[str, Any]) -> None:
@@ -185,10 +224,13 @@ def train(
     config: TrainConfig,
     progress: Progress = silent,
     work_dir: Path | None = None,
+    ranks: Distributed = SINGLE,
 ) -> TrainResult:
     """Train ``model`` in place; return it holding the best-val-loss weights.
 
     vectors: (R, D) float32 payload (a memory map is fine); the sets index into it.
+    ``ranks``: this process's rank in data-parallel training; ``config.batch_size`` is the
+    global batch, split over the ranks. Only rank 0 reports progress and writes the resume file.
     """
     if len(train_set) < 2:
         raise ValueError(f"{len(train_set)} training windows: need at least 2 (InfoNCE needs "
@@ -196,6 +238,8 @@ def train(
     if len(val_set) == 0:
         raise ValueError("the val split has no windows; early stopping needs some")
     device = pick_device(config.device)
+    scan_backend = resolve_backend(config.scan_backend, device)  # raises, never falls back
+    use_scan_backend(model, scan_backend)
     model.to(device)
     decay = [p for n, p in model.named_parameters()
              if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)]
@@ -207,6 +251,9 @@ def train(
     # A corpus smaller than one batch trains on one full-size batch; the effective size is
     # recorded in the result (and the checkpoint) rather than failing a small run.
     batch_size = min(config.batch_size, len(train_set))
+    if batch_size < 2 * ranks.world_size:
+        raise ValueError(f"global batch {batch_size} cannot be split over {ranks.world_size} "
+                         "processes with at least 2 rows each (InfoNCE needs a negative)")
     steps_per_epoch = len(train_set) // batch_size  # drop_last: InfoNCE needs full batches
     total_steps = steps_per_epoch * config.epochs
 
@@ -220,6 +267,13 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         history, best = state["history"], state["best"]
         start_epoch = resumed_from = int(state["epoch"]) + 1
+    net: torch.nn.Module = model
+    if ranks.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Wrapped after resuming: DDP broadcasts rank 0's weights when it is built.
+        net = DistributedDataParallel(
+            model, device_ids=[ranks.local_rank] if device == "cuda" else None)
 
     t0 = time.perf_counter()
     stopped_early = False
@@ -235,17 +289,21 @@ def train(
             step = epoch * steps_per_epoch + step_in_epoch
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, config)
-            context, target = context.to(device), target.to(device)
+            context, target, negatives, weight = ranks.local_batch(context, target)
+            context, target, negatives = _to(device, context, target, negatives)
             with _autocast(device):
-                pred = model(context)
-            loss = compute_loss(pred, target, config)
+                pred = net(context)
+            loss = compute_loss(pred, target, config, negatives)
+            if weight != 1.0:  # this rank's share of the global mean (distributed.py)
+                loss = loss * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             train_loss += loss.item()  # CPU-GPU sync point, once per step is fine at these sizes
             n_batches += 1
-        val = evaluate_loss(model, vectors, val_set, config, device)
+        train_loss = ranks.sum([train_loss], device)[0] / ranks.world_size
+        val = evaluate_loss(model, vectors, val_set, config, device, ranks)
         record = {"epoch": epoch, "train_loss": train_loss / max(n_batches, 1),
                   "val_loss": val["loss"], "val_cos": val["cos"],
                   "lr": lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, config)}
@@ -253,9 +311,10 @@ def train(
         if val["loss"] < best["loss"]:
             best = {"loss": val["loss"], "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        progress(epoch + 1, config.epochs, loss=record["train_loss"], val_loss=val["loss"],
-                 val_cos=val["cos"])
-        if resume_path is not None:
+        if ranks.is_main:
+            progress(epoch + 1, config.epochs, loss=record["train_loss"], val_loss=val["loss"],
+                     val_cos=val["cos"])
+        if resume_path is not None and ranks.is_main:
             resume_path.parent.mkdir(parents=True, exist_ok=True)
             _save_resume(resume_path, {"model": model.state_dict(),
                                        "optimizer": optimizer.state_dict(), "epoch": epoch,
@@ -263,9 +322,11 @@ def train(
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     model.cpu()
+    use_scan_backend(model, model.config.scan_backend)  # back to the model's own (CPU-safe)
     return TrainResult(model=model, history=history, best_epoch=int(best["epoch"]),
                        stopped_early=stopped_early, resumed_from_epoch=resumed_from,
-                       device=device, seconds=time.perf_counter() - t0, batch_size=batch_size)
+                       device=device, seconds=time.perf_counter() - t0, batch_size=batch_size,
+                       scan_backend=scan_backend, world_size=ranks.world_size)
 
 
 
@@ -281,11 +342,14 @@ def train_variant(
     config: TrainConfig,
     min_alignment_cosine: float,
     progress: Progress = silent,
-) -> tuple[Build, TrainResult]:
+    ranks: Distributed = SINGLE,
+) -> tuple[Build | None, TrainResult]:
     """Train one preset on the current sequences and publish its checkpoint.
 
     Refuses, on its own and in any run, sequences built for another payload and sequences
     that fail the alignment guard: a blocking Dagster check only protects its own run.
+    In data-parallel training every rank trains and only rank 0 publishes (the others
+    return ``None`` for the build).
     """
     require_payload(sequences, payload)
     sets = load_sets(sequences)
@@ -297,7 +361,9 @@ def train_variant(
                            "payload": payload.build_id, "sequences": sequences.build_id})
     work_dir = store.root / kind / ".work" / run_key[:16]
     result = train(model, payload.vectors, sets["train"], sets["val"], config, progress,
-                   work_dir)
+                   work_dir, ranks)
+    if not ranks.is_main:
+        return None, result
     with store.stage(kind) as staged:
         save_checkpoint(staged, result.model, {
             "variant": variant, "size": size, "train_config": asdict(config),
@@ -305,7 +371,8 @@ def train_variant(
             "history": result.history, "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
             "device": result.device, "train_seconds": result.seconds,
-            "effective_batch_size": result.batch_size,
+            "effective_batch_size": result.batch_size, "scan_backend": result.scan_backend,
+            "world_size": result.world_size,
             "n_params": result.model.num_params(), "n_train_windows": len(sets["train"]),
             "n_val_windows": len(sets["val"]),
         })

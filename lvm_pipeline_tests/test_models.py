@@ -47,7 +47,7 @@ def _inputs(seed: int, batch=2, dim=6, length=5, n=4, dtype=torch.float32):
     )
 
 
-@pytest.mark.parametrize("backend", ["torch", "ref"])
+@pytest.mark.parametrize("backend", ["torch", "ref", "recompute"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scan_matches_float64_sequential_reference(backend, seed):
     inputs = _inputs(seed)
