@@ -85,6 +85,9 @@ def init_from_env(device: str) -> Distributed:
         return SINGLE
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"rank {rank}: world_size {world_size} on device 'cuda' needs one "
+                             f"GPU per process, but torch sees {torch.cuda.device_count()}")
         torch.cuda.set_device(local_rank)  # "cuda" then means this rank's GPU
     dist.init_process_group(backend=backend_for(device), rank=rank, world_size=world_size)
     return Distributed(rank=rank, world_size=world_size, local_rank=local_rank)

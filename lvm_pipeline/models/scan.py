@@ -163,16 +163,18 @@ def _channel_chunks(batch: int, dim: int, length: int, n: int) -> list[slice]:
     return [slice(lo, min(lo + step, dim)) for lo in range(0, dim, step)]
 
 
+def _time_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, X, L) → (L, B, X) contiguous, so that every step below reads one contiguous slab."""
+    return x.permute(2, 0, 1).contiguous()
+
+
 def _states(u, delta, A, B):
-    """Every state of one channel chunk. u, delta: (B, d, L); A: (d, N); B: (B, N, L) →
-    dA (B, d, L, N) = exp(Δ A) and h (B, d, L, N)."""
-    dA = torch.exp(delta[..., None] * A[:, None, :])  # (B, d, L, N)
-    dBu = (delta * u)[..., None] * B.transpose(1, 2)[:, None]  # (B, d, L, N)
-    h = torch.empty_like(dA)
-    state = torch.zeros_like(dA[:, :, 0])  # (B, d, N)
-    for t in range(u.shape[2]):
-        state = dA[:, :, t] * state + dBu[:, :, t]
-        h[:, :, t] = state
+    """Every state of one channel chunk, time-major. u, delta: (L, B, d); A: (d, N);
+    B: (L, B, N) → dA = exp(Δ A) and h, both (L, B, d, N)."""
+    dA = torch.exp(delta[..., None] * A)  # (L, B, d, N)
+    h = (delta * u)[..., None] * B[:, :, None, :]  # (L, B, d, N), Δ B u, becomes h in place
+    for t in range(1, u.shape[0]):
+        h[t] += dA[t] * h[t - 1]
     return dA, h
 
 
@@ -183,51 +185,58 @@ class RecomputeScan(torch.autograd.Function):
     channel chunk at a time, so the (B, D, L, N) states never exist at once. Gradients are the
     analytic ones of the recurrence (the Triton kernel follows the same lines):
     g_h[t] = g_y[t] C[t] + exp(Δ[t+1] A) g_h[t+1]; g_A = Σ g_h h[t-1] exp(ΔA) Δ; and so on.
+    Works time-major, (L, B, d, N), so each step touches contiguous memory.
     """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C):
-        u32, delta, A, B, C = u.float(), delta.float(), A.float(), B.float(), C.float()
         batch, dim, length = u.shape
-        y = u32.new_empty(batch, dim, length)  # (B, D, L)
-        last = u32.new_empty(batch, dim, A.shape[1])  # (B, D, N)
-        for ch in _channel_chunks(batch, dim, 1, A.shape[1]):  # forward holds one step
-            state = u32.new_zeros(batch, ch.stop - ch.start, A.shape[1])  # (B, d, N)
-            a = A[ch]
+        n = A.shape[1]
+        u_l, d_l = _time_major(u.float()), _time_major(delta.float())  # (L, B, D)
+        B_l, C_l = _time_major(B.float()), _time_major(C.float())  # (L, B, N)
+        y = u_l.new_empty(length, batch, dim)  # (L, B, D)
+        last = u_l.new_empty(batch, dim, n)  # (B, D, N)
+        for ch in _channel_chunks(batch, dim, 1, n):  # the forward holds one step
+            a = A[ch].float()  # (d, N)
+            state = u_l.new_zeros(batch, ch.stop - ch.start, n)  # (B, d, N)
             for t in range(length):
-                d_t = delta[:, ch, t, None]  # (B, d, 1)
-                state = torch.exp(d_t * a) * state + (d_t * u32[:, ch, t, None]) * B[:, None, :, t]
-                y[:, ch, t] = torch.einsum("bdn,bn->bd", state, C[:, :, t])
+                d_t = d_l[t, :, ch, None]  # (B, d, 1)
+                state = torch.exp(d_t * a) * state + (d_t * u_l[t, :, ch, None]) * B_l[t, :, None]
+                y[t, :, ch] = (state @ C_l[t, :, :, None]).squeeze(-1)  # (B, d)
             last[:, ch] = state
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.mark_non_differentiable(last)
-        return y, last
+        return y.permute(1, 2, 0), last  # (B, D, L), (B, D, N)
 
     @staticmethod
     def backward(ctx, g_y, _g_last):
         u, delta, A, B, C = ctx.saved_tensors
-        u32, g_y = u.float(), g_y.float()
         batch, dim, length = u.shape
-        g_u, g_delta = torch.empty_like(u32), torch.empty_like(delta)
-        g_A, g_B, g_C = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
-        Bt, Ct = B.transpose(1, 2), C.transpose(1, 2)  # (B, L, N)
-        for ch in _channel_chunks(batch, dim, length, A.shape[1]):
-            d, uu, a, gy = delta[:, ch], u32[:, ch], A[ch], g_y[:, ch]  # (B, d, L), (d, N)
-            dA, h = _states(uu, d, a, B)  # (B, d, L, N) each
-            h_prev = torch.cat([torch.zeros_like(h[:, :, :1]), h[:, :, :-1]], dim=2)
-            g_h = torch.empty_like(h)
-            carry = torch.zeros_like(h[:, :, 0])  # exp(Δ[t+1] A) g_h[t+1], (B, d, N)
-            for t in reversed(range(length)):
-                g_h[:, :, t] = gy[:, :, t, None] * Ct[:, None, t] + carry
-                carry = g_h[:, :, t] * dA[:, :, t]
-            g_C += torch.einsum("bdln,bdl->bnl", h, gy)
-            g_dA = g_h * h_prev * dA  # (B, d, L, N): gradient through exp(ΔA), times exp(ΔA)
-            g_A[ch] = torch.einsum("bdln,bdl->dn", g_dA, d)
-            g_hB = torch.einsum("bdln,bln->bdl", g_h, Bt)  # (B, d, L)
-            g_delta[:, ch] = torch.einsum("bdln,dn->bdl", g_dA, a) + uu * g_hB
-            g_u[:, ch] = d * g_hB
-            g_B += torch.einsum("bdln,bdl->bnl", g_h, d * uu)
-        return g_u.to(u.dtype), g_delta, g_A, g_B, g_C
+        n = A.shape[1]
+        u_l, d_l, gy_l = (_time_major(t.float()) for t in (u, delta, g_y))  # (L, B, D)
+        B_l, C_l = _time_major(B.float()), _time_major(C.float())  # (L, B, N)
+        g_u, g_delta = torch.empty_like(u_l), torch.empty_like(d_l)  # (L, B, D)
+        g_A = torch.empty_like(A, dtype=torch.float32)  # (D, N)
+        g_B, g_C = torch.zeros_like(B_l), torch.zeros_like(C_l)  # (L, B, N)
+        for ch in _channel_chunks(batch, dim, length, n):
+            d, uu, gy, a = d_l[:, :, ch], u_l[:, :, ch], gy_l[:, :, ch], A[ch].float()
+            dA, h = _states(uu, d, a, B_l)  # (L, B, d, N) each
+            g_C += (gy[:, :, None, :] @ h).squeeze(-2)  # Σ_d g_y h, (L, B, N)
+            # g_h[t] = g_y[t] C[t] + dA[t+1] g_h[t+1], built in place of h's neighbour buffer.
+            g_h = gy[..., None] * C_l[:, :, None, :]  # (L, B, d, N)
+            for t in reversed(range(length - 1)):
+                g_h[t] += dA[t + 1] * g_h[t + 1]
+            g_dA = g_h * dA  # (L, B, d, N); × h[t-1] next (h[-1] = 0)
+            g_dA[1:] *= h[:-1]
+            g_dA[0] = 0
+            del h
+            g_A[ch] = (g_dA * d[..., None]).sum((0, 1))
+            g_hB = (g_h @ B_l[..., None]).squeeze(-1)  # Σ_n g_h B, (L, B, d)
+            g_delta[:, :, ch] = (g_dA * a).sum(-1) + uu * g_hB
+            g_u[:, :, ch] = d * g_hB
+            g_B += ((d * uu)[:, :, None, :] @ g_h).squeeze(-2)  # Σ_d g_h Δ u, (L, B, N)
+        return (g_u.permute(1, 2, 0).to(u.dtype), g_delta.permute(1, 2, 0), g_A,
+                g_B.permute(1, 2, 0), g_C.permute(1, 2, 0))
 
 
 def _scan_recompute(u, delta, A, B, C):
