@@ -92,6 +92,16 @@ def test_triton_scan_matches_reference(shape, dtype, triton_device):
     assert_matches_ref("triton", shape, dtype, triton_device)
 
 
+@pytest.mark.parametrize("backend", ["torch", "recompute"])
+def test_scan_stays_float32_under_bf16_autocast(backend):
+    inputs = _inputs((2, 8, 5, 4), torch.float32, "cpu")
+    plain = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, plain, rtol=1e-6, atol=1e-7)
+
+
 def _saved_bytes(backend: str) -> int:
     """Bytes autograd keeps for backward across one scan call."""
     inputs = {k: v.requires_grad_(True) for k, v in _inputs((4, 32, 5, 64), torch.float32,

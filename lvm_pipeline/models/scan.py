@@ -153,13 +153,16 @@ def _scan_torch(u, delta, A, B, C):
 
 
 # Elements of one (B, d_chunk, L, N) block in the recompute backward: 2^24 float32 = 64 MiB per
-# tensor, about six of them live at once. Bounds memory whatever the batch and width.
+# tensor, about six of them live at once. Bounds memory whatever the batch and width. A GPU
+# takes 4x larger blocks: fewer, larger kernel launches, ~1.5 GB transient at most.
 RECOMPUTE_CHUNK_ELEMENTS = 1 << 24
 
 
-def _channel_chunks(batch: int, dim: int, length: int, n: int) -> list[slice]:
+def _channel_chunks(batch: int, dim: int, length: int, n: int, device: torch.device
+                    ) -> list[slice]:
     per_channel = max(1, batch * length * n)
-    step = max(1, min(dim, RECOMPUTE_CHUNK_ELEMENTS // per_channel))
+    budget = RECOMPUTE_CHUNK_ELEMENTS * (4 if device.type == "cuda" else 1)
+    step = max(1, min(dim, budget // per_channel))
     return [slice(lo, min(lo + step, dim)) for lo in range(0, dim, step)]
 
 
@@ -196,7 +199,7 @@ class RecomputeScan(torch.autograd.Function):
         B_l, C_l = _time_major(B.float()), _time_major(C.float())  # (L, B, N)
         y = u_l.new_empty(length, batch, dim)  # (L, B, D)
         last = u_l.new_empty(batch, dim, n)  # (B, D, N)
-        for ch in _channel_chunks(batch, dim, 1, n):  # the forward holds one step
+        for ch in _channel_chunks(batch, dim, 1, n, u.device):  # the forward holds one step
             a = A[ch].float()  # (d, N)
             state = u_l.new_zeros(batch, ch.stop - ch.start, n)  # (B, d, N)
             for t in range(length):
@@ -218,11 +221,11 @@ class RecomputeScan(torch.autograd.Function):
         g_u, g_delta = torch.empty_like(u_l), torch.empty_like(d_l)  # (L, B, D)
         g_A = torch.empty_like(A, dtype=torch.float32)  # (D, N)
         g_B, g_C = torch.zeros_like(B_l), torch.zeros_like(C_l)  # (L, B, N)
-        for ch in _channel_chunks(batch, dim, length, n):
+        for ch in _channel_chunks(batch, dim, length, n, u.device):
             d, uu, gy, a = d_l[:, :, ch], u_l[:, :, ch], gy_l[:, :, ch], A[ch].float()
             dA, h = _states(uu, d, a, B_l)  # (L, B, d, N) each
             g_C += (gy[:, :, None, :] @ h).squeeze(-2)  # Σ_d g_y h, (L, B, N)
-            # g_h[t] = g_y[t] C[t] + dA[t+1] g_h[t+1], built in place of h's neighbour buffer.
+            # g_h[t] = g_y[t] C[t] + dA[t+1] g_h[t+1], accumulated in place, backwards in time.
             g_h = gy[..., None] * C_l[:, :, None, :]  # (L, B, d, N)
             for t in reversed(range(length - 1)):
                 g_h[t] += dA[t + 1] * g_h[t + 1]
@@ -265,19 +268,22 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """Dispatch to the backend :func:`resolve_backend` names for ``u``'s device; shapes and
     return value as in :func:`selective_scan_ref`."""
     backend = resolve_backend(backend, u.device)
-    if backend == "ref":
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                  return_last_state)
-    if backend == "mamba_ssm":
+    if backend == "mamba_ssm":  # computes in float32 inside its kernel
         return _scan_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                return_last_state)
-    # The core scan runs in float32; bias, softplus, the D skip and the z gate are O(B·D·L)
-    # elementwise ops that autograd handles at no real memory cost.
-    delta = _prepare_delta(delta, delta_bias, delta_softplus)  # (B, D, L) float32
-    y, last = _CORE[backend](u, delta, A, B, C)  # (B, D, L), (B, D, N) float32
-    if D is not None:
-        y = y + u.float() * D.float()[:, None]
-    if z is not None:
-        y = y * F.silu(z.float())
+    # Every backend computes the scan in float32 as mamba_ssm does, also under bf16 autocast
+    # (which would otherwise run its C·h products in bf16).
+    with torch.autocast(u.device.type, enabled=False):
+        if backend == "ref":
+            return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                      return_last_state)
+        # Bias, softplus, the D skip and the z gate are O(B·D·L) elementwise ops that
+        # autograd handles at no real memory cost; the core scan is the backend's.
+        delta = _prepare_delta(delta, delta_bias, delta_softplus)  # (B, D, L) float32
+        y, last = _CORE[backend](u, delta, A, B, C)  # (B, D, L), (B, D, N) float32
+        if D is not None:
+            y = y + u.float() * D.float()[:, None]
+        if z is not None:
+            y = y * F.silu(z.float())
     y = y.to(u.dtype)
     return (y, last) if return_last_state else y
