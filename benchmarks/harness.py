@@ -90,6 +90,24 @@ def scan_parity(backend: str, device: str, shape: tuple[int, int, int, int],
     return errors
 
 
+def model_parity(backend: str, config: LVMConfig, batch: int, device: str) -> dict[str, float]:
+    """One LVM, same weights, ``backend`` against the naive ``torch`` scan under the training
+    autocast: relative error of the predictions and of the full gradient vector."""
+    context, target = synthetic_batch(batch, config.d_in, device)
+    outputs = {}
+    for name in ("torch", backend):
+        model, _ = make_model(config, name, device)  # seeded: identical weights
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+                    else contextlib.nullcontext())
+        with autocast:
+            pred = model(context)
+        (pred.float() * target).sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+        outputs[name] = (pred.detach().float(), grads)
+    (p0, g0), (p1, g1) = outputs["torch"], outputs[backend]
+    return {"pred": float((p1 - p0).norm() / p0.norm()), "grads": float((g1 - g0).norm() / g0.norm())}
+
+
 # --------------------------------------------------------------------------- training
 
 

@@ -92,6 +92,14 @@ def test_triton_scan_matches_reference(shape, dtype, triton_device):
     assert_matches_ref("triton", shape, dtype, triton_device)
 
 
+def test_triton_backward_walks_several_sequences_per_program(triton_device, monkeypatch):
+    from lvm_pipeline.models import scan_triton
+
+    # 2 programs for 3 sequences: one walks two, the other one and a masked-out slot.
+    monkeypatch.setattr(scan_triton, "BWD_PROGRAMS", 2)
+    assert_matches_ref("triton", (3, 19, 20, 5), torch.float32, triton_device)
+
+
 @pytest.mark.parametrize("backend", ["torch", "recompute"])
 def test_scan_stays_float32_under_bf16_autocast(backend):
     inputs = _inputs((2, 8, 5, 4), torch.float32, "cpu")

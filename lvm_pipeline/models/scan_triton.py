@@ -24,6 +24,9 @@ import triton.language as tl
 # forward stores one (B, D, N) state per segment after the first. 16 covers L = 5 in one
 # segment with no stored state.
 CHUNK = 16
+# Programs the backward aims for: enough to fill a large GPU, each walking several sequences so
+# that the per-group partial sums of g_A, (groups, D, N), stay small.
+BWD_PROGRAMS = 2048
 
 
 @triton.jit
@@ -161,9 +164,7 @@ class TritonScan(torch.autograd.Function):
         n = A.shape[1]
         block_d, block_n = _blocks(n)
         n_dblocks = triton.cdiv(dim, block_d)
-        # Enough programs to fill a large GPU (~2048) while each walks several sequences, so
-        # the per-group partial sums of g_A stay small: (groups, D, N).
-        groups = max(1, min(batch, triton.cdiv(2048, n_dblocks)))
+        groups = max(1, min(batch, triton.cdiv(BWD_PROGRAMS, n_dblocks)))
         batch_per_prog = triton.cdiv(batch, groups)
         groups = triton.cdiv(batch, batch_per_prog)
         f32 = {"device": u.device, "dtype": torch.float32}
