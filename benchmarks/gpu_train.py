@@ -52,6 +52,8 @@ TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2}
 # A whole model: bf16 matmuls around the scan amplify rounding differences between backends.
 MODEL_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# (channels per program, warps) tried beside the default launch shape in the speed stage.
+TRITON_SHAPES = [(8, 4), (16, 8), (32, 8)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,6 +173,38 @@ def stage_speed(device: str, args: argparse.Namespace, budget: Budget, compiled:
                 row |= {"error": repr(err), "traceback": traceback.format_exc(limit=4)}
             free(device)
             rows.append(row)
+        if case == "d768_l8_n128" and not compiled and "triton" not in parity_failed:
+            rows += tune_triton(case, config, goals, batch, device, budget)
+    return rows
+
+
+def tune_triton(case: str, config: LVMConfig, goals: dict[str, float], batch: int,
+                device: str, budget: Budget) -> list[dict[str, Any]]:
+    """The Triton kernels at other launch shapes (channels per program, warps): data for
+    tuning scan_triton._blocks; the default shape is the plain "triton" row."""
+    try:
+        from lvm_pipeline.models import scan_triton
+    except ImportError:
+        return []
+    rows = []
+    for block_d, warps in TRITON_SHAPES:
+        row: dict[str, Any] = {"case": case, "config": config.to_dict(), "goals": goals,
+                               "mode": f"triton(bd={block_d},w={warps})"}
+        if not budget.allows(15.0):
+            rows.append(row | {"skipped": f"time budget ({budget.elapsed():.0f} s used)"})
+            continue
+        scan_triton.TUNING.update(block_d=block_d, num_warps=warps)
+        try:
+            row |= time_training(config, "triton", batch, device, min_time_s=2.0,
+                                 max_steps=40, measure_activations=False)
+            row["goals_met"] = {k: (row[k] >= v if k == "seq_per_s" else row[k] <= v)
+                                for k, v in goals.items() if k in row}
+        except Exception as err:
+            row |= {"error": repr(err)[:300]}
+        finally:
+            scan_triton.TUNING.update(block_d=None, num_warps=4)
+        free(device)
+        rows.append(row)
     return rows
 
 

@@ -27,6 +27,8 @@ CHUNK = 16
 # Programs the backward aims for: enough to fill a large GPU, each walking several sequences so
 # that the per-group partial sums of g_A, (groups, D, N), stay small.
 BWD_PROGRAMS = 2048
+# Launch shape, for benchmarks/gpu_train.py to compare on a GPU: block_d None = _blocks' choice.
+TUNING: dict[str, int | None] = {"block_d": None, "num_warps": 4}
 
 
 @triton.jit
@@ -128,7 +130,7 @@ def _blocks(n: int) -> tuple[int, int]:
     """(BLOCK_D, BLOCK_N): all N states in one tile, ~2048 fp32 per tile so that the
     backward's half-dozen live tiles fit in the registers of 4 warps."""
     block_n = triton.next_power_of_2(n)
-    return max(4, min(64, 2048 // block_n)), block_n
+    return TUNING["block_d"] or max(4, min(64, 2048 // block_n)), block_n
 
 
 class TritonScan(torch.autograd.Function):
@@ -151,7 +153,8 @@ class TritonScan(torch.autograd.Function):
         ckpt = torch.empty(max(1, batch * dim * n_ckpt * n), device=u.device, dtype=torch.float32)
         grid = (batch, triton.cdiv(dim, block_d))
         _scan_fwd_kernel[grid](u, delta, A, B, C, y, last, ckpt, dim, length, n, n_ckpt,
-                               CHUNK=CHUNK, BLOCK_D=block_d, BLOCK_N=block_n)
+                               CHUNK=CHUNK, BLOCK_D=block_d, BLOCK_N=block_n,
+                               num_warps=TUNING["num_warps"])
         ctx.save_for_backward(u, delta, A, B, C, ckpt)
         ctx.n_ckpt = n_ckpt
         ctx.mark_non_differentiable(last)
@@ -176,6 +179,6 @@ class TritonScan(torch.autograd.Function):
         _scan_bwd_kernel[(n_dblocks, groups)](
             u, delta, A, B, C, g_y.float().contiguous(), ckpt, g_u, g_delta, g_A, g_B, g_C,
             batch, dim, length, n, ctx.n_ckpt, batch_per_prog,
-            CHUNK=CHUNK, BLOCK_D=block_d, BLOCK_N=block_n)
+            CHUNK=CHUNK, BLOCK_D=block_d, BLOCK_N=block_n, num_warps=TUNING["num_warps"])
         return (g_u.to(u.dtype), g_delta.to(delta.dtype), g_A.sum(0),
                 g_B.sum(1).to(B.dtype), g_C.sum(1).to(C.dtype))
