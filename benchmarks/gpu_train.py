@@ -183,9 +183,10 @@ def tune_triton(case: str, config: LVMConfig, goals: dict[str, float], batch: in
     """The Triton kernels at other launch shapes (channels per program, warps): data for
     tuning scan_triton._blocks; the default shape is the plain "triton" row."""
     try:
+        resolve_backend("triton", device)
         from lvm_pipeline.models import scan_triton
-    except ImportError:
-        return []
+    except (ImportError, ValueError):
+        return []  # the plain "triton" row already says why
     rows = []
     for block_d, warps in TRITON_SHAPES:
         row: dict[str, Any] = {"case": case, "config": config.to_dict(), "goals": goals,
