@@ -6,6 +6,10 @@ same path the alignment check measures), so no copy of the training vectors ever
 After every epoch the full state (weights, optimizer, history, best weights) is written
 atomically to ``work_dir``; a rerun with the same inputs resumes from it and ends at the same
 weights as an uninterrupted run, because each epoch's shuffle is seeded by ``(seed, epoch)``.
+
+Two execution choices never change what is computed: ``scan_backend`` (models/scan.py; ``auto``
+is resolved once per run and recorded) and the process group (:mod:`lvm_pipeline.distributed`:
+``world_size`` ranks split every global batch so that the run equals a one-process run).
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import torch.nn.functional as F
 from lvm_pipeline.artifacts import ArtifactStore, Build, sha256_json
 from lvm_pipeline.checkpoint import kind_for, save_checkpoint
 from lvm_pipeline.device import pick_device
+from lvm_pipeline.distributed import SINGLE, Distributed
 from lvm_pipeline.evaluation import truth_ranks
 from lvm_pipeline.guards import check_alignment
 from lvm_pipeline.models import LVM, preset
+from lvm_pipeline.models.mamba import use_scan_backend
+from lvm_pipeline.models.scan import BACKENDS, resolve_backend
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.sequences import SequenceSet, gather, load_sets, require_payload
@@ -69,12 +76,17 @@ class TrainConfig:
     val_queries: int = 2048
     seed: int = 0
     device: str = "cpu"
+    # How the Mamba scan runs (models/scan.py); "auto" = the fastest the device allows.
+    scan_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if self.negatives not in NEGATIVES:
             raise ValueError(f"unknown negatives {self.negatives!r}; valid: {', '.join(NEGATIVES)}")
+        if self.scan_backend not in BACKENDS:
+            raise ValueError(f"unknown scan backend {self.scan_backend!r}; valid: "
+                             f"{', '.join(BACKENDS)}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError(f"epochs must be >= 1 and batch_size >= 2: {self}")
 
@@ -107,13 +119,26 @@ def infonce_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float,
 
 
 def compute_loss(pred: torch.Tensor, target: torch.Tensor, config: TrainConfig,
-                 negatives: torch.Tensor | None = None,
-                 negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+                 rank_targets: torch.Tensor | None = None,
+                 payload_negatives: torch.Tensor | None = None,
+                 payload_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """pred, target: (B, D). InfoNCE candidates beyond the batch: ``rank_targets`` (M, D), the
+    other ranks' share of the global batch in data-parallel training, and ``payload_negatives``
+    (S, D) with ``payload_mask`` (B, S) hiding each query's own target and context rows."""
     pred, target = pred.float(), target.float()
     if config.loss == "reference":
         return reference_loss(pred, target)
+    extra, masks = [], []
+    if rank_targets is not None:
+        extra.append(rank_targets.float())
+        masks.append(torch.zeros(len(pred), len(rank_targets), dtype=torch.bool,
+                                 device=pred.device))
+    if payload_negatives is not None:
+        extra.append(payload_negatives.float())
+        masks.append(payload_mask)
     nce = infonce_loss(pred, target, config.temperature,
-                       None if negatives is None else negatives.float(), negative_mask)
+                       torch.cat(extra) if extra else None,
+                       torch.cat(masks, dim=1) if masks else None)
     if config.loss == "infonce":
         return nce
     w = config.infonce_weight
@@ -198,6 +223,19 @@ class TrainResult:
     device: str
     seconds: float
     batch_size: int
+    scan_backend: str
+    world_size: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        """Measured figures for materialization metadata (the same in every launch path)."""
+        best = self.history[self.best_epoch] if self.best_epoch >= 0 else {}
+        return {"n_params": self.model.num_params(), "device": self.device,
+                "scan_backend": self.scan_backend, "world_size": self.world_size,
+                "global_batch_size": self.batch_size, "epochs_run": len(self.history),
+                "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "best_val_mrr_at_10": best.get("val_mrr_at_10"),
+                "best_val_r_at_5": best.get("val_r_at_5"), "best_val_cos": best.get("val_cos"),
+                "train_seconds": self.seconds, "resumed_from_epoch": self.resumed_from_epoch}
 
 
 def _autocast(device: str):
@@ -207,11 +245,18 @@ def _autocast(device: str):
     return contextlib.nullcontext()
 
 
+def _to(device: str, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if t is None else t.to(device) for t in tensors]
+
+
 @torch.no_grad()
 def evaluate_val(model: LVM, vectors: np.ndarray, seqs: SequenceSet, config: TrainConfig,
                  device: str) -> dict[str, float]:
     """Val loss and cosine over every window, val MRR@10 / R@5 by exact retrieval over the
     whole payload (context rows excluded) on up to ``config.val_queries`` evenly spaced windows.
+
+    In data-parallel training every rank runs this on the whole split: the figures, and so the
+    early-stopping decision, are the same on every rank without any communication.
     """
     model.eval()
     losses, cos_sum, n = [], 0.0, 0
@@ -250,11 +295,14 @@ def train(
     config: TrainConfig,
     progress: Progress = silent,
     work_dir: Path | None = None,
+    ranks: Distributed = SINGLE,
 ) -> TrainResult:
     """Train ``model`` in place; return it holding the weights of the epoch with the best val
     MRR@10 (stopping after ``patience`` epochs without a better one).
 
     vectors: (R, D) float32 payload (a memory map is fine); the sets index into it.
+    ``ranks``: this process's rank in data-parallel training; ``config.batch_size`` is the
+    global batch, split over the ranks. Only rank 0 reports progress and writes the resume file.
     """
     if len(train_set) < 2:
         raise ValueError(f"{len(train_set)} training windows: need at least 2 (InfoNCE needs "
@@ -262,11 +310,16 @@ def train(
     if len(val_set) == 0:
         raise ValueError("the val split has no windows; early stopping needs some")
     device = pick_device(config.device)
+    scan_backend = resolve_backend(config.scan_backend, device)  # raises, never falls back
+    use_scan_backend(model, scan_backend)
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr)
     # A corpus smaller than one batch trains on one full-size batch; the effective size is
     # recorded in the result (and the checkpoint) rather than failing a small run.
     batch_size = min(config.batch_size, len(train_set))
+    if batch_size < 2 * ranks.world_size:
+        raise ValueError(f"global batch {batch_size} cannot be split over {ranks.world_size} "
+                         "processes with at least 2 rows each (InfoNCE needs a negative)")
     steps_per_epoch = len(train_set) // batch_size  # drop_last: InfoNCE needs full batches
     total_steps = steps_per_epoch * config.epochs
 
@@ -280,6 +333,13 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         history, best = state["history"], state["best"]
         start_epoch = resumed_from = int(state["epoch"]) + 1
+    net: torch.nn.Module = model
+    if ranks.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Wrapped after resuming: DDP broadcasts rank 0's weights when it is built.
+        net = DistributedDataParallel(
+            model, device_ids=[ranks.local_rank] if device == "cuda" else None)
 
     t0 = time.perf_counter()
     stopped_early = False
@@ -295,22 +355,28 @@ def train(
             step = epoch * steps_per_epoch + step_in_epoch
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, config) * group["lr_scale"]
-            context, target = context.to(device), target.to(device)
+            local = idx[ranks.share(len(idx))]
+            context, target, rank_targets, weight = ranks.local_batch(context, target)
             negatives = mask = None
             if config.negatives == "payload" and config.loss != "reference":
+                # Seeded by (seed, epoch, step): every rank, and a resumed run, draws the same.
                 rng = np.random.default_rng([config.seed, epoch, step_in_epoch])
-                negatives, mask = payload_negatives(vectors, train_set, idx,
+                negatives, mask = payload_negatives(vectors, train_set, local,
                                                     config.payload_negatives, rng)
-                negatives, mask = negatives.to(device), mask.to(device)
+            context, target, rank_targets, negatives, mask = _to(
+                device, context, target, rank_targets, negatives, mask)
             with _autocast(device):
-                pred = model(context)
-            loss = compute_loss(pred, target, config, negatives, mask)
+                pred = net(context)
+            loss = compute_loss(pred, target, config, rank_targets, negatives, mask)
+            if weight != 1.0:  # this rank's share of the global mean (distributed.py)
+                loss = loss * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             train_loss += loss.item()  # CPU-GPU sync point, once per step is fine at these sizes
             n_batches += 1
+        train_loss = ranks.sum([train_loss], device)[0] / ranks.world_size
         val = evaluate_val(model, vectors, val_set, config, device)
         record = {"epoch": epoch, "train_loss": train_loss / max(n_batches, 1),
                   "val_loss": val["loss"], "val_cos": val["cos"],
@@ -320,9 +386,10 @@ def train(
         if val["mrr_at_10"] > best["mrr_at_10"]:
             best = {"mrr_at_10": val["mrr_at_10"], "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        progress(epoch + 1, config.epochs, loss=record["train_loss"], val_cos=val["cos"],
-                 val_mrr_at_10=val["mrr_at_10"])
-        if resume_path is not None:
+        if ranks.is_main:
+            progress(epoch + 1, config.epochs, loss=record["train_loss"], val_cos=val["cos"],
+                     val_mrr_at_10=val["mrr_at_10"])
+        if resume_path is not None and ranks.is_main:
             resume_path.parent.mkdir(parents=True, exist_ok=True)
             _save_resume(resume_path, {"model": model.state_dict(),
                                        "optimizer": optimizer.state_dict(), "epoch": epoch,
@@ -330,9 +397,11 @@ def train(
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     model.cpu()
+    use_scan_backend(model, model.config.scan_backend)  # back to the model's own (CPU-safe)
     return TrainResult(model=model, history=history, best_epoch=int(best["epoch"]),
                        stopped_early=stopped_early, resumed_from_epoch=resumed_from,
-                       device=device, seconds=time.perf_counter() - t0, batch_size=batch_size)
+                       device=device, seconds=time.perf_counter() - t0, batch_size=batch_size,
+                       scan_backend=scan_backend, world_size=ranks.world_size)
 
 
 
@@ -348,11 +417,14 @@ def train_variant(
     config: TrainConfig,
     min_alignment_cosine: float,
     progress: Progress = silent,
-) -> tuple[Build, TrainResult]:
+    ranks: Distributed = SINGLE,
+) -> tuple[Build | None, TrainResult]:
     """Train one preset on the current sequences and publish its checkpoint.
 
     Refuses, on its own and in any run, sequences built for another payload and sequences
     that fail the alignment guard: a blocking Dagster check only protects its own run.
+    In data-parallel training every rank trains and only rank 0 publishes (the others
+    return ``None`` for the build).
     """
     require_payload(sequences, payload)
     sets = load_sets(sequences)
@@ -364,7 +436,9 @@ def train_variant(
                            "payload": payload.build_id, "sequences": sequences.build_id})
     work_dir = store.root / kind / ".work" / run_key[:16]
     result = train(model, payload.vectors, sets["train"], sets["val"], config, progress,
-                   work_dir)
+                   work_dir, ranks)
+    if not ranks.is_main:
+        return None, result
     with store.stage(kind) as staged:
         save_checkpoint(staged, result.model, {
             "variant": variant, "size": size, "train_config": asdict(config),
@@ -372,7 +446,8 @@ def train_variant(
             "history": result.history, "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
             "device": result.device, "train_seconds": result.seconds,
-            "effective_batch_size": result.batch_size,
+            "effective_batch_size": result.batch_size, "scan_backend": result.scan_backend,
+            "world_size": result.world_size,
             "n_params": result.model.num_params(), "n_train_windows": len(sets["train"]),
             "n_val_windows": len(sets["val"]),
         })

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+
+# Without a GPU, Triton kernels run in Triton's CPU interpreter (the triton scan's parity test).
+# @triton.jit reads this when triton and our kernels are first imported, so it is set first.
+if os.environ.get("TRITON_INTERPRET") is None and not os.path.exists("/dev/nvidia0"):
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import dagster as dg
 import numpy as np

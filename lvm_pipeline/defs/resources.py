@@ -1,4 +1,5 @@
-"""Resources: where artifacts live, which encoder embeds, how articles split, guard thresholds.
+"""Resources: where artifacts live, which encoder embeds, how articles split, guard thresholds,
+and the Pipes client that launches multi-process training.
 
 Each is a typed ``ConfigurableResource`` that tests swap (``materialize(..., resources=...)``)
 and that the UI's launchpad can override per run.
@@ -77,4 +78,7 @@ def resources() -> dg.Definitions:
         "embedder": EmbedderResource(),
         "splits": SplitResource(),
         "guards": GuardsResource(),
+        # Launches torchrun for data-parallel training (world_size > 1) and streams its
+        # logs and reported metadata back into the materialization.
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     })

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from lvm_pipeline.models.scan import BACKENDS
+
 VARIANTS = ("mamba_s", "mamba_h", "mamba_xl", "mamba_sandwich", "mamba_gr")
 SIZES = ("tiny", "paper")
 BLOCK_KINDS = ("mamba", "attn", "gru")
@@ -38,12 +40,18 @@ class LVMConfig:
     # Measured on the default corpus (docs/evaluation.md): without it the tiny presets lose
     # to copy-last on every metric.
     context_skip: bool = True
-    scan_backend: str = "torch"
+    # How the scan runs, not what it computes: every backend reads the same weights. "auto"
+    # resolves per device (models/scan.py: mamba_ssm or triton on CUDA, else recompute), and
+    # training records the backend it resolved to in the checkpoint.
+    scan_backend: str = "auto"
 
     def __post_init__(self) -> None:
         unknown = set(self.layout) - set(BLOCK_KINDS)
         if unknown:
             raise ValueError(f"unknown block kind(s) {sorted(unknown)}; valid: {BLOCK_KINDS}")
+        if self.scan_backend not in BACKENDS:
+            raise ValueError(f"unknown scan backend {self.scan_backend!r}; valid: "
+                             f"{', '.join(BACKENDS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "layout": list(self.layout)}

@@ -3,7 +3,9 @@
 Source: ``mamba_ssm/modules/mamba_simple.py`` (Gu & Dao, 2023). The parameters are ``in_proj``,
 ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj`` with mamba_ssm's shapes, so a
 ``state_dict`` moves between this portable PyTorch path and mamba_ssm's fused CUDA kernels
-unchanged. The scan itself lives in :mod:`lvm_pipeline.models.scan`.
+unchanged. The scan itself lives in :mod:`lvm_pipeline.models.scan`; ``scan_backend`` picks
+how it runs (``auto``: mamba_ssm's fused ``selective_scan_fn`` where mamba_ssm imports on CUDA,
+else our Triton kernel on CUDA, else the recompute scan) and never changes the weights.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Mamba(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
-        scan_backend: str = "torch",
+        scan_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
@@ -81,3 +83,10 @@ class Mamba(nn.Module):
             backend=self.scan_backend,
         )  # (B, d_inner, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+
+
+def use_scan_backend(model: nn.Module, backend: str) -> None:
+    """Run every Mamba mixer of ``model`` with ``backend`` (weights are untouched)."""
+    for module in model.modules():
+        if isinstance(module, Mamba):
+            module.scan_backend = backend

@@ -1,12 +1,23 @@
-"""The five checkpoint assets: one per LVM variant, all built by one factory."""
+"""The five checkpoint assets: one per LVM variant, all built by one factory.
+
+``world_size`` 1 trains in the asset's process. ``world_size`` > 1 launches ``torchrun``
+(DistributedDataParallel: NCCL on GPUs, Gloo on CPUs) through Dagster Pipes; the worker
+(lvm_pipeline/train_worker.py) streams its progress into the run's logs and reports the
+materialization, and rank 0 publishes the checkpoint once.
+"""
+
+import sys
 
 import dagster as dg
 
+from lvm_pipeline.checkpoint import kind_for
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
 from lvm_pipeline.defs.resources import GuardsResource, StorageResource
 from lvm_pipeline.models import SIZES, VARIANTS
+from lvm_pipeline.models.scan import BACKENDS
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND
+from lvm_pipeline.train_worker import extras_for
 from lvm_pipeline.training import TrainConfig, train_variant
 
 _DEFAULT = TrainConfig()
@@ -24,33 +35,68 @@ class TrainParams(dg.Config):
     negatives: str = _DEFAULT.negatives
     seed: int = _DEFAULT.seed
     device: str = _DEFAULT.device
+    # How the Mamba scan runs (models/scan.py); the checkpoint records what "auto" chose.
+    scan_backend: str = _DEFAULT.scan_backend
+    # Processes of data-parallel training; > 1 launches torchrun through Pipes. batch_size
+    # stays the global batch, so the result matches world_size 1 up to float rounding.
+    world_size: int = 1
 
     def to_domain(self) -> TrainConfig:
         if self.size not in SIZES:
             raise ValueError(f"unknown size {self.size!r}; valid: {', '.join(SIZES)}")
+        if self.scan_backend not in BACKENDS:
+            raise ValueError(f"unknown scan backend {self.scan_backend!r}; valid: "
+                             f"{', '.join(BACKENDS)}")
+        if self.world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {self.world_size}")
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            loss=self.loss, temperature=self.temperature,
-                           negatives=self.negatives, seed=self.seed, device=self.device)
+                           negatives=self.negatives, seed=self.seed, device=self.device,
+                           scan_backend=self.scan_backend)
+
+
+def torchrun_command(world_size: int) -> list[str]:
+    """``torchrun`` for one node, run by this interpreter (so the worker sees this venv)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={world_size}", "-m", "lvm_pipeline.train_worker"]
+
+
+def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient,
+                        variant: str, config: TrainParams, storage: StorageResource,
+                        min_alignment_cosine: float) -> dg.MaterializeResult:
+    """Run the worker on ``world_size`` processes; its report plus the build's hashes."""
+    command = torchrun_command(config.world_size)
+    context.log.info(f"launching {' '.join(command)}")
+    extras = extras_for(storage.root, variant, config.size, config.to_domain(),
+                        min_alignment_cosine)
+    reported = client.run(context=context, command=command, extras=extras
+                          ).get_materialize_result()
+    build = storage.store().get(kind_for(variant), reported.metadata["build_id"].value)
+    return dg.MaterializeResult(metadata={
+        **build_metadata(build, payload_build_id=build.manifest["payload_build_id"],
+                         launcher="torchrun"), **reported.metadata})
 
 
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
               deps=["payload", "aligned_training_sequences"], pool="training")
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams,
-                    storage: StorageResource, guards: GuardsResource) -> dg.MaterializeResult:
+                    storage: StorageResource, guards: GuardsResource,
+                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+        min_cos = guards.config().min_alignment_cosine
+        if config.world_size > 1:
+            return train_with_torchrun(context, pipes_subprocess_client, variant, config,
+                                       storage, min_cos)
         store = storage.store()
         payload = current_payload(store)
         build, result = train_variant(
             store, variant, config.size, payload, store.current(TRAIN_KIND), config.to_domain(),
-            guards.config().min_alignment_cosine, progress_for(context, f"training {variant}"))
-        best = result.history[result.best_epoch]
+            min_cos, progress_for(context, f"training {variant}"))
+        context.log.info(f"{variant}: trained with scan backend {result.scan_backend} on "
+                         f"{result.device}")
         return dg.MaterializeResult(metadata=build_metadata(
-            build, payload_build_id=payload.build_id, n_params=result.model.num_params(),
-            device=result.device, epochs_run=len(result.history), best_epoch=result.best_epoch,
-            stopped_early=result.stopped_early, best_val_mrr_at_10=best["val_mrr_at_10"],
-            best_val_r_at_5=best["val_r_at_5"], best_val_cos=best["val_cos"],
-            train_seconds=result.seconds,
-            history=dg.MetadataValue.json(result.history)))
+            build, payload_build_id=payload.build_id, launcher="in_process",
+            **result.summary(), history=dg.MetadataValue.json(result.history)))
 
     _checkpoint.__doc__ = (f"{variant}: the `{variant}` LVM trained on aligned_training_sequences "
                            "(val split for early stopping); safetensors + checkpoint.json.")
