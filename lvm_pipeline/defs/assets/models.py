@@ -3,10 +3,11 @@
 import dagster as dg
 
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
-from lvm_pipeline.defs.resources import GuardsResource, StorageResource
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS
 from lvm_pipeline.payload import current_payload
-from lvm_pipeline.sequences import TRAIN_KIND
+from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND
 from lvm_pipeline.training import LOSSES, TrainConfig, train_variant
 
 _DEFAULT = TrainConfig()
@@ -38,11 +39,16 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
               deps=["payload", "aligned_training_sequences"], pool="training")
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams,
-                    storage: StorageResource, guards: GuardsResource) -> dg.MaterializeResult:
+                    storage: StorageResource, embedder: EmbedderResource,
+                    guards: GuardsResource) -> dg.MaterializeResult:
         store = storage.store()
-        payload = current_payload(store)
+        payload, sequences = current_payload(store), store.current(TRAIN_KIND)
+        # Blocking checks gate only their own run: every guard of the inputs, again, here.
+        eval_build = store.current(EVAL_KIND) if store.has_current(EVAL_KIND) else None
+        require_passed([*payload_guards(payload, embedder.load(), guards.config()),
+                        *training_guards(payload, sequences, eval_build, guards.config())])
         build, result = train_variant(
-            store, variant, config.size, payload, store.current(TRAIN_KIND), config.to_domain(),
+            store, variant, config.size, payload, sequences, config.to_domain(),
             guards.config().min_alignment_cosine, progress_for(context, f"training {variant}"))
         best = result.history[result.best_epoch]
         return dg.MaterializeResult(metadata=build_metadata(
