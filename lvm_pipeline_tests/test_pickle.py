@@ -16,6 +16,7 @@ from lvm_pipeline.payload import (
 )
 from lvm_pipeline.sequences import SplitConfig, build_windows
 from lvm_pipeline.training import RESUME_FILE, TrainConfig, train
+from lvm_pipeline_tests.conftest import reference_payload_dict, save_pickled
 
 
 class _Trap:
@@ -28,27 +29,10 @@ class _Trap:
         return (open, (self.marker, "w"))
 
 
-def reference_payload_dict(payload, rows=None) -> dict:
-    """The reference layout {id: (text, meta, vector)} of (some rows of) one of our payloads."""
-    table = payload.chunks
-    rows = range(len(table)) if rows is None else rows
-    return {f"cpe-{r}": (table.text[r], {"article_index": int(table.article_index[r]),
-                                         "chunk_index": int(table.chunk_index[r]),
-                                         "article_id": table.article_id[r],
-                                         "cpe_id": f"cpe-{r}"},
-                         np.asarray(payload.vectors[r]))
-            for r in rows}
-
-
-def _save(path, obj):
-    np.save(path, np.array(obj, dtype=object), allow_pickle=True)
-    return path
-
-
 def test_reference_payload_is_refused_without_the_opt_in_and_runs_no_code(tmp_path,
                                                                          synthetic_payload):
     marker = tmp_path / "pwned"
-    path = _save(tmp_path / "payload.npy",
+    path = save_pickled(tmp_path / "payload.npy",
                  {**reference_payload_dict(synthetic_payload, range(3)), "x": _Trap(str(marker))})
     with pytest.raises(PickleRefusedError, match=r"pickled object array; loading it executes "
                                                  r"code.*--allow-pickle"):
@@ -64,7 +48,7 @@ def test_reference_payload_converts_keeping_its_keys_and_vectors(tmp_path, store
                                                                  synthetic_payload):
     ref = reference_payload_dict(synthetic_payload)
     shuffled = dict(sorted(ref.items(), key=lambda kv: hash(kv[0]) % 97))  # any dict order
-    path = _save(tmp_path / "payload.npy", shuffled)
+    path = save_pickled(tmp_path / "payload.npy", shuffled)
     build = import_reference_payload(store, path, allow_pickle=True)
     imported = load_payload(build)
     # Rows come back in (article, chunk) order with the reference's keys and vectors.
@@ -87,11 +71,11 @@ def test_malformed_reference_payloads_are_refused_with_the_reason(tmp_path, synt
     bad_meta = {"a": ("text", {"article": 1}, np.zeros(4, np.float32))}
     with pytest.raises(ArtifactError, match=r"entry 'a': meta must hold article_index and "
                                             r"chunk_index, has \['article'\]"):
-        read_reference_payload(_save(tmp_path / "meta.npy", bad_meta), allow_pickle=True)
+        read_reference_payload(save_pickled(tmp_path / "meta.npy", bad_meta), allow_pickle=True)
     sizes = {"a": ("t", {"article_index": 0, "chunk_index": 0}, np.zeros(4)),
              "b": ("u", {"article_index": 0, "chunk_index": 1}, np.zeros(5))}
     with pytest.raises(ArtifactError, match=r"vectors of several sizes \[4, 5\]"):
-        read_reference_payload(_save(tmp_path / "sizes.npy", sizes), allow_pickle=True)
+        read_reference_payload(save_pickled(tmp_path / "sizes.npy", sizes), allow_pickle=True)
 
 
 def test_our_npy_files_load_without_pickle(store, synthetic_payload):
