@@ -789,24 +789,39 @@ def _compatible(build: Build | None, payload: Payload) -> bool:
     return build is not None and build.manifest.get("payload_build_id") == payload.build_id
 
 
+def _leakage(payload: Payload, train_build: Build | None, eval_build: Build | None,
+             config: GuardConfig) -> GuardResult:
+    """Leakage between the splits of two builds, once per content: the trainers' and the
+    evaluator's suites and both sides of the Dagster check share it (the FAISS search is the
+    costliest guard on a large corpus)."""
+    key = ("leakage", payload.build_id, train_build.build_id if train_build else None,
+           eval_build.build_id if eval_build else None, config.near_duplicate_cosine)
+
+    def compute() -> list[GuardResult]:
+        sets = {**(load_sets(train_build) if train_build else {}),
+                **(load_sets(eval_build) if eval_build else {})}
+        return [check_split_leakage(payload, sets, config.near_duplicate_cosine,
+                                    "check_splits_disjoint")]
+
+    return _memo(key, compute)[0]
+
+
 def training_guards(payload: Payload, train_build: Build, eval_build: Build | None,
                     config: GuardConfig = GuardConfig()) -> list[GuardResult]:
     """What a trainer verifies before reading ``train_build``: lineage (raises), alignment,
     truth keys, leakage (against eval when ``eval_build`` indexes the same payload) and
     learnability."""
     require_payload(train_build, payload)
-    with_eval = _compatible(eval_build, payload)
+    eval_build = eval_build if _compatible(eval_build, payload) else None
     key = ("training", payload.build_id, train_build.build_id,
-           eval_build.build_id if with_eval else None, config)
+           eval_build.build_id if eval_build else None, config)
 
     def compute() -> list[GuardResult]:
         sets = load_sets(train_build)
-        all_sets = {**sets, **(load_sets(eval_build) if with_eval else {})}
         return [check_alignment(payload, sets, config.min_alignment_cosine,
                                 "check_training_sequences_aligned"),
                 check_truth_keys(payload, sets, "check_training_truth_keys"),
-                check_split_leakage(payload, all_sets, config.near_duplicate_cosine,
-                                    "check_splits_disjoint"),
+                _leakage(payload, train_build, eval_build, config),
                 check_learnability(payload, sets["train"], sets["val"], config,
                                    "check_training_learnable")]
 
@@ -819,20 +834,16 @@ def evaluation_guards(payload: Payload, eval_build: Build, train_builds: list[Bu
     truth keys, and leakage against every training set the evaluated models were trained on
     (those that index the same payload; a model of another payload is refused on its own)."""
     require_payload(eval_build, payload)
-    trains = sorted({b.build_id: b for b in train_builds if _compatible(b, payload)}.items())
-    key = ("evaluation", payload.build_id, eval_build.build_id, tuple(i for i, _ in trains),
-           config)
+    trains = [b for _, b in sorted({b.build_id: b for b in train_builds
+                                    if _compatible(b, payload)}.items())]
+    key = ("evaluation", payload.build_id, eval_build.build_id,
+           tuple(b.build_id for b in trains), config)
 
     def compute() -> list[GuardResult]:
         sets = load_sets(eval_build)
-        results = [check_alignment(payload, sets, config.min_alignment_cosine,
-                                   "check_eval_sequences_aligned"),
-                   check_truth_keys(payload, sets, "check_eval_truth_keys")]
-        for _, build in trains or [(None, None)]:
-            others = load_sets(build) if build is not None else {}
-            results.append(check_split_leakage(payload, {**others, **sets},
-                                               config.near_duplicate_cosine,
-                                               "check_splits_disjoint"))
-        return results
+        return [check_alignment(payload, sets, config.min_alignment_cosine,
+                                "check_eval_sequences_aligned"),
+                check_truth_keys(payload, sets, "check_eval_truth_keys"),
+                *[_leakage(payload, train, eval_build, config) for train in trains or [None]]]
 
     return _memo(key, compute)

@@ -182,12 +182,14 @@ def article_splits(payload: Payload, config: SplitConfig) -> dict[int, str]:
     return {int(a): split_of[str(id_of[a])] for a in eligible}
 
 
-def build_windows(payload: Payload, config: SplitConfig,
-                  facts: dict[str, Any] | None = None) -> dict[str, SequenceSet]:
+def build_windows(payload: Payload, config: SplitConfig, facts: dict[str, Any] | None = None,
+                  drop_near_duplicates: bool = True) -> dict[str, SequenceSet]:
     """All windows of the payload, split by article into train / val / eval, with windows
     that would leak a near-duplicate chunk into an earlier split dropped (module docstring).
 
-    ``facts``, when given, receives what was dropped, for the manifest.
+    ``facts``, when given, receives what was dropped, for the manifest. The dropping never
+    changes eval, so a caller that keeps only eval may skip its search
+    (``drop_near_duplicates=False``).
     """
     article_index = payload.chunks["article_index"].to_numpy()
     chunk_index = payload.chunks["chunk_index"].to_numpy()
@@ -200,6 +202,8 @@ def build_windows(payload: Payload, config: SplitConfig,
         keys = np.stack([article_index[target_row[mask]], chunk_index[target_row[mask]]], axis=1)
         sets[split] = SequenceSet(split, context_rows[mask], target_row[mask],
                                   keys.astype(np.int32))
+    if not drop_near_duplicates:
+        return sets
     sets, dropped = drop_near_duplicate_windows(payload.vectors, sets,
                                                 config.near_duplicate_cosine)
     if facts is not None:

@@ -40,7 +40,9 @@ def _publish(kind: str, storage: StorageResource, splits: SplitResource,
         info["split_config"] = native_info(splits.config())["split_config"]
     else:
         facts: dict = {}
-        sets = build_windows(payload, splits.config(), facts)
+        # Dropping near-duplicate windows never touches eval: the eval asset skips the search.
+        sets = build_windows(payload, splits.config(), facts,
+                             drop_near_duplicates=kind == TRAIN_KIND)
         info = {**native_info(splits.config()), **facts}
     build = publish_sequences(store, kind, payload, sets, info)
     counts = {f"{split}_{what}": n for split, c in build.manifest["splits"].items()
