@@ -445,7 +445,7 @@ def check_payload_integrity(payload: Payload, expected_dim: int | None,
     note(f"rows with norm off 1 by more than {tol}", np.concatenate(off_norm),
          lambda r: f"norm {norm_of[r]:.4f}, {payload.describe_row(r)}")
     if expected_dim is not None and payload.dim != expected_dim:
-        counts[f"dim {payload.dim} instead of the embedder's {expected_dim}"] = n
+        counts[f"rows of dim {payload.dim} instead of the embedder's {expected_dim}"] = n
         examples.append(f"vectors.npy is {n}×{payload.dim}; the configured embedder makes "
                         f"{expected_dim}-d vectors, so its queries cannot be searched here")
 
@@ -764,8 +764,9 @@ _MEMO_SIZE = 32
 
 
 def _memo(key: tuple, compute: Callable[[], list[GuardResult]]) -> list[GuardResult]:
-    """Results of a suite per content: builds are content-addressed and re-hashed on load, so
-    the five trainers of one run need not re-embed the canary five times."""
+    """Results of a suite per content: builds are content-addressed and the suites re-hash
+    their files before asking (the payload is re-hashed when it is loaded), so the five
+    trainers of one run need not re-embed the canary or re-run the searches five times."""
     if key not in _MEMO:
         _MEMO[key] = compute()
         while len(_MEMO) > _MEMO_SIZE:
@@ -783,6 +784,14 @@ def payload_guards(payload: Payload, embedder: TextEncoder,
     return _memo(key, lambda: [
         check_payload_integrity(payload, embedder.dim, config, "check_payload_integrity"),
         check_embedder_canary(payload, embedder, config, "check_payload_embedder_canary")])
+
+
+def _verify(*builds: Build | None) -> None:
+    """Re-hash every file of the builds (raises naming a tampered one): a memoised verdict
+    must never stand in for files that changed since."""
+    for build in builds:
+        if build is not None:
+            build.verify()
 
 
 def _compatible(build: Build | None, payload: Payload) -> bool:
@@ -813,6 +822,7 @@ def training_guards(payload: Payload, train_build: Build, eval_build: Build | No
     learnability."""
     require_payload(train_build, payload)
     eval_build = eval_build if _compatible(eval_build, payload) else None
+    _verify(train_build, eval_build)
     key = ("training", payload.build_id, train_build.build_id,
            eval_build.build_id if eval_build else None, config)
 
@@ -836,6 +846,7 @@ def evaluation_guards(payload: Payload, eval_build: Build, train_builds: list[Bu
     require_payload(eval_build, payload)
     trains = [b for _, b in sorted({b.build_id: b for b in train_builds
                                     if _compatible(b, payload)}.items())]
+    _verify(eval_build, *trains)
     key = ("evaluation", payload.build_id, eval_build.build_id,
            tuple(b.build_id for b in trains), config)
 

@@ -238,7 +238,7 @@ def test_a_sound_payload_passes_integrity():
 @pytest.mark.parametrize("defect, rule", [
     ("nan", "rows with NaN or inf"),
     ("norm", "rows with norm off 1 by more than 0.001"),
-    ("dim", "dim 32 instead of the embedder's 48"),
+    ("dim", "rows of dim 32 instead of the embedder's 48"),
     ("duplicate_key", "duplicate (article, chunk) keys"),
     ("duplicate_vector", "duplicate vectors"),
     ("empty_text", "empty texts"),

@@ -234,8 +234,8 @@ def test_broken_payload_is_blocked_and_every_consumer_refuses_it(small_run_copy,
         "payload": {"import_npy": str(save_pickled(tmp_path / "wide.npy", wide)),
                     "allow_pickle": True}})
     checks = check_evaluations(result)
-    assert "1 dim 400 instead of the embedder's 384" not in checks["check_payload_integrity"].description
-    assert "dim 400 instead of the embedder's 384" in checks["check_payload_integrity"].description
+    assert (f"PAYLOAD BROKEN: {len(wide)} rows of dim 400 instead of the embedder's 384 "
+            "(threshold 0") in checks["check_payload_integrity"].description
     assert "makes 384-d vectors, the payload holds 400-d" in (
         checks["check_payload_embedder_canary"].description)
     assert materialized(result) == {"payload"}
@@ -338,10 +338,11 @@ def test_tampered_files_fail_to_load_naming_the_file(pattern, consumer, small_ru
     result = materialize_all(data_dir, selection=[consumer])
     assert f"{path}: sha256 mismatch" in step_errors(result)[consumer]
     assert materialized(result) == set()
-    if consumer == "mamba_s" and path.name == "vectors.npy":
+    if consumer == "mamba_s":  # the checks refuse the file too (never a remembered verdict)
         assert main(["check", "--data-dir", str(data_dir)]) == EXIT_FAILED
         out = capsys.readouterr()
-        assert "check_payload_integrity" in out.out and f"INPUT REFUSED: {path}" in out.err
+        assert "check_training_sequences_aligned" in out.out
+        assert f"INPUT REFUSED: {path}: sha256 mismatch" in out.err
 
 
 # --------------------------------------------------------------------------- 9
