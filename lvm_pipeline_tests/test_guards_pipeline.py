@@ -309,6 +309,13 @@ def test_stale_lineage_is_refused_in_later_runs_naming_both_builds(small_run_cop
     assert main(["report", "--data-dir", str(data_dir)]) == EXIT_FAILED
     err = capsys.readouterr().err
     assert "STALE LINEAGE" in err and f"was built from payload {p1.build_id[:12]}" in err
+    # The checks say the same: the training windows are refused, the report is stale.
+    assert main(["check", "--data-dir", str(data_dir)]) == EXIT_FAILED
+    out = capsys.readouterr()
+    assert f"INPUT REFUSED: {data_dir / 'sequences' / 'train'}" in out.err
+    assert f"indexes {stale}" in out.err
+    assert any(line.split()[:3] == ["check_report_lineage", "retrieval_report", "FAIL"]
+               for line in out.out.splitlines())
     assert_untouched(data_dir, before)
 
 
@@ -335,9 +342,11 @@ def test_tampered_files_fail_to_load_naming_the_file(pattern, consumer, small_ru
     build_dir = next(p for p in path.parents if (p / "manifest.json").exists())
     assert f"FAILED  {build_dir.relative_to(data_dir)} (current): {path}: sha256 mismatch" in err
     assert f"{path}: sha256 mismatch, file was truncated or edited" in err
+    before = snapshot_files(data_dir)
     result = materialize_all(data_dir, selection=[consumer])
     assert f"{path}: sha256 mismatch" in step_errors(result)[consumer]
     assert materialized(result) == set()
+    assert_untouched(data_dir, before)
     if consumer == "mamba_s":  # the checks refuse the file too (never a remembered verdict)
         assert main(["check", "--data-dir", str(data_dir)]) == EXIT_FAILED
         out = capsys.readouterr()
