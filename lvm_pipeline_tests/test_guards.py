@@ -337,7 +337,19 @@ def test_learnability_threshold_is_configurable(synthetic_payload):
     assert not strict.passed and strict.threshold > 1
 
 
-# --------------------------------------------------------------------------- lineage, suites
+# --------------------------------------------------------------------------- index, lineage, suites
+
+
+def test_index_guard_wants_every_sampled_row_to_find_itself(synthetic_payload):
+    from lvm_pipeline.guards import check_index
+    from lvm_pipeline.index import IndexConfig, build_index
+
+    ok = check_index(build_index(synthetic_payload.vectors, IndexConfig()), synthetic_payload)
+    assert ok.passed and ok.figure == 1.0
+    shuffled = np.array(synthetic_payload.vectors)[np.random.default_rng(0).permutation(
+        len(synthetic_payload))]
+    bad = check_index(build_index(shuffled, IndexConfig()), synthetic_payload)
+    assert not bad.passed and "INDEX DISAGREES WITH PAYLOAD" in bad.message
 
 
 def test_lineage_names_both_build_ids(store, synthetic_payload):
