@@ -50,3 +50,70 @@ def test_lvm_run_small_then_report(tmp_path, capsys, monkeypatch):
     report = json.loads(capsys.readouterr().out)
     assert set(report["models"]) == {"mamba_s", "mamba_h", "mamba_xl", "mamba_sandwich",
                                      "mamba_gr"}
+
+
+# --------------------------------------------------------------------------- guard commands
+
+
+@pytest.fixture
+def _cli_env(monkeypatch):
+    """CLI calls set LVM_DATA_DIR / DAGSTER_HOME; keep them from leaking into other tests."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+
+
+def test_guard_commands_explain_themselves(capsys):
+    for command in ("check", "verify", "import-training", "export-training", "import-payload"):
+        assert main([command, "--help"]) == EXIT_OK
+        assert "--data-dir" in capsys.readouterr().out
+    main(["import-payload", "--help"])
+    assert "--allow-pickle" in capsys.readouterr().out
+
+
+def test_check_and_verify_on_an_empty_data_dir_say_what_to_do(tmp_path, capsys):
+    assert main(["check", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    assert "no checked artifacts under" in capsys.readouterr().err
+    assert main(["verify", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    assert "no artifacts under" in capsys.readouterr().err
+
+
+def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, capsys, _cli_env):
+    from lvm_pipeline_tests.test_pipeline import CHECKS
+
+    assert main(["check", "--data-dir", str(small_run_copy)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].split() == ["check", "asset", "status", "figure", "threshold"]
+    for name in CHECKS:
+        check, asset = name.split("@")
+        assert any(line.split()[:3] == [check, asset, "pass"] for line in out.splitlines()), name
+    assert (small_run_copy / "dagster_home" / "dagster.yaml").exists()  # recorded for the UI
+    assert main(["verify", "--data-dir", str(small_run_copy)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "11 of 11 builds match their manifests" in out and "ok      payload/" in out
+
+
+def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_path, capsys,
+                                                           _cli_env):
+    import numpy as np
+
+    from lvm_pipeline.artifacts import ArtifactStore
+
+    npz = tmp_path / "ours.npz"
+    assert main(["export-training", str(npz), "--data-dir", str(small_run_copy)]) == EXIT_OK
+    assert "with truth_keys and provenance" in capsys.readouterr().out
+    store = ArtifactStore(small_run_copy)
+    native = store.current("sequences/train")
+    with np.load(npz, allow_pickle=False) as data:
+        provenance = json.loads(str(data["provenance"]))
+        assert data["truth_keys"].shape == (len(data["target_vectors"]), 2)
+    assert provenance["payload_build_id"] == store.current("payload").build_id
+    assert provenance["sequences_build_id"] == native.build_id
+    assert main(["import-training", str(npz), "--data-dir", str(small_run_copy)]) == EXIT_OK
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("check_training_sequences_aligned"))
+    assert line.split()[2:4] == ["pass", "1"]
+    imported = store.current("sequences/train")
+    assert imported.build_id != native.build_id
+    assert imported.manifest["source"]["kind"] == "imported npz"
+    assert imported.manifest["alignment"]["target_cos_min"] > 0.9999
+    assert imported.manifest["alignment"]["context_cos_min"] > 0.9999

@@ -3,17 +3,19 @@
 import dagster as dg
 
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
-from lvm_pipeline.defs.resources import StorageResource
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.index import IndexConfig, publish_index
 from lvm_pipeline.payload import current_payload
 
 
 @dg.asset(group_name="evaluation", deps=["payload"], kinds={"faiss"})
-def faiss_index(context: dg.AssetExecutionContext,
-                storage: StorageResource) -> dg.MaterializeResult:
+def faiss_index(context: dg.AssetExecutionContext, storage: StorageResource,
+                embedder: EmbedderResource, guards: GuardsResource) -> dg.MaterializeResult:
     """IndexFlatIP over the payload's vectors, with self-retrieval recall measured on a sample."""
     store = storage.store()
     payload = current_payload(store)
+    require_passed(payload_guards(payload, embedder.load(), guards.config()))
     build = publish_index(store, payload, IndexConfig(), progress_for(context, "indexing"))
     m = build.manifest
     return dg.MaterializeResult(metadata=build_metadata(
