@@ -8,6 +8,7 @@ which protects runs that did not include the check.
 import dagster as dg
 
 from lvm_pipeline.defs.resources import GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import CHECK_WITH_ITS_ASSET
 from lvm_pipeline.guards import GuardResult, check_alignment
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets, require_payload
@@ -33,14 +34,16 @@ def _sequences_aligned(kind: str, storage: StorageResource,
                                            guards.config().min_alignment_cosine))
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True)
+@dg.asset_check(asset="aligned_training_sequences", blocking=True,
+                automation_condition=CHECK_WITH_ITS_ASSET)
 def check_training_sequences_aligned(storage: StorageResource,
                                      guards: GuardsResource) -> dg.AssetCheckResult:
     """Train and val targets and contexts are the payload vectors their truth keys name."""
     return _sequences_aligned(TRAIN_KIND, storage, guards)
 
 
-@dg.asset_check(asset="aligned_eval", blocking=True)
+@dg.asset_check(asset="aligned_eval", blocking=True,
+                automation_condition=CHECK_WITH_ITS_ASSET)
 def check_eval_sequences_aligned(storage: StorageResource,
                                  guards: GuardsResource) -> dg.AssetCheckResult:
     """Eval targets and contexts are the payload vectors their truth keys name."""

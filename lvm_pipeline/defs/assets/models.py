@@ -4,6 +4,7 @@ import dagster as dg
 
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
 from lvm_pipeline.defs.resources import GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.models import SIZES, VARIANTS
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND
@@ -36,7 +37,8 @@ class TrainParams(dg.Config):
 
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
-              deps=["payload", "aligned_training_sequences"], pool="training")
+              deps=["payload", "aligned_training_sequences"], pool="training",
+              automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams,
                     storage: StorageResource, guards: GuardsResource) -> dg.MaterializeResult:
         store = storage.store()

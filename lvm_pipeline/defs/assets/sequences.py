@@ -5,6 +5,7 @@ import dagster as dg
 from lvm_pipeline.alignment import import_training_npz
 from lvm_pipeline.defs.metadata import build_metadata
 from lvm_pipeline.defs.resources import SplitResource, StorageResource
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import (
     EVAL_KIND,
@@ -40,7 +41,8 @@ def _publish(kind: str, storage: StorageResource, splits: SplitResource,
         split_config=dg.MetadataValue.json(build.manifest["split_config"])))
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"})
+@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def aligned_training_sequences(config: TrainingSequencesParams, storage: StorageResource,
                                splits: SplitResource) -> dg.MaterializeResult:
     """Train and val windows (5 context rows → target row) of the train/val articles, or an
@@ -48,7 +50,8 @@ def aligned_training_sequences(config: TrainingSequencesParams, storage: Storage
     return _publish(TRAIN_KIND, storage, splits, config.import_npz)
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"})
+@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def aligned_eval(storage: StorageResource, splits: SplitResource) -> dg.MaterializeResult:
     """Eval windows, from articles that no training or val window comes from."""
     return _publish(EVAL_KIND, storage, splits)
