@@ -183,20 +183,26 @@ def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any]
     selected assets included) in this process, recorded in the instance at ``home`` so the UI
     shows it; print step results and progress to stderr and, on failure, one line per reason
     and where to look. Returns ``(exit code, result)``."""
-    from dagster import DagsterInstance
+    import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
     from lvm_pipeline.cli.console import CONSOLE_LOGGER, console_logger
     from lvm_pipeline.definitions import defs
+    from lvm_pipeline.defs.resources import StorageResource
 
-    job = (defs.resolve_job_def(job_name) if job_name
-           else defs.resolve_implicit_global_asset_job_def())
+    # The storage root is bound to ``data_dir`` explicitly: the definitions read LVM_DATA_DIR
+    # once, at import, and a process that runs two commands must not write to the first one's.
+    run_defs = dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
+        resources={**defs.resources, "storage": StorageResource(root=str(data_dir))})
+    job = (run_defs.resolve_job_def(job_name) if job_name
+           else run_defs.resolve_implicit_global_asset_job_def())
     job = job.with_logger_defs({CONSOLE_LOGGER: console_logger})
     config = {**run_config, "loggers": {CONSOLE_LOGGER: {"config": {"log_level": log_level}}}}
     print(f"lvm {command}: data dir {data_dir}, Dagster instance {home}", file=sys.stderr)
     start = time.perf_counter()
     ref = InstanceRef.from_dir(str(home), overrides=NO_OUTPUT_CAPTURE)
-    with DagsterInstance.from_ref(ref) as instance:
+    with dg.DagsterInstance.from_ref(ref) as instance:
         result = job.execute_in_process(run_config=config, instance=instance,
                                         asset_selection=asset_selection, tags=tags,
                                         raise_on_error=False)
