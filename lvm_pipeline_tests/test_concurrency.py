@@ -56,8 +56,10 @@ def test_two_lvm_runs_at_once_on_one_sqlite_instance(tmp_path, monkeypatch):
 # A training stand-in: an asset in the `training` pool that records when it ran. The real model
 # assets declare the same pool; this one costs two seconds instead of minutes.
 POOL_RUN = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
+    from pathlib import Path
     import dagster as dg
+    from lvm_pipeline.cli.common import open_instance_lock
 
     @dg.asset(pool="training")
     def fake_training() -> None:
@@ -66,7 +68,9 @@ POOL_RUN = textwrap.dedent("""
         with open(sys.argv[1], "w") as out:
             json.dump([start, time.time()], out)
 
-    with dg.DagsterInstance.get() as instance:
+    with open_instance_lock(Path(os.environ["DAGSTER_HOME"])):  # as `lvm` opens it
+        instance = dg.DagsterInstance.get()
+    with instance:
         result = dg.materialize([fake_training], instance=instance)
     sys.exit(0 if result.success else 1)
 """)

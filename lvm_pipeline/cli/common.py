@@ -14,11 +14,12 @@ Conventions every command module follows (so scripts can rely on them):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,19 @@ def prepare_environment(data_dir: Path) -> Path:
                            f"{template}", hint="`pip install -e .` from the checkout")
         shutil.copyfile(template, instance_yaml)
     return home
+
+
+@contextlib.contextmanager
+def open_instance_lock(home: Path) -> Iterator[None]:
+    """Hold while opening the instance at ``home``. Opening a fresh SQLite instance creates its
+    tables, and two ``lvm`` processes doing that at once fail with "table … already exists"
+    (seen with two parallel first runs); once created, opening is cheap and runs proceed in
+    parallel."""
+    import fcntl
+
+    with open(home / ".lvm-instance.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 # ----------------------------------------------------------------------------- run options
@@ -202,7 +216,9 @@ def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any]
     print(f"lvm {command}: data dir {data_dir}, Dagster instance {home}", file=sys.stderr)
     start = time.perf_counter()
     ref = InstanceRef.from_dir(str(home), overrides=NO_OUTPUT_CAPTURE)
-    with dg.DagsterInstance.from_ref(ref) as instance:
+    with open_instance_lock(home):
+        instance = dg.DagsterInstance.from_ref(ref)
+    with instance:
         result = job.execute_in_process(run_config=config, instance=instance,
                                         asset_selection=asset_selection, tags=tags,
                                         raise_on_error=False)
