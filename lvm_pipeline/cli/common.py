@@ -167,16 +167,20 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
 
 # ----------------------------------------------------------------------------- execution
 
+def step_failure_reason(event: Any) -> str:
+    """The last line of a STEP_FAILURE's root error: the line that names the file and rule."""
+    error = event.event_specific_data.error
+    if error is None:
+        return "unknown error"
+    return (error.cause or error).message.strip().splitlines()[-1]
+
+
 def failure_lines(result: Any) -> list[str]:
     """One line per failed step, failed check or skipped step, with the reason."""
     lines = []
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            message = error.message.strip().splitlines()[-1] if error else "unknown error"
-            if error and error.cause:
-                message = error.cause.message.strip().splitlines()[-1]
-            lines.append(f"step {event.step_key} failed: {message}")
+            lines.append(f"step {event.step_key} failed: {step_failure_reason(event)}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed:
@@ -208,7 +212,8 @@ def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any]
     # once, at import, and a process that runs two commands must not write to the first one's.
     run_defs = dg.Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
-        resources={**defs.resources, "storage": StorageResource(root=str(data_dir))})
+        resources={**defs.resources, "storage": StorageResource(
+            root=str(data_dir), mirror_url=defs.resources["storage"].mirror_url)})
     job = (run_defs.resolve_job_def(job_name) if job_name
            else run_defs.resolve_implicit_global_asset_job_def())
     job = job.with_logger_defs({CONSOLE_LOGGER: console_logger})

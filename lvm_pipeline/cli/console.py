@@ -19,6 +19,7 @@ import sys
 import dagster as dg
 from tqdm import tqdm
 
+from lvm_pipeline.cli.common import step_failure_reason
 from lvm_pipeline.progress import is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
@@ -33,9 +34,7 @@ def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
     if kind == "STEP_SUCCESS":
         return f"✓ {step} ({data.duration_ms / 1000:.1f} s)"
     if kind == "STEP_FAILURE":
-        error = data.error
-        reason = (error.cause or error).message.strip().splitlines()[-1] if error else "?"
-        return f"✗ {step} failed: {reason}"
+        return f"✗ {step} failed: {step_failure_reason(event)}"
     if kind == "STEP_SKIPPED":
         return f"- {step} skipped (an upstream step or blocking check did not pass)"
     if kind == "ASSET_CHECK_EVALUATION":
