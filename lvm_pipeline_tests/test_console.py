@@ -60,6 +60,22 @@ def test_step_events_become_one_line_each():
     assert "✗ broken failed: ValueError: payload.npy row 3: not unit norm" in lines
 
 
+def test_a_check_shows_as_its_verdict_alone():
+    @dg.asset
+    def thing() -> None:
+        """Checked below."""
+
+    @dg.asset_check(asset=thing)
+    def check_thing_fine() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, description="3 rows off")
+
+    handler = ConsoleHandler(logging.INFO, bars=False)
+    result = dg.materialize([thing, check_thing_fine], raise_on_error=False)
+    lines = [line for e in result.all_events if (line := handler.render(_event_record(e)))]
+    assert lines == ["▶ thing", lines[1], "✗ check check_thing_fine on thing FAILED: 3 rows off"]
+    assert lines[1].startswith("✓ thing (")
+
+
 def _event_record(event: dg.DagsterEvent) -> logging.LogRecord:
     record = _record(event.message or "", logging.DEBUG, event.step_key)
     record.dagster_meta["dagster_event"] = event

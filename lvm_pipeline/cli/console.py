@@ -26,9 +26,14 @@ CONSOLE_LOGGER = "lvm_console"
 
 
 def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
-    """The one line a step or check event deserves, or None for bookkeeping events."""
+    """The one line a step or check event deserves; "" for one to leave out, None for
+    bookkeeping events (shown at DEBUG)."""
     kind = event.event_type_value
     data = event.event_specific_data
+    # A check's own step says nothing its verdict line does not (checks are `check_<property>`,
+    # so their steps are `<asset>_check_<property>`); a crash of one still shows below.
+    if kind in ("STEP_START", "STEP_SUCCESS") and "_check_" in (step or ""):
+        return ""
     if kind == "STEP_START":
         return f"▶ {step}"
     if kind == "STEP_SUCCESS":
@@ -67,7 +72,7 @@ class ConsoleHandler(logging.Handler):
         if event is not None:
             line = _event_line(event, step)
             if line is not None:
-                return line
+                return line or None  # "" = known event, deliberately silent
             if self.show_level > logging.DEBUG:
                 return None
         message = meta.get("orig_message", record.getMessage())
