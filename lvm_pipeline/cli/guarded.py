@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, prepare_environment
+from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, open_instance_lock, prepare_environment
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class CheckRow:
 def run_selection(data_dir: Path, selection: Any, run_config: dict | None = None) -> Any:
     """Materialize ``selection`` (assets and/or checks) against ``data_dir``, recorded in the
     instance under DAGSTER_HOME so the run shows in the UI. Never raises on a failed step."""
-    prepare_environment(data_dir)
+    home = prepare_environment(data_dir)
     import dagster as dg
 
     from lvm_pipeline.definitions import defs
@@ -33,12 +33,15 @@ def run_selection(data_dir: Path, selection: Any, run_config: dict | None = None
 
     # The storage root is passed explicitly: the definitions may have been loaded (in this
     # process) for another data dir.
-    resources = {**defs.resources, "storage": StorageResource(root=str(data_dir))}
+    resources = {**defs.resources, "storage": StorageResource(
+        root=str(data_dir), mirror_url=defs.resources["storage"].mirror_url)}
     # The table says what failed and why; Dagster's own console lines (stack traces of the
     # blocked steps) would bury it. The full log stays in the instance for the UI.
     run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
                   **(run_config or {})}
-    with dg.DagsterInstance.get() as instance:
+    with open_instance_lock(home):  # a fresh instance creates its tables once (common.py)
+        instance = dg.DagsterInstance.get()
+    with instance:
         return dg.materialize([*defs.assets, *defs.asset_checks], selection=selection,
                               run_config=run_config, resources=resources,
                               instance=instance, raise_on_error=False)

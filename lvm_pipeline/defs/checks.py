@@ -18,6 +18,7 @@ import dagster as dg
 from lvm_pipeline import guards as rules
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import CHECK_WITH_ITS_ASSET
 from lvm_pipeline.index import KIND as INDEX_KIND
 from lvm_pipeline.index import load_index
 from lvm_pipeline.payload import KIND as PAYLOAD_KIND
@@ -92,7 +93,7 @@ def _eval_result(name: str, storage: StorageResource, guards: GuardsResource,
 # --------------------------------------------------------------------------- payload
 
 
-@dg.asset_check(asset="payload", blocking=True)
+@dg.asset_check(asset="payload", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_payload_integrity(storage: StorageResource, embedder: EmbedderResource,
                             guards: GuardsResource) -> dg.AssetCheckResult:
     """Vectors finite, unit-norm, of the embedder's dim; keys, vectors, texts unique; no
@@ -100,7 +101,7 @@ def check_payload_integrity(storage: StorageResource, embedder: EmbedderResource
     return _payload_result("check_payload_integrity", storage, embedder, guards)
 
 
-@dg.asset_check(asset="payload", blocking=True)
+@dg.asset_check(asset="payload", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_payload_embedder_canary(storage: StorageResource, embedder: EmbedderResource,
                                   guards: GuardsResource) -> dg.AssetCheckResult:
     """Re-embedding a fixed sample of payload texts with the configured embedder gives back the
@@ -111,35 +112,37 @@ def check_payload_embedder_canary(storage: StorageResource, embedder: EmbedderRe
 # --------------------------------------------------------------------------- sequences
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True)
+@dg.asset_check(asset="aligned_training_sequences", blocking=True,
+                automation_condition=CHECK_WITH_ITS_ASSET)
 def check_training_sequences_aligned(storage: StorageResource,
                                      guards: GuardsResource) -> dg.AssetCheckResult:
     """Train and val targets and contexts are the payload vectors their truth keys name."""
     return _training_result("check_training_sequences_aligned", storage, guards)
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True)
+@dg.asset_check(asset="aligned_training_sequences", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_training_truth_keys(storage: StorageResource,
                               guards: GuardsResource) -> dg.AssetCheckResult:
     """Train/val truth keys unique, naming their own target; windows 6 consecutive chunks."""
     return _training_result("check_training_truth_keys", storage, guards)
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True)
+@dg.asset_check(asset="aligned_training_sequences", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_training_learnable(storage: StorageResource,
                              guards: GuardsResource) -> dg.AssetCheckResult:
     """A closed-form ridge predictor fit on train retrieves val targets far above chance."""
     return _training_result("check_training_learnable", storage, guards)
 
 
-@dg.asset_check(asset="aligned_eval", blocking=True)
+@dg.asset_check(asset="aligned_eval", blocking=True,
+                automation_condition=CHECK_WITH_ITS_ASSET)
 def check_eval_sequences_aligned(storage: StorageResource,
                                  guards: GuardsResource) -> dg.AssetCheckResult:
     """Eval targets and contexts are the payload vectors their truth keys name."""
     return _eval_result("check_eval_sequences_aligned", storage, guards)
 
 
-@dg.asset_check(asset="aligned_eval", blocking=True)
+@dg.asset_check(asset="aligned_eval", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_eval_truth_keys(storage: StorageResource,
                           guards: GuardsResource) -> dg.AssetCheckResult:
     """Eval truth keys unique, naming their own target; windows 6 consecutive chunks."""
@@ -148,6 +151,7 @@ def check_eval_truth_keys(storage: StorageResource,
 
 @dg.multi_asset_check(
     specs=[dg.AssetCheckSpec("check_splits_disjoint", asset=asset, blocking=True,
+                             automation_condition=CHECK_WITH_ITS_ASSET,
                              description="Train, val and eval share no article, chunk text or "
                                          "near-duplicate chunk.")
            for asset in ("aligned_training_sequences", "aligned_eval")],
@@ -168,7 +172,7 @@ def check_splits_disjoint(context: dg.AssetCheckExecutionContext, storage: Stora
 # --------------------------------------------------------------------------- index, report
 
 
-@dg.asset_check(asset="faiss_index", blocking=True)
+@dg.asset_check(asset="faiss_index", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_index_matches_payload(storage: StorageResource,
                                 guards: GuardsResource) -> dg.AssetCheckResult:
     """The index was built over the current payload and finds every sampled row itself."""
@@ -180,7 +184,7 @@ def check_index_matches_payload(storage: StorageResource,
     return _guarded("check_index_matches_payload", compute)
 
 
-@dg.asset_check(asset="retrieval_report", blocking=True)
+@dg.asset_check(asset="retrieval_report", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_report_lineage(storage: StorageResource) -> dg.AssetCheckResult:
     """The report describes the current payload, index, eval set and checkpoints."""
     store = storage.store()
@@ -188,7 +192,7 @@ def check_report_lineage(storage: StorageResource) -> dg.AssetCheckResult:
         store, store.current(REPORT_KIND), "check_report_lineage"))
 
 
-@dg.asset_check(asset="retrieval_report", blocking=True)
+@dg.asset_check(asset="retrieval_report", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_report_oracle(storage: StorageResource) -> dg.AssetCheckResult:
     """Searching with the truth vectors themselves finds them at rank 1 (else the index or the
     truth keys are broken and no number in the report can be trusted)."""

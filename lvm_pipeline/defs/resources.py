@@ -24,11 +24,21 @@ def default_data_dir() -> str:
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The artifact root every asset reads from and writes to."""
+    """The artifact root every asset reads from and writes to.
+
+    ``mirror_url`` (env ``LVM_ARTIFACT_MIRROR``, e.g. ``s3://bucket/lvm``): share builds
+    between machines through an object store; ``root`` stays the local working copy
+    (:mod:`lvm_pipeline.remote` says why). Empty: local only.
+    """
 
     root: str
+    mirror_url: str = ""
 
     def store(self) -> ArtifactStore:
+        if self.mirror_url:
+            from lvm_pipeline.remote import MirroredStore
+
+            return MirroredStore(self.root, self.mirror_url)
         return ArtifactStore(self.root)
 
 
@@ -92,7 +102,8 @@ class GuardsResource(dg.ConfigurableResource):
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources={
-        "storage": StorageResource(root=default_data_dir()),
+        "storage": StorageResource(root=default_data_dir(),
+                                   mirror_url=os.environ.get("LVM_ARTIFACT_MIRROR", "")),
         "embedder": EmbedderResource(),
         "splits": SplitResource(),
         "guards": GuardsResource(),

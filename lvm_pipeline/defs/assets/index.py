@@ -4,12 +4,14 @@ import dagster as dg
 
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.index import IndexConfig, publish_index
 from lvm_pipeline.payload import current_payload
 
 
-@dg.asset(group_name="evaluation", deps=["payload"], kinds={"faiss"})
+@dg.asset(group_name="evaluation", deps=["payload"], kinds={"faiss"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def faiss_index(context: dg.AssetExecutionContext, storage: StorageResource,
                 embedder: EmbedderResource, guards: GuardsResource) -> dg.MaterializeResult:
     """IndexFlatIP over the payload's vectors, with self-retrieval recall measured on a sample."""

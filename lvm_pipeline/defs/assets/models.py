@@ -13,6 +13,7 @@ import dagster as dg
 from lvm_pipeline.checkpoint import kind_for
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS
 from lvm_pipeline.models.scan import BACKENDS
@@ -80,7 +81,8 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
 
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
-              deps=["payload", "aligned_training_sequences"], pool="training")
+              deps=["payload", "aligned_training_sequences"], pool="training",
+              automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams,
                     storage: StorageResource, embedder: EmbedderResource,
                     guards: GuardsResource,

@@ -5,6 +5,7 @@ import dagster as dg
 from lvm_pipeline.checkpoint import kind_for
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import evaluation_guards, payload_guards, require_passed
 from lvm_pipeline.index import KIND as INDEX
 from lvm_pipeline.index import load_index
@@ -15,7 +16,8 @@ from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets
 
 
 @dg.asset(group_name="evaluation", kinds={"json", "markdown"},
-          deps=["payload", "aligned_training_sequences", "aligned_eval", "faiss_index", *VARIANTS])
+          deps=["payload", "aligned_training_sequences", "aligned_eval", "faiss_index", *VARIANTS],
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def retrieval_report(context: dg.AssetExecutionContext, storage: StorageResource,
                      embedder: EmbedderResource, guards: GuardsResource) -> dg.MaterializeResult:
     """R@k, MRR, rank of truth, margins, contrastive accuracy, paraphrase ratio and latency for

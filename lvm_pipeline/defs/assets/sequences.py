@@ -10,6 +10,7 @@ from lvm_pipeline.defs.resources import (
     SplitResource,
     StorageResource,
 )
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import (
@@ -55,7 +56,8 @@ def _publish(kind: str, storage: StorageResource, splits: SplitResource,
             build.manifest.get("near_duplicate_windows_dropped", {}))))
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"})
+@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def aligned_training_sequences(config: TrainingSequencesParams, storage: StorageResource,
                                splits: SplitResource, embedder: EmbedderResource,
                                guards: GuardsResource) -> dg.MaterializeResult:
@@ -64,7 +66,8 @@ def aligned_training_sequences(config: TrainingSequencesParams, storage: Storage
     return _publish(TRAIN_KIND, storage, splits, embedder, guards, config.import_npz)
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"})
+@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def aligned_eval(storage: StorageResource, splits: SplitResource, embedder: EmbedderResource,
                  guards: GuardsResource) -> dg.MaterializeResult:
     """Eval windows, from articles that no training or val window comes from."""
