@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
     parser.add_argument("--negatives", default=TrainConfig.negatives, choices=("batch", "payload"))
     parser.add_argument("--no-context-skip", action="store_true")
+    parser.add_argument("--head-lr-multiplier", type=float, default=TrainConfig.head_lr_multiplier)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/model_quality.json")
     args = parser.parse_args()
@@ -62,7 +63,8 @@ def main() -> None:
         for loss in args.losses.split(","):
             config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  loss=loss, temperature=args.temperature,
-                                 negatives=args.negatives, seed=args.seed)
+                                 negatives=args.negatives, seed=args.seed,
+                                 head_lr_multiplier=args.head_lr_multiplier)
             torch.manual_seed(args.seed)
             model = LVM(preset(variant, args.size, d_in=payload.dim,
                                context_skip=not args.no_context_skip))

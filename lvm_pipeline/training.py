@@ -70,6 +70,10 @@ class TrainConfig:
     # The context mix (LVMConfig.context_skip) learns this many times faster than the network:
     # it has 5 parameters and settles the blend before the network can overfit a correction.
     mix_lr_multiplier: float = 30.0
+    # The zero-initialised head (LVMConfig.context_skip) learns at this × the learning rate.
+    # Adam moves every weight by ~lr per step whatever the gradient's size, so at full rate the
+    # correction reached the size of the context blend within one epoch and overfit.
+    head_lr_multiplier: float = 1.0
     # Val windows scored by exact retrieval after each epoch (early stopping and the best
     # epoch use val MRR@10, not val loss: on the default corpus val InfoNCE kept falling while
     # val retrieval got worse from the first epoch on).
@@ -199,17 +203,22 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 def param_groups(model: LVM, config: TrainConfig) -> list[dict[str, Any]]:
     """Weight decay on matrices only (not norms, biases, A_log, D); the context mix gets
     ``mix_lr_multiplier`` × the learning rate. ``lr_scale`` is read by the schedule."""
-    groups: dict[str, list[torch.nn.Parameter]] = {"decay": [], "no_decay": [], "mix": []}
+    groups: dict[str, list[torch.nn.Parameter]] = {"decay": [], "no_decay": [], "mix": [],
+                                                   "head": []}
     for name, param in model.named_parameters():
         if name == "context_mix":
             groups["mix"].append(param)
+        elif name == "head.weight" and model.config.context_skip:
+            groups["head"].append(param)
         elif param.dim() >= 2 and not getattr(param, "_no_weight_decay", False):
             groups["decay"].append(param)
         else:
             groups["no_decay"].append(param)
     out = [{"params": groups["decay"], "weight_decay": config.weight_decay, "lr_scale": 1.0},
            {"params": groups["no_decay"], "weight_decay": 0.0, "lr_scale": 1.0},
-           {"params": groups["mix"], "weight_decay": 0.0, "lr_scale": config.mix_lr_multiplier}]
+           {"params": groups["mix"], "weight_decay": 0.0, "lr_scale": config.mix_lr_multiplier},
+           {"params": groups["head"], "weight_decay": config.weight_decay,
+            "lr_scale": config.head_lr_multiplier}]
     return [group for group in out if group["params"]]
 
 
