@@ -16,7 +16,7 @@ import sys
 from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 
 # One module per command (or group of related commands), each with `register(subparsers)`.
-COMMAND_MODULES = ("run", "report", "models")
+COMMAND_MODULES = ("run", "report", "models", "synth_payload")
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 

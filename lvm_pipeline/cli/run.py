@@ -54,7 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         training["epochs"] = args.epochs
     if args.device:
         training["device"] = args.device
-    config = run_config(corpus, training)
+    payload = {"path": str(Path(args.payload).resolve())} if args.payload else None
+    index = {"type": args.index} if args.index else None
+    config = run_config(corpus, training, payload, index)
     config["loggers"] = {"console": {"config": {"log_level": args.log_level}}}
     print(f"lvm run: data dir {data_dir}, Dagster instance {home}", file=sys.stderr)
     start = time.perf_counter()
@@ -79,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lvm_pipeline.index import INDEX_TYPES
+
     run = add_command(sub, "run", "Materialize the whole graph (corpus → payload → sequences → "
                                   "five models → index → report) and print the report table.")
     run.add_argument("--max-chunks", type=int,
@@ -87,6 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="read articles from PATH instead of the offline sample")
     run.add_argument("--corpus-source", choices=("wikipedia", "text_dir"), default="wikipedia",
                      help="format of --corpus: a parquet/JSONL dump or a folder of .txt files")
+    run.add_argument("--payload", metavar="PATH",
+                     help="use this published payload (a data dir or a payload build folder, "
+                          "e.g. the OUT of `lvm synth-payload`) instead of embedding the corpus")
+    run.add_argument("--index", choices=INDEX_TYPES,
+                     help="FAISS index type (default flat, exact; see lvm_pipeline/index.py)")
     run.add_argument("--preset", choices=("tiny", "paper"), default="tiny",
                      help="model sizes (default tiny)")
     run.add_argument("--epochs", type=int, help="training epochs per model (default 20)")

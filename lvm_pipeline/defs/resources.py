@@ -40,11 +40,13 @@ class EmbedderResource(dg.ConfigurableResource):
     """The encoder of the payload (and of the canary that re-checks it)."""
 
     model: str = DEFAULT_EMBEDDER
-    batch_size: int = 32
+    max_batch_tokens: int = EmbedderConfig.max_batch_tokens
+    batch_size: int = EmbedderConfig.batch_size
     device: str = "cpu"
 
     def config(self) -> EmbedderConfig:
-        return EmbedderConfig(model=self.model, batch_size=self.batch_size, device=self.device)
+        return EmbedderConfig(model=self.model, max_batch_tokens=self.max_batch_tokens,
+                              batch_size=self.batch_size, device=self.device)
 
     def load(self) -> Embedder:
         """Loaded once per process: the payload asset and the canary check share it."""

@@ -6,11 +6,18 @@ from lvm_pipeline.models import VARIANTS
 
 
 def run_config(corpus: dict[str, Any] | None = None,
-               training: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``corpus`` configures the corpus asset; ``training`` every one of the five checkpoints."""
+               training: dict[str, Any] | None = None,
+               payload: dict[str, Any] | None = None,
+               index: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``corpus``, ``payload`` and ``index`` configure those assets; ``training`` every one of
+    the five checkpoints."""
     ops: dict[str, Any] = {}
     if corpus:
         ops["corpus"] = {"config": corpus}
+    if payload:
+        ops["payload"] = {"config": payload}
+    if index:
+        ops["faiss_index"] = {"config": index}
     if training:
         ops.update({variant: {"config": training} for variant in VARIANTS})
     return {"ops": ops}

@@ -5,24 +5,40 @@ import dagster as dg
 from lvm_pipeline.corpus import KIND as CORPUS
 from lvm_pipeline.defs.metadata import build_metadata, markdown_preview, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, StorageResource
-from lvm_pipeline.payload import build_payload, load_payload
+from lvm_pipeline.payload import build_payload, import_payload, load_payload
+
+
+class PayloadParams(dg.Config):
+    """``path``: take a published payload build (a build folder, or a data dir whose payload is
+    current, e.g. the OUT of `lvm synth-payload`) instead of embedding the corpus; the corpus
+    is then not read. ``dtype``: how embedded vectors are stored (float32 or float16)."""
+
+    path: str = ""
+    dtype: str = "float32"
 
 
 @dg.asset(group_name="data", deps=["corpus"], kinds={"numpy", "parquet"})
-def payload(context: dg.AssetExecutionContext, storage: StorageResource,
+def payload(context: dg.AssetExecutionContext, config: PayloadParams, storage: StorageResource,
             embedder: EmbedderResource) -> dg.MaterializeResult:
     """One L2-normalised vector per chunk (vectors.npy) and the table naming each row."""
     store = storage.store()
-    model = embedder.load()
-    context.log.info(f"embedding with {model.config.model} on {model.device} "
-                     f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
-    build = build_payload(store, store.current(CORPUS), model, progress_for(context, "embedding"))
-    loaded = load_payload(build)
-    m = build.manifest
+    if config.path:
+        build, how = import_payload(store, config.path)
+        context.log.info(f"payload {build.build_id[:12]} taken from {config.path} ({how}); "
+                         f"embedder {build.manifest['embedder']['id']!r}; corpus not read")
+    else:
+        model = embedder.load()
+        context.log.info(f"embedding with {model.config.model} on {model.device} "
+                         f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
+        build = build_payload(store, store.current(CORPUS), model,
+                              progress_for(context, "embedding"), config.dtype)
+    loaded = load_payload(build, verify=False)  # just hashed by publish
+    m, e = build.manifest, build.manifest["embedder"]
     return dg.MaterializeResult(metadata=build_metadata(
         build, payload_build_id=build.build_id, n_rows=m["n_rows"], dim=m["dim"],
-        n_articles=m["n_articles"], embedder_id=m["embedder"]["id"],
-        embedder_weights_sha256=m["embedder"]["weights_sha256"],
-        embedder_device=m["embedder"]["device"],
+        dtype=m.get("dtype", "float32"), n_articles=m["n_articles"], embedder_id=e["id"],
+        embedder_weights_sha256=e.get("weights_sha256", "none (synthetic)"),
+        embedder_device=e.get("device", "none"),
+        source=m.get("imported_from", {}).get("path", "embedded from the corpus"),
         adjacent_cosine_mean=m["adjacent_cosine_mean"],
         preview=markdown_preview(loaded.chunks[["row", "article_id", "chunk_index", "text"]])))
