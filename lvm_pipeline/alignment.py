@@ -140,8 +140,9 @@ def export_training_npz(path: str | Path, payload: Payload, sets: dict[str, Sequ
         np.savez(tmp, context_sequences=gather(payload.vectors, context_rows),
                  target_vectors=gather(payload.vectors, target_row),
                  truth_keys=truth_keys.astype(np.int64),
-                 provenance=np.array(json.dumps({**provenance, "splits": splits},
-                                                sort_keys=True)))
+                 provenance=np.array(json.dumps(
+                     {**provenance, "splits": splits,
+                      "split_windows": {s: len(sets[s]) for s in splits}}, sort_keys=True)))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -126,6 +126,52 @@ class Build:
         return sorted(self.manifest["files"])
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What re-hashing one build found: ``error`` is None when every file matched."""
+
+    kind: str
+    folder: Path
+    build_id: str | None
+    current: bool
+    files: int
+    bytes: int
+    error: str | None
+    unlisted: tuple[str, ...] = ()
+
+
+def verify_store(store: ArtifactStore) -> list[Verification]:
+    """Re-hash every file of every build under ``store`` against its manifest, and check that
+    every ``CURRENT`` points at a build whose manifest names it. Never stops at the first bad
+    build: the list says which builds are sound and which are not, and why."""
+    currents: dict[Path, str] = {}
+    out = []
+    for pointer in sorted(store.root.rglob(CURRENT)):
+        kind = pointer.parent.relative_to(store.root).as_posix()
+        try:
+            build = store.current(kind)
+            currents[build.path.resolve()] = build.build_id
+        except ArtifactError as err:
+            out.append(Verification(kind, pointer, None, True, 0, 0, str(err)))
+    for folder in store.build_folders():
+        kind = folder.parent.relative_to(store.root).as_posix()
+        try:
+            manifest = read_json(folder / MANIFEST)
+            build = Build(kind=kind, path=folder, manifest=manifest)
+            names = build.verify()
+            listed = set(names) | {MANIFEST}
+            unlisted = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                                    if p.is_file() and p.relative_to(folder).as_posix() not in listed))
+            out.append(Verification(kind, folder, build.build_id, folder.resolve() in currents,
+                                    len(names), sum(f["bytes"] for f in manifest["files"].values()),
+                                    None, unlisted))
+        except (ArtifactError, KeyError) as err:
+            error = str(err) if isinstance(err, ArtifactError) else (
+                f"{folder / MANIFEST}: manifest lacks {err}")
+            out.append(Verification(kind, folder, None, folder.resolve() in currents, 0, 0, error))
+    return out
+
+
 def verify_file(path: Path, expected_sha256: str) -> None:
     if not path.exists():
         raise HashMismatchError(f"{path}: file is missing (manifest expects sha256 "
@@ -237,6 +283,16 @@ class ArtifactStore:
             raise ArtifactError(f"{path / MANIFEST}: names build {manifest.get('build_id')}, "
                                 f"expected {build_id}")
         return Build(kind=kind, path=path, manifest=manifest)
+
+    def build_folders(self) -> list[Path]:
+        """Every published build folder under the root, current or not (not staging or
+        resume folders, whose names start with a dot, and not the Dagster instance)."""
+        folders = []
+        for manifest in sorted(self.root.rglob(MANIFEST)):
+            parts = manifest.parent.relative_to(self.root).parts
+            if parts and parts[0] != "dagster_home" and not any(p.startswith(".") for p in parts):
+                folders.append(manifest.parent)
+        return folders
 
     def kinds(self) -> list[str]:
         """Every artifact kind with a current build, e.g. ``models/mamba_s``."""

@@ -6,7 +6,9 @@ is deterministic: paragraphs (blank-line separated) of at least ``min_words`` wo
 cut at sentence ends into pieces of at most ``max_words``, and a chunk whose normalised text was
 already seen anywhere in the corpus dropped. Why drop repeats: two rows with the same text have
 the same vector, so "the true next chunk" would be ambiguous and the same text could sit in the
-train and the eval split at once.
+train and the eval split at once. A chunk without a single letter or digit (ASCII art in a
+docstring) is dropped too: its normalised text is empty, and the payload guard refuses empty
+texts.
 """
 
 from __future__ import annotations
@@ -220,7 +222,8 @@ def build_corpus(config: CorpusConfig, progress: Progress = silent) -> Corpus:
     records: list[tuple[str, str, str, int, str]] = []
     seen_texts: set[str] = set()
     seen_ids: set[str] = set()
-    counts = {"articles_read": 0, "articles_without_chunks": 0, "duplicate_chunks_dropped": 0}
+    counts = {"articles_read": 0, "articles_without_chunks": 0, "duplicate_chunks_dropped": 0,
+              "chunks_without_words_dropped": 0}
     total = config.max_chunks or 0
     for article in articles:
         if config.max_articles is not None and len(seen_ids) >= config.max_articles:
@@ -234,6 +237,9 @@ def build_corpus(config: CorpusConfig, progress: Progress = silent) -> Corpus:
         chunk_index = 0
         for text in chunk_text(article.text, config.chunking):
             key = normalise_text(text)
+            if not key:  # no letter or digit (ASCII art, rules): nothing to predict or to find
+                counts["chunks_without_words_dropped"] += 1
+                continue
             if key in seen_texts:
                 counts["duplicate_chunks_dropped"] += 1
                 continue

@@ -7,6 +7,7 @@ interactive terminal and, always, throttled log lines (which Dagster shows in th
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,16 @@ class Progress(Protocol):
 
 def silent(done: int, total: int, **metrics: Any) -> None:
     """A Progress that reports nothing (tests, library use)."""
+
+
+# The shape of the lines make_progress logs ("task: done/total (rate/s) metrics"): a console
+# that draws bars recognises them with this and leaves them to the bar.
+_PROGRESS_LINE = re.compile(r"^[^:\n]+: \d+/\d+ \([\d.]+/s\)")
+
+
+def is_progress_line(message: str) -> bool:
+    """True for a line logged by :func:`make_progress` (so a terminal with bars can skip it)."""
+    return bool(_PROGRESS_LINE.match(message))
 
 
 def _format(metrics: dict[str, Any]) -> str:

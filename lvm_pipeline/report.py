@@ -37,7 +37,7 @@ from lvm_pipeline.checkpoint import load_checkpoint
 from lvm_pipeline.evaluation import EvalConfig, QuerySetResult, evaluate, latency_ms
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
-from lvm_pipeline.sequences import SequenceSet, gather
+from lvm_pipeline.sequences import SequenceSet, gather, require_payload
 
 KIND = "report"
 SCHEMA_VERSION = 1
@@ -95,6 +95,7 @@ def build_report(
         model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
                             "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
                             "n_params": info["n_params"]}
+    require_payload(train_build, payload)  # the ridge baseline is fit on these windows
     baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
     predictions = {name: _predict_all(p, payload.vectors, eval_set, config.batch_size)
                    for name, p in {**predictors, **baselines}.items()}

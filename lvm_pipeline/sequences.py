@@ -7,7 +7,13 @@ windows cost ~12 MB of int32 instead of ~6 GB of float32.
 
 Splits are by **article**: every article is ranked by ``sha256(seed:article_id)`` and the first
 ``eval_fraction`` go to eval, the next ``val_fraction`` to val, the rest to train, so no article
-is in two splits and the assignment does not depend on corpus order.
+is in two splits and the assignment does not depend on corpus order. Articles are not the only
+way text leaks: boilerplate paragraphs (the docstring sample repeats "Indices can be obtained
+using [`AutoTokenizer`]…" across models with a word changed) embed at cosine >= 0.995 in
+different articles. So after the article split, a val window that uses a chunk nearly identical
+to an eval chunk is dropped, and so is a train window that uses a chunk nearly identical to an
+eval or val chunk (eval stays whole: it is the yardstick). :func:`near_duplicates` finds them
+with FAISS; the leakage guard measures the same thing on whatever sets it is given.
 
 Files of a build (``sequences/train`` holds splits ``train`` and ``val``; ``sequences/eval``
 holds ``eval``), per split folder: ``context_rows.npy`` (N, 5) int32, ``target_row.npy`` (N,)
@@ -23,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
@@ -34,6 +41,13 @@ EVAL_KIND = "sequences/eval"
 SPLITS_OF_KIND = {TRAIN_KIND: ("train", "val"), EVAL_KIND: ("eval",)}
 ARRAYS = ("context_rows", "target_row", "truth_keys")
 OPTIONAL_ARRAYS = ("target_cos", "context_cos")
+SPLITS = ("train", "val", "eval")
+# Two chunks at cosine >= 0.995 are the same text with a word or two changed (measured on the
+# default sample: "Converts a token (str) to/in an id using the vocab." is 0.993; unrelated
+# chunks of one article sit near 0.5). A pair above it in two splits is leakage.
+NEAR_DUPLICATE_COSINE = 0.995
+# Rows added to / searched in the FAISS index per call: bounds the temporary float32 copies.
+SEARCH_BLOCK = 65536
 
 
 @dataclass(frozen=True)
@@ -43,11 +57,15 @@ class SplitConfig:
     seed: int = 0
     val_fraction: float = 0.1
     eval_fraction: float = 0.1
+    # Windows using a chunk this close to a chunk of a later split are dropped (module docstring).
+    near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE
 
     def __post_init__(self) -> None:
         if not (0 < self.val_fraction < 1 and 0 < self.eval_fraction < 1
                 and self.val_fraction + self.eval_fraction < 1):
             raise ValueError(f"split fractions must be in (0, 1) and sum below 1: {self}")
+        if not 0 < self.near_duplicate_cosine <= 1:
+            raise ValueError(f"near_duplicate_cosine must be in (0, 1]: {self}")
 
 
 @dataclass
@@ -74,6 +92,21 @@ class SequenceSet:
         """Sorted unique article indices of the targets."""
         return np.unique(self.truth_keys[:, 0])
 
+    def window_rows(self) -> np.ndarray:
+        """Every payload row of each window, contexts then target: (N, 6) int64."""
+        return np.concatenate([self.context_rows, self.target_row[:, None]], axis=1).astype(np.int64)
+
+    def rows(self) -> np.ndarray:
+        """Sorted unique payload rows the windows read (contexts and targets)."""
+        return np.unique(self.window_rows())
+
+    def subset(self, mask: np.ndarray) -> SequenceSet:
+        """The windows where ``mask`` (N,) bool is true, optional arrays included."""
+        return SequenceSet(self.split, self.context_rows[mask], self.target_row[mask],
+                           self.truth_keys[mask],
+                           None if self.target_cos is None else self.target_cos[mask],
+                           None if self.context_cos is None else self.context_cos[mask])
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for name in (*ARRAYS, *OPTIONAL_ARRAYS):
@@ -87,7 +120,8 @@ class SequenceSet:
         for name in (*ARRAYS, *OPTIONAL_ARRAYS):
             key = f"{split}/{name}.npy"
             if key in build.manifest["files"]:
-                arrays[name] = np.load(build.file(key, verify))
+                # allow_pickle=False: our arrays are plain numbers; a file that needs pickle is not ours.
+                arrays[name] = np.load(build.file(key, verify), allow_pickle=False)
             elif name in ARRAYS:
                 raise ArtifactError(f"{build.path}: split {split!r} has no {name}.npy")
         return cls(split=split, **arrays)
@@ -148,20 +182,98 @@ def article_splits(payload: Payload, config: SplitConfig) -> dict[int, str]:
     return {int(a): split_of[str(id_of[a])] for a in eligible}
 
 
-def build_windows(payload: Payload, config: SplitConfig) -> dict[str, SequenceSet]:
-    """All windows of the payload, split by article into train / val / eval."""
+def build_windows(payload: Payload, config: SplitConfig, facts: dict[str, Any] | None = None,
+                  drop_near_duplicates: bool = True) -> dict[str, SequenceSet]:
+    """All windows of the payload, split by article into train / val / eval, with windows
+    that would leak a near-duplicate chunk into an earlier split dropped (module docstring).
+
+    ``facts``, when given, receives what was dropped, for the manifest. The dropping never
+    changes eval, so a caller that keeps only eval may skip its search
+    (``drop_near_duplicates=False``).
+    """
     article_index = payload.chunks["article_index"].to_numpy()
     chunk_index = payload.chunks["chunk_index"].to_numpy()
     context_rows, target_row = windows(article_index, chunk_index)
     split_of = article_splits(payload, config)
     window_split = np.array([split_of[int(a)] for a in article_index[target_row]])
     sets = {}
-    for split in ("train", "val", "eval"):
+    for split in SPLITS:
         mask = window_split == split
         keys = np.stack([article_index[target_row[mask]], chunk_index[target_row[mask]]], axis=1)
         sets[split] = SequenceSet(split, context_rows[mask], target_row[mask],
                                   keys.astype(np.int32))
+    if not drop_near_duplicates:
+        return sets
+    sets, dropped = drop_near_duplicate_windows(payload.vectors, sets,
+                                                config.near_duplicate_cosine)
+    if facts is not None:
+        facts["near_duplicate_windows_dropped"] = dropped
     return sets
+
+
+def drop_near_duplicate_windows(vectors: np.ndarray, sets: dict[str, SequenceSet],
+                                threshold: float) -> tuple[dict[str, SequenceSet], dict[str, int]]:
+    """Drop val windows using a chunk near-identical to an eval chunk, then train windows
+    using a chunk near-identical to an eval or (kept) val chunk. Eval is never changed."""
+    kept = dict(sets)
+    dropped = {}
+    for split, later in (("val", ("eval",)), ("train", ("eval", "val"))):
+        seqs = kept[split]
+        protected = np.unique(np.concatenate([kept[s].rows() for s in later]))
+        bad_rows, _, _ = near_duplicates(vectors, protected, seqs.rows(), threshold)
+        leaking = np.isin(seqs.window_rows(), bad_rows).any(axis=1)  # (N,)
+        kept[split] = seqs.subset(~leaking)
+        dropped[split] = int(leaking.sum())
+    return kept, dropped
+
+
+def near_duplicates(vectors: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray,
+                    threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of ``rows_b`` whose nearest row among ``rows_a`` has cosine >= ``threshold``.
+
+    vectors: (R, D) payload; rows_a (A,), rows_b (B,) payload rows. Returns the hits as
+    b_rows (H,), their nearest a_rows (H,) and the cosines (H,) float32. Exact search
+    (``IndexFlatIP`` over re-normalised rows, so a non-unit payload cannot hide a pair); cost
+    A·B·D multiply-adds, blocked so neither side is copied whole.
+    """
+    rows_a = np.asarray(rows_a, dtype=np.int64)
+    rows_b = np.asarray(rows_b, dtype=np.int64)
+    empty = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+    if len(rows_a) == 0 or len(rows_b) == 0:
+        return empty
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    for lo in range(0, len(rows_a), SEARCH_BLOCK):
+        index.add(_unit(gather(vectors, rows_a[lo:lo + SEARCH_BLOCK])))
+    hits_b, hits_a, hits_cos = [], [], []
+    for lo in range(0, len(rows_b), SEARCH_BLOCK):
+        block = rows_b[lo:lo + SEARCH_BLOCK]
+        scores, ids = index.search(_unit(gather(vectors, block)), 1)  # (b, 1), (b, 1)
+        hit = scores[:, 0] >= threshold
+        hits_b.append(block[hit])
+        hits_a.append(rows_a[ids[hit, 0]])
+        hits_cos.append(scores[hit, 0])
+    return (np.concatenate(hits_b), np.concatenate(hits_a),
+            np.concatenate(hits_cos).astype(np.float32))
+
+
+def near_duplicates_ref(vectors: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray,
+                        threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slow, obvious version of :func:`near_duplicates` (a full cosine matrix) for the parity test."""
+    a = np.asarray(vectors[np.asarray(rows_a, dtype=np.int64)], dtype=np.float64)
+    b = np.asarray(vectors[np.asarray(rows_b, dtype=np.int64)], dtype=np.float64)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    cos = b @ a.T  # (B, A)
+    best = cos.argmax(axis=1)
+    best_cos = cos[np.arange(len(b)), best]
+    hit = best_cos >= threshold
+    return (np.asarray(rows_b)[hit].astype(np.int64), np.asarray(rows_a)[best[hit]].astype(np.int64),
+            best_cos[hit].astype(np.float32))
+
+
+def _unit(block: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(block, axis=1, keepdims=True)
+    return np.ascontiguousarray(block / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def publish_sequences(

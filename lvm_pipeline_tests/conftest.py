@@ -92,8 +92,12 @@ def small_run_resources(data_dir: Path) -> dict:
 
 
 def materialize_all(data_dir: Path, selection=None, corpus=None, training=None,
-                    instance: dg.DagsterInstance | None = None, **kwargs):
-    """``dg.materialize`` of every asset and check of the definitions into ``data_dir``."""
+                    instance: dg.DagsterInstance | None = None, resources: dict | None = None,
+                    **kwargs):
+    """``dg.materialize`` of every asset and check of the definitions into ``data_dir``.
+
+    ``selection``: asset names or a ``dg.AssetSelection``; ``resources`` replace the
+    definitions' ones (the storage root stays ``data_dir``)."""
     from lvm_pipeline.definitions import defs
     from lvm_pipeline.defs.run_config import run_config
 
@@ -102,11 +106,41 @@ def materialize_all(data_dir: Path, selection=None, corpus=None, training=None,
     for op, op_config in kwargs.pop("ops", {}).items():
         config["ops"][op] = {"config": op_config}
     if selection is not None:  # Dagster rejects config for ops outside the selection
-        config["ops"] = {k: v for k, v in config["ops"].items() if k in selection}
+        names = (set(selection) if not isinstance(selection, dg.AssetSelection) else
+                 {k.to_user_string() for k in selection.resolve(defs.resolve_asset_graph())})
+        config["ops"] = {k: v for k, v in config["ops"].items() if k in names}
     return dg.materialize(
         [*defs.assets, *defs.asset_checks], run_config=config,
-        resources=small_run_resources(data_dir), selection=selection,
+        resources={**small_run_resources(data_dir), **(resources or {})}, selection=selection,
         instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, **kwargs)
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    """Names of the assets the run materialized."""
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    """Each evaluated check by name, and by ``name@asset`` (a multi-asset check has one name)."""
+    out = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            ev = event.event_specific_data
+            out[ev.check_name] = out[f"{ev.check_name}@{ev.asset_key.to_user_string()}"] = ev
+    return out
+
+
+def step_errors(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Each failed step's error text (with its causes) by step key."""
+    return {e.step_key: e.event_specific_data.error.to_string() for e in result.all_events
+            if e.event_type_value == "STEP_FAILURE"}
+
+
+def assert_untouched(root: Path, before: dict[str, tuple[str, int]]) -> None:
+    """Every artifact file snapshotted in ``before`` is still there, unchanged and unrewritten
+    (new build folders may have appeared beside them)."""
+    after = snapshot_files(root)
+    assert {k: after.get(k) for k in before} == before
 
 
 @pytest.fixture(scope="session")
@@ -132,3 +166,21 @@ def snapshot_files(root: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(root.rglob("*"))
             if p.is_file() and "dagster_home" not in p.parts and ".work" not in p.parts
             and p.name != "CURRENT"}
+
+
+def reference_payload_dict(payload: Payload, rows=None) -> dict:
+    """(Some rows of) one of our payloads in the reference layout {id: (text, meta, vector)}."""
+    table = payload.chunks
+    rows = range(len(table)) if rows is None else rows
+    return {f"cpe-{r}": (table.text[r], {"article_index": int(table.article_index[r]),
+                                         "chunk_index": int(table.chunk_index[r]),
+                                         "article_id": table.article_id[r],
+                                         "cpe_id": f"cpe-{r}"},
+                         np.asarray(payload.vectors[r]))
+            for r in rows}
+
+
+def save_pickled(path: Path, obj) -> Path:
+    """``np.save`` of a Python object, the way the reference saved its payload."""
+    np.save(path, np.array(obj, dtype=object), allow_pickle=True)
+    return path

@@ -101,6 +101,16 @@ def test_repeated_chunk_text_is_kept_once(tmp_path):
     assert len(corpus.chunks) == 2 and corpus.info["duplicate_chunks_dropped"] == 1
 
 
+def test_chunks_without_a_word_are_dropped(tmp_path):
+    # ASCII art in a docstring: eight "words", no letter or digit; its normalised text is
+    # empty, which the payload integrity guard refuses.
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_text(f"{PARA}\n\n█ █ █ █ ░ ░ ░ █ █ █\n\n{PARA} New.")
+    corpus = build_corpus(CorpusConfig(source="text_dir", path=str(tmp_path / "t")))
+    assert len(corpus.chunks) == 2 and corpus.info["chunks_without_words_dropped"] == 1
+    assert corpus.chunks.chunk_index.tolist() == [0, 1]
+
+
 def test_sample_default_is_large_enough_and_deterministic():
     first = build_corpus(CorpusConfig())
     assert first.info["n_articles"] >= 200 and first.info["n_chunks"] >= 5000

@@ -53,7 +53,8 @@ def test_asking_for_a_missing_gpu_raises_instead_of_falling_back():
 def test_length_bucketed_batches_match_fixed_order_batches(embedder):
     """The fast path (sorted, token-budget batches) gives the reference's vectors in input
     order, even when every batch mixes texts of very different lengths in the reference."""
-    words = "the tide rose over the harbour wall while ships waited outside".split()
+    words = ["the", "tide", "rose", "over", "the", "harbour", "wall", "while", "ships", "waited",
+             "outside"]
     texts = [" ".join(words[: 1 + (7 * i) % len(words)] * (1 + i % 4)) for i in range(40)]
     small = Embedder(EmbedderConfig(max_batch_tokens=96, batch_size=8))
     fast = small.encode(texts)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 
 from lvm_pipeline.alignment import export_training_npz
@@ -13,19 +12,23 @@ from lvm_pipeline.artifacts import ArtifactStore, sha256_file
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND, load_sets
-from lvm_pipeline_tests.conftest import materialize_all, snapshot_files
+from lvm_pipeline_tests.conftest import (
+    check_evaluations,
+    materialize_all,
+    materialized,
+    snapshot_files,
+)
 
 ALL_KEYS = {"corpus", "payload", "aligned_training_sequences", "aligned_eval", "faiss_index",
             "retrieval_report", *VARIANTS}
-
-
-def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
-    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-
-
-def _check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.event_specific_data.check_name: e.event_specific_data
-            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+CHECKS = {"check_payload_integrity@payload", "check_payload_embedder_canary@payload",
+          "check_training_sequences_aligned@aligned_training_sequences",
+          "check_training_truth_keys@aligned_training_sequences",
+          "check_training_learnable@aligned_training_sequences",
+          "check_splits_disjoint@aligned_training_sequences",
+          "check_eval_sequences_aligned@aligned_eval", "check_eval_truth_keys@aligned_eval",
+          "check_splits_disjoint@aligned_eval", "check_index_matches_payload@faiss_index",
+          "check_report_lineage@retrieval_report", "check_report_oracle@retrieval_report"}
 
 
 def test_definitions_load_with_every_asset_check_and_job():
@@ -33,16 +36,21 @@ def test_definitions_load_with_every_asset_check_and_job():
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == ALL_KEYS
-    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"check_training_sequences_aligned", "check_eval_sequences_aligned",
-            "check_report_oracle"} <= checks
+    graph = defs.resolve_asset_graph()
+    checks = {f"{c.name}@{c.asset_key.to_user_string()}" for c in graph.asset_check_keys}
+    assert checks == CHECKS
+    # Everything training or evaluation reads is guarded by a blocking check.
+    assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys)
     assert defs.resolve_job_def("full_retrain").description
 
 
 def test_small_default_run_materializes_everything_with_verifiable_metadata(small_run):
     data_dir, result = small_run
-    assert _materialized(result) == ALL_KEYS
-    assert all(c.passed for c in _check_evaluations(result).values())
+    assert materialized(result) == ALL_KEYS
+    evaluations = check_evaluations(result)
+    assert {k for k in evaluations if "@" in k} == CHECKS
+    assert all(c.passed for c in evaluations.values()), [
+        c.description for c in evaluations.values() if not c.passed]
 
     store = ArtifactStore(data_dir)
     payload = current_payload(store)
@@ -117,12 +125,12 @@ def test_misaligned_training_set_is_blocked_before_any_checkpoint(small_run_copy
         result = materialize_all(
             data_dir, selection=["aligned_training_sequences", *VARIANTS],
             ops={"aligned_training_sequences": {"import_npz": str(npz)}})
-        check = _check_evaluations(result)["check_training_sequences_aligned"]
+        check = check_evaluations(result)["check_training_sequences_aligned"]
         assert not check.passed, how
         assert "MISALIGNED" in check.description and "threshold 0.99" in check.description
         assert check.metadata["figure"].value < 0.99
         assert not result.success
-        assert _materialized(result) == {"aligned_training_sequences"}, how
+        assert materialized(result) == {"aligned_training_sequences"}, how
     # The checkpoints and report that were good before are untouched, and no new one appeared.
     assert snapshot_files(data_dir / "models") | snapshot_files(data_dir / "report") == before
 

@@ -13,17 +13,21 @@ import argparse
 import importlib
 import sys
 
+from lvm_pipeline.artifacts import ArtifactError
 from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 
 # One module per command (or group of related commands), each with `register(subparsers)`.
-COMMAND_MODULES = ("run", "report", "models", "synth_payload")
+COMMAND_MODULES = ("run", "materialize", "report", "models", "check", "verify", "reference",
+                   "ui", "synth_payload")
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lvm", description="Train latent vector models on aligned, checked data.")
+        prog="lvm", description="Train latent vector models on aligned, checked data.",
+        epilog="Each command explains itself: lvm COMMAND --help. Exit codes: 0 success, "
+               "1 a check or step failed, 2 a usage error.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"lvm_pipeline.cli.{name}").register(sub)
@@ -39,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliError as err:
-        print(f"lvm {args.command}: {err}", file=sys.stderr)
+        print(err.line(args.command), file=sys.stderr)
+        return err.exit_code
+    except ArtifactError as err:  # a missing or damaged artifact: its message names the file
+        print(CliError(str(err)).line(args.command), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"lvm {args.command}: interrupted", file=sys.stderr)

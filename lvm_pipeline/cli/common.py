@@ -1,24 +1,69 @@
-"""What every ``lvm`` command shares: exit codes, the data dir, the Dagster instance."""
+"""What every ``lvm`` command shares: exit codes, one-line errors, the data dir, the Dagster
+instance, the options that configure a run, and running (part of) the graph in-process.
+
+Conventions every command module follows (so scripts can rely on them):
+- exit 0 success, 1 a check or step failed or something is missing (:class:`CliError`),
+  2 a usage error (:class:`UsageError`, or argparse's own);
+- an error is one line on stderr, ``lvm COMMAND: what is wrong``, with ``; see WHERE`` when
+  there is a place to look (a run in the UI, a file, a command);
+- results go to stdout, progress and logs to stderr, so ``lvm report --json > r.json`` works;
+- Dagster and torch are imported inside the command functions, never at module level, so
+  ``lvm --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import sys
+import time
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# CLI runs print to this terminal. Dagster's default compute-log capture would redirect the
+# process's stdout/stderr into files and tail them back: the steps would no longer see a TTY
+# (so no progress bars) and an extra `tail` process would run. The UI keeps the structured
+# logs (context.log) of these runs all the same.
+NO_OUTPUT_CAPTURE = {"compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager",
+                                      "class": "NoOpComputeLogManager"}}
 
 
 class CliError(Exception):
-    """A failure to report in one line (exit 1)."""
+    """A failure to report in one line (exit 1); ``hint`` says where to look."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def line(self, command: str) -> str:
+        """``lvm COMMAND: message; see hint`` on one line."""
+        message = " ".join(str(self).split())  # never more than one line
+        return f"lvm {command}: {message}" + (f"; see {self.hint}" if self.hint else "")
 
 
-def add_command(sub: argparse._SubParsersAction, name: str, help_text: str
+class UsageError(CliError):
+    """The command line asks for something that cannot be (exit 2, like argparse's errors)."""
+
+    exit_code = EXIT_USAGE
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help_text: str,
+                description: str | None = None, epilog: str | None = None
                 ) -> argparse.ArgumentParser:
-    """A subcommand with the options every command takes."""
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+    """A subcommand with the options every command takes.
+
+    ``help_text`` is the one line in ``lvm --help``; ``description`` (default: the same) and
+    ``epilog`` (examples, exit codes) appear in ``lvm NAME --help`` with their line breaks kept.
+    """
+    parser = sub.add_parser(name, help=help_text, description=description or help_text,
+                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="artifact root (env LVM_DATA_DIR; default ./data)")
     return parser
 
@@ -31,6 +76,8 @@ def prepare_environment(data_dir: Path) -> Path:
     """Point the definitions at ``data_dir`` and DAGSTER_HOME at its instance; return the home.
 
     Must run before ``lvm_pipeline.definitions`` is imported: resources read LVM_DATA_DIR then.
+    An existing ``dagster.yaml`` in the home is kept (that is where a Postgres instance is
+    configured, docs/deploy.md); a missing one is copied from the repository's template.
     """
     from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
 
@@ -47,6 +94,172 @@ def prepare_environment(data_dir: Path) -> Path:
         template = PROJECT_ROOT / "dagster.yaml"
         if not template.exists():
             raise CliError(f"{instance_yaml} is missing and no dagster.yaml template was found at "
-                           f"{template}; install with `pip install -e .` from the checkout")
+                           f"{template}", hint="`pip install -e .` from the checkout")
         shutil.copyfile(template, instance_yaml)
     return home
+
+
+@contextlib.contextmanager
+def open_instance_lock(home: Path) -> Iterator[None]:
+    """Hold while opening the instance at ``home``. Opening a fresh SQLite instance creates its
+    tables, and two ``lvm`` processes doing that at once fail with "table … already exists"
+    (seen with two parallel first runs); once created, opening is cheap and runs proceed in
+    parallel."""
+    import fcntl
+
+    with open(home / ".lvm-instance.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+# ----------------------------------------------------------------------------- run options
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options that configure the corpus and the five trainings (``lvm run``, ``lvm
+    materialize``); each maps onto one field of the assets' Dagster config."""
+    from lvm_pipeline.index import INDEX_TYPES
+
+    corpus = parser.add_argument_group("corpus (configures the `corpus` asset)")
+    corpus.add_argument("--max-chunks", type=int, metavar="N",
+                        help="stop reading the corpus after N chunks (default 6000)")
+    corpus.add_argument("--corpus", metavar="PATH",
+                        help="read articles from PATH instead of the offline sample")
+    corpus.add_argument("--corpus-source", choices=("wikipedia", "text_dir"),
+                        default="wikipedia",
+                        help="format of --corpus: a parquet/JSONL dump or a folder of .txt files")
+    payload = parser.add_argument_group("payload and index (configure `payload`, `faiss_index`)")
+    payload.add_argument("--payload", metavar="PATH",
+                         help="use this published payload (a data dir or a payload build folder, "
+                              "e.g. the OUT of `lvm synth-payload`) instead of embedding the "
+                              "corpus")
+    payload.add_argument("--payload-dtype", choices=("float32", "float16"),
+                         help="storage of embedded vectors (default float32; float16 halves "
+                              "the payload)")
+    payload.add_argument("--index", choices=INDEX_TYPES,
+                         help="FAISS index type (default flat, exact; see lvm_pipeline/index.py)")
+    training = parser.add_argument_group("training (configures the five model assets)")
+    training.add_argument("--preset", choices=("tiny", "paper"),
+                          help="model sizes (default tiny)")
+    training.add_argument("--epochs", type=int, metavar="N",
+                          help="training epochs per model (default 20)")
+    training.add_argument("--device", choices=("cpu", "cuda", "auto"),
+                          help="training device (default cpu)")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
+                        help="what the console shows besides step results and progress: "
+                             "INFO adds the assets' log lines, DEBUG every Dagster event "
+                             "(default INFO)")
+
+
+def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None = None,
+                         selection_label: str = "the selection") -> dict[str, Any]:
+    """Run config for the ops in ``ops`` (default: all) from the options of
+    :func:`add_run_options`; an option for an op outside ``ops`` is a usage error, because
+    silently ignoring ``--epochs`` on a selection without models would surprise."""
+    from lvm_pipeline.defs.run_config import run_config
+    from lvm_pipeline.models import VARIANTS
+
+    corpus: dict[str, Any] = {}
+    if args.max_chunks is not None:
+        corpus["max_chunks"] = args.max_chunks
+    if args.corpus:
+        corpus.update(source=args.corpus_source, path=str(Path(args.corpus).resolve()))
+    payload: dict[str, Any] = {}
+    if args.payload:
+        payload["path"] = str(Path(args.payload).resolve())
+    if args.payload_dtype:
+        payload["dtype"] = args.payload_dtype
+    index = {"type": args.index} if args.index else {}
+    training: dict[str, Any] = {}
+    for option, field in (("preset", "size"), ("epochs", "epochs"), ("device", "device")):
+        if getattr(args, option) is not None:
+            training[field] = getattr(args, option)
+    if ops is not None:
+        if corpus and "corpus" not in ops:
+            raise UsageError(f"--max-chunks/--corpus configure `corpus`, which {selection_label} "
+                             "does not include")
+        if payload and "payload" not in ops:
+            raise UsageError(f"--payload/--payload-dtype configure `payload`, which "
+                             f"{selection_label} does not include")
+        if index and "faiss_index" not in ops:
+            raise UsageError(f"--index configures `faiss_index`, which {selection_label} does "
+                             "not include")
+        if training and not set(VARIANTS) & set(ops):
+            raise UsageError(f"--preset/--epochs/--device configure the models, which "
+                             f"{selection_label} does not include")
+    return run_config(corpus, training, payload, index, only=ops)
+
+
+# ----------------------------------------------------------------------------- execution
+
+def step_failure_reason(event: Any) -> str:
+    """The last line of a STEP_FAILURE's root error: the line that names the file and rule."""
+    error = event.event_specific_data.error
+    if error is None:
+        return "unknown error"
+    return (error.cause or error).message.strip().splitlines()[-1]
+
+
+def failure_lines(result: Any) -> list[str]:
+    """One line per failed step, failed check or skipped step, with the reason."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            lines.append(f"step {event.step_key} failed: {step_failure_reason(event)}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                lines.append(f"check {evaluation.check_name} on "
+                             f"{evaluation.asset_key.to_user_string()} FAILED: "
+                             f"{evaluation.description}")
+        elif event.event_type_value == "STEP_SKIPPED":
+            lines.append(f"step {event.step_key} skipped (an upstream step or blocking check "
+                         "did not pass)")
+    return lines
+
+
+def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any],
+            log_level: str, job_name: str | None = None,
+            asset_selection: Sequence[Any] | None = None,
+            tags: dict[str, str] | None = None) -> tuple[int, Any]:
+    """Run ``job_name`` (default: every asset, narrowed by ``asset_selection``, checks of the
+    selected assets included) in this process, recorded in the instance at ``home`` so the UI
+    shows it; print step results and progress to stderr and, on failure, one line per reason
+    and where to look. Returns ``(exit code, result)``."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from lvm_pipeline.cli.console import CONSOLE_LOGGER, console_logger
+    from lvm_pipeline.definitions import defs
+    from lvm_pipeline.defs.resources import StorageResource
+
+    # The storage root is bound to ``data_dir`` explicitly: the definitions read LVM_DATA_DIR
+    # once, at import, and a process that runs two commands must not write to the first one's.
+    run_defs = dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
+        resources={**defs.resources, "storage": StorageResource(
+            root=str(data_dir), mirror_url=defs.resources["storage"].mirror_url)})
+    job = (run_defs.resolve_job_def(job_name) if job_name
+           else run_defs.resolve_implicit_global_asset_job_def())
+    job = job.with_logger_defs({CONSOLE_LOGGER: console_logger})
+    config = {**run_config, "loggers": {CONSOLE_LOGGER: {"config": {"log_level": log_level}}}}
+    print(f"lvm {command}: data dir {data_dir}, Dagster instance {home}", file=sys.stderr)
+    start = time.perf_counter()
+    ref = InstanceRef.from_dir(str(home), overrides=NO_OUTPUT_CAPTURE)
+    with open_instance_lock(home):
+        instance = dg.DagsterInstance.from_ref(ref)
+    with instance:
+        result = job.execute_in_process(run_config=config, instance=instance,
+                                        asset_selection=asset_selection, tags=tags,
+                                        raise_on_error=False)
+    elapsed = time.perf_counter() - start
+    failures = failure_lines(result)
+    if not result.success or failures:
+        print(f"\nlvm {command} FAILED after {elapsed:.0f} s (run {result.run_id}):",
+              file=sys.stderr)
+        for line in failures or ["the run did not succeed; see the run's logs in the UI"]:
+            print(f"  - {line}", file=sys.stderr)
+        print(f"Details: `lvm ui --data-dir {data_dir}`, then Runs → {result.run_id}",
+              file=sys.stderr)
+        return EXIT_FAILED, result
+    print(f"lvm {command}: succeeded in {elapsed:.0f} s (run {result.run_id})", file=sys.stderr)
+    return EXIT_OK, result

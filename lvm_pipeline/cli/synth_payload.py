@@ -29,7 +29,8 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
             adjacent_cosine=args.adjacent_cosine)
         store = ArtifactStore(out)
         store.ensure_writable()
-        build = publish_synthetic_payload(store, config, make_progress("generating", lambda line: print(line, file=sys.stderr)))
+        progress = make_progress("generating", lambda line: print(line, file=sys.stderr))
+        build = publish_synthetic_payload(store, config, progress)
     except (ValueError, ArtifactError) as err:
         raise CliError(str(err)) from None
     m = build.manifest["source"]["measured"]

@@ -5,6 +5,7 @@ Each is a typed ``ConfigurableResource`` that tests swap (``materialize(..., res
 and that the UI's launchpad can override per run.
 """
 
+import dataclasses
 import functools
 import os
 from pathlib import Path
@@ -23,11 +24,21 @@ def default_data_dir() -> str:
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The artifact root every asset reads from and writes to."""
+    """The artifact root every asset reads from and writes to.
+
+    ``mirror_url`` (env ``LVM_ARTIFACT_MIRROR``, e.g. ``s3://bucket/lvm``): share builds
+    between machines through an object store; ``root`` stays the local working copy
+    (:mod:`lvm_pipeline.remote` says why). Empty: local only.
+    """
 
     root: str
+    mirror_url: str = ""
 
     def store(self) -> ArtifactStore:
+        if self.mirror_url:
+            from lvm_pipeline.remote import MirroredStore
+
+            return MirroredStore(self.root, self.mirror_url)
         return ArtifactStore(self.root)
 
 
@@ -59,24 +70,42 @@ class SplitResource(dg.ConfigurableResource):
     seed: int = 0
     val_fraction: float = 0.1
     eval_fraction: float = 0.1
+    near_duplicate_cosine: float = SplitConfig.near_duplicate_cosine
 
     def config(self) -> SplitConfig:
-        return SplitConfig(self.seed, self.val_fraction, self.eval_fraction)
+        return SplitConfig(self.seed, self.val_fraction, self.eval_fraction,
+                           self.near_duplicate_cosine)
 
 
 class GuardsResource(dg.ConfigurableResource):
-    """Thresholds of the guards; the checks and the consuming assets read the same values."""
+    """Thresholds of the guards; the checks and the consuming assets read the same values.
+
+    One field per :class:`~lvm_pipeline.guards.GuardConfig` field, same name and default
+    (a test holds them equal).
+    """
 
     min_alignment_cosine: float = GuardConfig.min_alignment_cosine
+    max_norm_error: float = GuardConfig.max_norm_error
+    canary_sample: int = GuardConfig.canary_sample
+    min_canary_cosine: float = GuardConfig.min_canary_cosine
+    near_duplicate_cosine: float = GuardConfig.near_duplicate_cosine
+    learnability_k: int = GuardConfig.learnability_k
+    min_learnability_ratio: float = GuardConfig.min_learnability_ratio
+    learnability_max_windows: int = GuardConfig.learnability_max_windows
+    learnability_max_queries: int = GuardConfig.learnability_max_queries
+    min_index_self_recall: float = GuardConfig.min_index_self_recall
+    seed: int = GuardConfig.seed
 
     def config(self) -> GuardConfig:
-        return GuardConfig(min_alignment_cosine=self.min_alignment_cosine)
+        return GuardConfig(**{f.name: getattr(self, f.name)
+                              for f in dataclasses.fields(GuardConfig)})
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources={
-        "storage": StorageResource(root=default_data_dir()),
+        "storage": StorageResource(root=default_data_dir(),
+                                   mirror_url=os.environ.get("LVM_ARTIFACT_MIRROR", "")),
         "embedder": EmbedderResource(),
         "splits": SplitResource(),
         "guards": GuardsResource(),

@@ -3,7 +3,9 @@
 import dagster as dg
 
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
-from lvm_pipeline.defs.resources import StorageResource
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.index import IndexConfig, publish_index
 from lvm_pipeline.payload import current_payload
 
@@ -22,12 +24,14 @@ class IndexParams(dg.Config):
         return IndexConfig(type=self.type, nlist=self.nlist, nprobe=self.nprobe)
 
 
-@dg.asset(group_name="evaluation", deps=["payload"], kinds={"faiss"})
-def faiss_index(context: dg.AssetExecutionContext, config: IndexParams,
-                storage: StorageResource) -> dg.MaterializeResult:
+@dg.asset(group_name="evaluation", deps=["payload"], kinds={"faiss"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
+def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, storage: StorageResource,
+                embedder: EmbedderResource, guards: GuardsResource) -> dg.MaterializeResult:
     """The payload's vectors in a FAISS index, with self-retrieval recall measured on a sample."""
     store = storage.store()
     payload = current_payload(store)
+    require_passed(payload_guards(payload, embedder.load(), guards.config()))
     build = publish_index(store, payload, config.to_domain(), progress_for(context, "indexing"))
     m = build.manifest
     return dg.MaterializeResult(metadata=build_metadata(

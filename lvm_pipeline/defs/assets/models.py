@@ -12,11 +12,13 @@ import dagster as dg
 
 from lvm_pipeline.checkpoint import kind_for
 from lvm_pipeline.defs.metadata import build_metadata, progress_for
-from lvm_pipeline.defs.resources import GuardsResource, StorageResource
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS
 from lvm_pipeline.models.scan import BACKENDS
 from lvm_pipeline.payload import current_payload
-from lvm_pipeline.sequences import TRAIN_KIND
+from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND
 from lvm_pipeline.train_worker import extras_for
 from lvm_pipeline.training import TrainConfig, train_variant
 
@@ -79,19 +81,24 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
 
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
-              deps=["payload", "aligned_training_sequences"], pool="training")
+              deps=["payload", "aligned_training_sequences"], pool="training",
+              automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams,
-                    storage: StorageResource, guards: GuardsResource,
+                    storage: StorageResource, embedder: EmbedderResource,
+                    guards: GuardsResource,
                     pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
-        min_cos = guards.config().min_alignment_cosine
+        store = storage.store()
+        payload, sequences = current_payload(store), store.current(TRAIN_KIND)
+        # Blocking checks gate only their own run: every guard of the inputs, again, here.
+        eval_build = store.current(EVAL_KIND) if store.has_current(EVAL_KIND) else None
+        require_passed([*payload_guards(payload, embedder.load(), guards.config()),
+                        *training_guards(payload, sequences, eval_build, guards.config())])
         if config.world_size > 1:
             return train_with_torchrun(context, pipes_subprocess_client, variant, config,
-                                       storage, min_cos)
-        store = storage.store()
-        payload = current_payload(store)
+                                       storage, guards.config().min_alignment_cosine)
         build, result = train_variant(
-            store, variant, config.size, payload, store.current(TRAIN_KIND), config.to_domain(),
-            min_cos, progress_for(context, f"training {variant}"))
+            store, variant, config.size, payload, sequences, config.to_domain(),
+            guards.config().min_alignment_cosine, progress_for(context, f"training {variant}"))
         context.log.info(f"{variant}: trained with scan backend {result.scan_backend} on "
                          f"{result.device}")
         return dg.MaterializeResult(metadata=build_metadata(

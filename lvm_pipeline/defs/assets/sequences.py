@@ -4,7 +4,14 @@ import dagster as dg
 
 from lvm_pipeline.alignment import import_training_npz
 from lvm_pipeline.defs.metadata import build_metadata
-from lvm_pipeline.defs.resources import SplitResource, StorageResource
+from lvm_pipeline.defs.resources import (
+    EmbedderResource,
+    GuardsResource,
+    SplitResource,
+    StorageResource,
+)
+from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import (
     EVAL_KIND,
@@ -23,32 +30,45 @@ class TrainingSequencesParams(dg.Config):
 
 
 def _publish(kind: str, storage: StorageResource, splits: SplitResource,
+             embedder: EmbedderResource, guards: GuardsResource,
              import_npz: str = "") -> dg.MaterializeResult:
     store = storage.store()
     payload = current_payload(store)
+    # The payload's blocking checks only gate their own run: verify it here too.
+    require_passed(payload_guards(payload, embedder.load(), guards.config()))
     if import_npz:
         sets, info = import_training_npz(import_npz, payload, splits.config())
         info["split_config"] = native_info(splits.config())["split_config"]
     else:
-        sets, info = build_windows(payload, splits.config()), native_info(splits.config())
+        facts: dict = {}
+        # Dropping near-duplicate windows never touches eval: the eval asset skips the search.
+        sets = build_windows(payload, splits.config(), facts,
+                             drop_near_duplicates=kind == TRAIN_KIND)
+        info = {**native_info(splits.config()), **facts}
     build = publish_sequences(store, kind, payload, sets, info)
     counts = {f"{split}_{what}": n for split, c in build.manifest["splits"].items()
               for what, n in c.items()}
     return dg.MaterializeResult(metadata=build_metadata(
         build, payload_build_id=payload.build_id, **counts,
         source=dg.MetadataValue.json(build.manifest["source"]),
-        split_config=dg.MetadataValue.json(build.manifest["split_config"])))
+        split_config=dg.MetadataValue.json(build.manifest["split_config"]),
+        near_duplicate_windows_dropped=dg.MetadataValue.json(
+            build.manifest.get("near_duplicate_windows_dropped", {}))))
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"})
+@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def aligned_training_sequences(config: TrainingSequencesParams, storage: StorageResource,
-                               splits: SplitResource) -> dg.MaterializeResult:
+                               splits: SplitResource, embedder: EmbedderResource,
+                               guards: GuardsResource) -> dg.MaterializeResult:
     """Train and val windows (5 context rows → target row) of the train/val articles, or an
     imported .npz aligned to the payload."""
-    return _publish(TRAIN_KIND, storage, splits, config.import_npz)
+    return _publish(TRAIN_KIND, storage, splits, embedder, guards, config.import_npz)
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"})
-def aligned_eval(storage: StorageResource, splits: SplitResource) -> dg.MaterializeResult:
+@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
+def aligned_eval(storage: StorageResource, splits: SplitResource, embedder: EmbedderResource,
+                 guards: GuardsResource) -> dg.MaterializeResult:
     """Eval windows, from articles that no training or val window comes from."""
-    return _publish(EVAL_KIND, storage, splits)
+    return _publish(EVAL_KIND, storage, splits, embedder, guards)

@@ -1,0 +1,94 @@
+"""How ``lvm run`` / ``lvm materialize`` show a run on the terminal.
+
+Dagster's default console logger prints every event as a long line (timestamp, job, run id,
+step, event type), which buries the few things a person watches for. This logger replaces it
+for CLI runs only (the UI's run logs keep everything): one line per step start and result with
+its duration, one per check with its verdict, warnings and errors in full, the assets' own log
+lines at INFO, and progress. On a terminal, progress is the tqdm bars that
+:func:`lvm_pipeline.progress.make_progress` draws (embedding batches, training epochs with
+loss and val cosine, index build, evaluation), and lines are written with ``tqdm.write`` so
+they scroll above the bars instead of breaking them; in a pipe or CI log, progress is the
+throttled ``task: done/total`` lines instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import dagster as dg
+from tqdm import tqdm
+
+from lvm_pipeline.cli.common import step_failure_reason
+from lvm_pipeline.progress import is_progress_line
+
+CONSOLE_LOGGER = "lvm_console"
+
+
+def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
+    """The one line a step or check event deserves; "" for one to leave out, None for
+    bookkeeping events (shown at DEBUG)."""
+    kind = event.event_type_value
+    data = event.event_specific_data
+    # A check's own step says nothing its verdict line does not (checks are `check_<property>`,
+    # so their steps are `<asset>_check_<property>`); a crash of one still shows below.
+    if kind in ("STEP_START", "STEP_SUCCESS") and "_check_" in (step or ""):
+        return ""
+    if kind == "STEP_START":
+        return f"▶ {step}"
+    if kind == "STEP_SUCCESS":
+        return f"✓ {step} ({data.duration_ms / 1000:.1f} s)"
+    if kind == "STEP_FAILURE":
+        return f"✗ {step} failed: {step_failure_reason(event)}"
+    if kind == "STEP_SKIPPED":
+        return f"- {step} skipped (an upstream step or blocking check did not pass)"
+    if kind == "ASSET_CHECK_EVALUATION":
+        verdict = "✓ check" if data.passed else "✗ check"
+        outcome = "passed" if data.passed else f"FAILED: {data.description}"
+        return f"{verdict} {data.check_name} on {data.asset_key.to_user_string()} {outcome}"
+    return None
+
+
+class ConsoleHandler(logging.Handler):
+    """Writes the lines described in the module docstring to stderr."""
+
+    def __init__(self, level: int, bars: bool) -> None:
+        super().__init__(logging.DEBUG)
+        self.show_level = level
+        self.bars = bars
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.render(record)
+            if line is not None:
+                tqdm.write(line, file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+    def render(self, record: logging.LogRecord) -> str | None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        step = meta.get("step_key")
+        if event is not None:
+            line = _event_line(event, step)
+            if line is not None:
+                return line or None  # "" = known event, deliberately silent
+            if self.show_level > logging.DEBUG:
+                return None
+        message = meta.get("orig_message", record.getMessage())
+        if record.levelno >= logging.WARNING:
+            return f"! {step or 'run'}: {record.levelname.lower()}: {message}"
+        if record.levelno < self.show_level or (self.bars and is_progress_line(message)):
+            return None
+        return f"  {step}: {message}" if step else f"  {message}"
+
+
+@dg.logger(
+    config_schema={"log_level": dg.Field(str, default_value="INFO")},
+    description="Compact console for `lvm` runs: step and check results, progress bars.",
+)
+def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    level = logging.getLevelName(init_context.logger_config["log_level"].upper())
+    logger = logging.Logger("lvm", level=logging.DEBUG)
+    logger.addHandler(ConsoleHandler(level, bars=sys.stderr.isatty()))
+    return logger

@@ -1,0 +1,81 @@
+"""``lvm materialize SELECTION``: rebuild part of the graph, in the same instance as ``lvm run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lvm_pipeline.cli.common import (
+    UsageError,
+    add_command,
+    add_run_options,
+    execute,
+    prepare_environment,
+    resolve_data_dir,
+    run_config_from_args,
+)
+
+EPILOG = """\
+SELECTION is Dagster's asset selection syntax:
+  mamba_s                   one asset (with its checks)
+  payload+                  payload and everything downstream of it
+  +faiss_index              faiss_index and everything upstream of it
+  group:models              the five checkpoints (groups: data, sequences, models, evaluation)
+  "key:mamba_s or key:mamba_h"   expressions (and, or, not) need the key: prefix; quote them
+
+Assets outside the selection are read as they are (their CURRENT build); an asset whose input
+is missing or belongs to another payload fails with the reason.
+
+exit codes: 0 success, 1 a check or step failed, 2 a usage error (e.g. an unknown asset).
+"""
+
+
+def resolve_selection(selection: str) -> list:
+    """The asset keys ``selection`` names; a usage error listing valid names otherwise."""
+    import dagster as dg
+
+    from lvm_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    valid = sorted(k.to_user_string() for k in graph.materializable_asset_keys)
+    try:
+        keys = dg.AssetSelection.from_string(selection).resolve(graph)
+    except Exception as err:  # Dagster raises several types for a bad string or unknown key
+        reason = " ".join(str(err).split())[:200]
+        raise UsageError(f"cannot select {selection!r} ({reason}); assets: {', '.join(valid)}"
+                         ) from None
+    if not keys:
+        raise UsageError(f"{selection!r} selects no asset; assets: {', '.join(valid)}")
+    return sorted(keys)
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
+    home = prepare_environment(data_dir)
+    keys = resolve_selection(args.selection)
+    names = [k.to_user_string() for k in keys]
+    config = run_config_from_args(args, ops=names, selection_label=repr(args.selection))
+    print(f"lvm materialize: {', '.join(names)}", file=sys.stderr)
+    code, result = execute("materialize", data_dir, home, config, args.log_level,
+                           asset_selection=keys, tags={"lvm/selection": args.selection})
+    # stdout: what was built, one line per asset, for scripts.
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        meta = materialization.metadata
+        build = meta["build_id"].value[:12] if "build_id" in meta else "-"
+        path = meta["path"].value if "path" in meta else ""
+        print(f"{materialization.asset_key.to_user_string()}\t{build}\t{path}")
+    return code
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    materialize = add_command(
+        sub, "materialize", "Materialize a selection of assets (e.g. `payload+`, `mamba_s`).",
+        description="Materialize the assets SELECTION names, with their checks, in this process "
+                    "and recorded\nin the Dagster instance (<data dir>/dagster_home), like "
+                    "`lvm run` but for part of the graph.",
+        epilog=EPILOG)
+    materialize.add_argument("selection", metavar="SELECTION",
+                             help="which assets (see below)")
+    add_run_options(materialize)
+    materialize.set_defaults(func=cmd_materialize)

