@@ -7,10 +7,12 @@ CPU; this generator writes a payload of the same shape and structure in about a 
 real payload format (``vectors.npy``, ``chunks.parquet``, manifest), so that every later stage
 (sequences, guards, index, training, report) can be measured at scale.
 
-It is not an embedding of anything. Its manifest says so: the ``embedder`` block has
-``id: "synthetic"`` and ``synthetic: true`` and no weight fingerprint, so an embedder canary
-(re-embed a sample of texts, compare) must skip it with that reason rather than fail it. The
-texts are placeholders, unique per chunk, so a text-hash leakage check still means something.
+It is not an embedding of anything, and its manifest says so: the ``embedder`` block has
+``synthetic: true`` and, as its id, the generator's spec (``synthetic:articles=…,seed=…``).
+That spec is the "encoder" the embedder canary re-runs: :class:`SyntheticEncoder` regenerates
+the vector of a placeholder text (``Synthetic article A chunk C: …``) from the seed, so a
+payload that claims to be synthetic but holds other vectors is blocked like any other encoder
+mismatch. The texts are unique per chunk, so a text-hash leakage check still means something.
 
 Structure (each term an independent Gaussian direction, rows L2-normalised at the end)::
 
@@ -28,6 +30,9 @@ to exactly the requested number of chunks while the median and the p95 stay put.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import re
 import time
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
@@ -49,7 +54,9 @@ from lvm_pipeline.progress import Progress, silent
 
 # Rows generated per step: bounds the float32 temporaries (~4 arrays × 16384 × 768 × 4 B ≈ 200 MB).
 BLOCK_ROWS = 16384
-SYNTHETIC_EMBEDDER_ID = "synthetic"
+SPEC_PREFIX = "synthetic:"
+TEXT_PATTERN = re.compile(r"^Synthetic article (\d+) chunk (\d+):")
+_FIELD_TYPES = {"int": int, "float": float, "str": str}
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,24 @@ class SyntheticPayloadConfig:
             raise ValueError(f"need 1 <= median_chunks <= p95_chunks: {self}")
         if self.dtype not in PAYLOAD_DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(PAYLOAD_DTYPES)}")
+
+    def spec(self) -> str:
+        """The generator as an embedder id: every field that shapes the vectors."""
+        return SPEC_PREFIX + ",".join(f"{k}={v}" for k, v in asdict(self).items() if k != "dtype")
+
+    @classmethod
+    def from_spec(cls, spec: str) -> SyntheticPayloadConfig:
+        """Inverse of :meth:`spec`; a malformed spec raises naming the bad part."""
+        if not spec.startswith(SPEC_PREFIX):
+            raise ValueError(f"{spec!r} is not a synthetic payload spec ({SPEC_PREFIX}…)")
+        types = {f.name: _FIELD_TYPES[str(f.type)] for f in dataclasses.fields(cls)}
+        values: dict[str, object] = {}
+        for part in spec[len(SPEC_PREFIX):].split(","):
+            key, _, value = part.partition("=")
+            if key not in types or key == "dtype" or not value:
+                raise ValueError(f"synthetic payload spec {spec!r}: bad part {part!r}")
+            values[key] = types[key](value)
+        return cls(**values)
 
     @property
     def mix(self) -> tuple[float, float, float, float]:
@@ -133,51 +158,81 @@ def placeholder_chunks(lengths: np.ndarray) -> pd.DataFrame:
                          "chunk_index": chunk.astype(np.int32), "text": texts})
 
 
-def _blocks_of_articles(lengths: np.ndarray) -> list[tuple[int, int]]:
-    """(first article, end article) spans of whole articles, each about BLOCK_ROWS rows."""
-    spans, first, rows = [], 0, 0
-    for a, n in enumerate(lengths.tolist()):
-        rows += n
-        if rows >= BLOCK_ROWS:
-            spans.append((first, a + 1))
-            first, rows = a + 1, 0
-    if first < len(lengths):
-        spans.append((first, len(lengths)))
-    return spans
+def shared_direction(config: SyntheticPayloadConfig) -> np.ndarray:
+    """(D,) the direction every row shares (see the module doc)."""
+    rng = np.random.default_rng([config.seed, 2])
+    return rng.standard_normal(config.dim, dtype=np.float32) / np.float32(np.sqrt(config.dim))
+
+
+def article_vectors(config: SyntheticPayloadConfig, shared: np.ndarray, article: int,
+                    length: int) -> np.ndarray:
+    """(length, D) float32 unit rows of one article, from its own seeded stream, so any
+    article can be regenerated alone (what :class:`SyntheticEncoder` does)."""
+    g, a, s, r = config.mix
+    rng = np.random.default_rng([config.seed, 3, article])
+    scale = np.float32(1 / np.sqrt(config.dim))
+    topic = rng.standard_normal(config.dim, dtype=np.float32) * scale  # (D,)
+    u = rng.standard_normal((length, config.dim), dtype=np.float32) * scale  # noise → drift
+    keep = np.float32(np.sqrt(1 - r * r))
+    for i in range(1, length):  # AR(1) along the article
+        u[i] *= keep
+        u[i] += np.float32(r) * u[i - 1]
+    v = np.float32(np.sqrt(s)) * u
+    v += np.float32(np.sqrt(a)) * topic
+    v += np.float32(np.sqrt(g)) * shared
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))[:, None]  # (L, 1)
+    return (v / norms).astype(np.float32)
 
 
 def generate_vectors(config: SyntheticPayloadConfig, lengths: np.ndarray, out: np.ndarray,
                      progress: Progress = silent) -> None:
-    """Fill ``out`` (chunks, dim) — e.g. a memory map of vectors.npy — with unit vectors.
+    """Fill ``out`` (chunks, dim) — e.g. a memory map of vectors.npy — with unit vectors,
+    article by article; the result depends only on the config."""
+    shared = shared_direction(config)
+    lo = 0
+    for article, length in enumerate(lengths.tolist()):
+        out[lo:lo + length] = article_vectors(config, shared, article, length).astype(out.dtype)
+        lo += length
+        if lo // BLOCK_ROWS != (lo - length) // BLOCK_ROWS or lo == len(out):
+            release_pages(out)  # written pages stay in the page cache, not in this RSS
+            progress(lo, len(out))
 
-    Whole articles at a time, so the drift never crosses an article boundary and the result
-    depends only on the config (the block plan is a function of the lengths).
+
+class SyntheticEncoder:
+    """The "embedder" of a synthetic payload: maps a placeholder text back to its vector.
+
+    Lets the embedder canary verify a synthetic payload for real (see the module doc). A text
+    that is not a placeholder of this generator has no vector: it gets a zero row, which no
+    canary threshold accepts. Cannot embed a corpus.
     """
-    g, a, s, r = config.mix
-    dim = config.dim
-    rng = np.random.default_rng([config.seed, 2])
-    shared = rng.standard_normal(dim, dtype=np.float32) / np.float32(np.sqrt(dim))  # (D,)
-    ends = np.cumsum(lengths)
-    keep = np.float32(np.sqrt(1 - r * r))
-    for first, end in _blocks_of_articles(lengths):
-        lo, hi = int(ends[first] - lengths[first]), int(ends[end - 1])
-        block_lengths = lengths[first:end]
-        scale = np.float32(1 / np.sqrt(dim))
-        topic = rng.standard_normal((end - first, dim), dtype=np.float32) * scale  # (A, D)
-        u = rng.standard_normal((hi - lo, dim), dtype=np.float32) * scale  # (B, D) noise → drift
-        starts = np.zeros(hi - lo, dtype=bool)
-        starts[np.cumsum(block_lengths) - block_lengths] = True
-        for i in range(1, hi - lo):  # AR(1) along each article, restarted at its first chunk
-            if not starts[i]:
-                u[i] *= keep
-                u[i] += np.float32(r) * u[i - 1]
-        v = np.float32(np.sqrt(s)) * u  # (B, D)
-        v += np.float32(np.sqrt(a)) * np.repeat(topic, block_lengths, axis=0)
-        v += np.float32(np.sqrt(g)) * shared
-        norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))[:, None]  # (B, 1)
-        out[lo:hi] = (v / norms).astype(out.dtype)
-        release_pages(out)  # written pages stay in the page cache, not in this process's RSS
-        progress(hi, len(out))
+
+    def __init__(self, config: SyntheticPayloadConfig) -> None:
+        self.config = config
+        self.dim = config.dim
+        self._lengths = article_lengths(config)
+        self._shared = shared_direction(config)
+
+    def _article(self, article: int) -> np.ndarray:
+        return article_vectors(self.config, self._shared, article, int(self._lengths[article]))
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        articles: dict[int, np.ndarray] = {}
+        for i, text in enumerate(texts):
+            match = TEXT_PATTERN.match(text)
+            if match is None:
+                continue
+            article, chunk = int(match[1]), int(match[2])
+            if article < len(self._lengths) and chunk < self._lengths[article]:
+                if article not in articles:
+                    articles[article] = self._article(article)
+                out[i] = articles[article][chunk]
+        return out
+
+    def identity(self) -> dict[str, object]:
+        spec = self.config.spec()
+        return {"id": spec, "synthetic": True, "dim": self.dim,
+                "config_sha256": hashlib.sha256(spec.encode()).hexdigest()}
 
 
 def publish_synthetic_payload(store: ArtifactStore, config: SyntheticPayloadConfig,
@@ -202,10 +257,10 @@ def publish_synthetic_payload(store: ArtifactStore, config: SyntheticPayloadConf
                     "seconds": time.perf_counter() - t0}
         manifest = {
             "embedder": {
-                "id": SYNTHETIC_EMBEDDER_ID, "synthetic": True, "dim": config.dim,
-                "note": "no encoder: seeded synthetic vectors with placeholder texts "
-                        "(lvm_pipeline.synthetic_payload); re-embedding the texts cannot "
-                        "reproduce them, so an embedder canary does not apply"},
+                **SyntheticEncoder(config).identity(),
+                "note": "no text encoder: seeded synthetic vectors with placeholder texts "
+                        "(lvm_pipeline.synthetic_payload); the canary regenerates them from "
+                        "this id"},
             "source": {"kind": "synthetic", "config": asdict(config), "measured": measured},
             "dim": config.dim,
             "dtype": config.dtype,

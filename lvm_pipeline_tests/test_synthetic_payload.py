@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,9 +10,11 @@ import pytest
 
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
 from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, main
+from lvm_pipeline.guards import GuardConfig, check_embedder_canary
 from lvm_pipeline.payload import import_payload, load_payload
 from lvm_pipeline.sequences import SplitConfig, build_windows
 from lvm_pipeline.synthetic_payload import (
+    SyntheticEncoder,
     SyntheticPayloadConfig,
     article_lengths,
     publish_synthetic_payload,
@@ -70,9 +73,25 @@ def test_vectors_have_the_reference_cosine_structure(small_build):
 
 def test_manifest_says_plainly_that_it_is_synthetic(small_build):
     m = small_build.manifest
-    assert m["embedder"]["id"] == "synthetic" and m["embedder"]["synthetic"] is True
+    assert m["embedder"]["id"] == SMALL.spec() and m["embedder"]["synthetic"] is True
+    assert SyntheticPayloadConfig.from_spec(m["embedder"]["id"]) == SMALL
     assert "weights_sha256" not in m["embedder"] and "canary" in m["embedder"]["note"]
     assert m["source"]["config"]["chunks"] == 7000 and m["corpus_build_id"] is None
+    with pytest.raises(ValueError, match="bad part 'seed='"):
+        SyntheticPayloadConfig.from_spec("synthetic:articles=3,seed=")
+
+
+def test_canary_regenerates_a_synthetic_payload_and_blocks_another_seed(small_build):
+    """The generator is the synthetic payload's encoder: the canary re-runs it for real."""
+    payload = load_payload(small_build)
+    config = GuardConfig(canary_sample=32)
+    same = check_embedder_canary(payload, SyntheticEncoder(SMALL), config)
+    assert same.passed and same.figure > 0.9999
+    other = check_embedder_canary(
+        payload, SyntheticEncoder(dataclasses.replace(SMALL, seed=4)), config)
+    assert not other.passed and other.figure < 0.9 and "ENCODER MISMATCH" in other.message
+    # A text the generator never wrote has no vector: it cannot pass.
+    assert not SyntheticEncoder(SMALL).encode(["an unrelated sentence"]).any()
 
 
 def test_same_config_same_build_and_float16_halves_the_file(tmp_path, small_build):

@@ -186,7 +186,25 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
         if training and not set(VARIANTS) & set(ops):
             raise UsageError(f"--preset/--epochs/--device configure the models, which "
                              f"{selection_label} does not include")
-    return run_config(corpus, training, payload, index, only=ops)
+    config = run_config(corpus, training, payload, index, only=ops)
+    if args.payload:
+        config.update(embedder_for_payload(args.payload))
+    return config
+
+
+def embedder_for_payload(path: str) -> dict[str, Any]:
+    """Run config that points the embedder (and so the canary) at a synthetic payload's
+    generator; nothing for a real payload, whose encoder the user configures."""
+    from lvm_pipeline.artifacts import ArtifactError
+    from lvm_pipeline.payload import find_payload_build
+
+    try:
+        recorded = find_payload_build(path).manifest.get("embedder", {})
+    except ArtifactError as err:
+        raise UsageError(str(err)) from None
+    if not recorded.get("synthetic"):
+        return {}
+    return {"resources": {"embedder": {"config": {"model": recorded["id"]}}}}
 
 
 # ----------------------------------------------------------------------------- execution

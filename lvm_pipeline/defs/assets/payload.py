@@ -5,6 +5,7 @@ import dagster as dg
 from lvm_pipeline.corpus import KIND as CORPUS
 from lvm_pipeline.defs.metadata import build_metadata, markdown_preview, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, StorageResource
+from lvm_pipeline.embedding import Embedder
 from lvm_pipeline.payload import build_payload, import_payload, import_reference_payload, load_payload
 
 
@@ -41,6 +42,10 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, storage: S
                                          config.normalise)
     else:
         model = embedder.load()
+        if not isinstance(model, Embedder):
+            raise ValueError(f"embedder {embedder.model!r} is a synthetic payload's generator: it "
+                             "cannot embed a corpus; give the payload itself (payload config "
+                             "`path`, `lvm run --payload OUT`)")
         context.log.info(f"embedding with {model.config.model} on {model.device} "
                          f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
         build = build_payload(store, store.current(CORPUS), model,
