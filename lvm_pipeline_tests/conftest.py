@@ -71,6 +71,23 @@ def publish_synthetic_payload(store: ArtifactStore, chunks_per_article: list[int
     return load_payload(build)
 
 
+class LookupEncoder:
+    """The embedder that produced a synthetic payload: each text maps to its stored vector,
+    optionally transformed (a "same name, other encoder")."""
+
+    def __init__(self, payload: Payload, transform=None, dim=None, ident="synthetic"):
+        self.lookup = dict(zip(payload.chunks["text"], np.asarray(payload.vectors), strict=True))
+        self.transform = transform or (lambda v: v)
+        self.dim = dim or payload.dim
+        self.ident = ident
+
+    def encode(self, texts):
+        return self.transform(np.stack([self.lookup[t] for t in texts]))
+
+    def identity(self):
+        return {"id": self.ident, "weights_sha256": "w" * 64, "config_sha256": "c" * 64}
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(tmp_path / "data")

@@ -25,6 +25,12 @@ DOWNSTREAM_OF_PAYLOAD = {"aligned_training_sequences", "aligned_eval", "faiss_in
                          "retrieval_report"}
 
 
+def _checks_on(*assets: str) -> set[tuple[str, str]]:
+    """(asset, check) for every check the graph defines on these assets."""
+    return {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys
+            if k.asset_key.to_user_string() in assets}
+
+
 # ----------------------------------------------------------------------------- schedule
 
 def test_weekly_retrain_requests_a_valid_full_retrain(monkeypatch):
@@ -100,15 +106,17 @@ def _payload_rebuilt_then_sequences_checked(training_check_passed: bool) -> set[
         # A new payload requests everything downstream in one tick, the blocking checks
         # included, so the run itself gates the models on the checks.
         assert _requested(result) == DOWNSTREAM_OF_PAYLOAD | {
-            "check_training_sequences_aligned", "check_eval_sequences_aligned"}
+            name for _, name in _checks_on("payload", *DOWNSTREAM_OF_PAYLOAD)}
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance,
                                                    cursor=result.cursor)
         assert not _requested(result), "a tick while the run is in flight requests nothing"
-        # The run: sequences and index rebuilt; the training check decides the models.
+        # The run: payload checked, sequences and index rebuilt and checked; the training
+        # alignment check decides the models.
         _materialized(instance, "aligned_training_sequences", "aligned_eval", "faiss_index")
-        _checked(instance, "aligned_eval", "check_eval_sequences_aligned", True)
-        _checked(instance, "aligned_training_sequences", "check_training_sequences_aligned",
-                 training_check_passed)
+        for asset, check in _checks_on("payload", "aligned_training_sequences", "aligned_eval",
+                                       "faiss_index"):
+            passed = training_check_passed if check == "check_training_sequences_aligned" else True
+            _checked(instance, asset, check, passed)
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance,
                                                    cursor=result.cursor)
         return _requested(result)
@@ -120,4 +128,4 @@ def test_failed_blocking_check_keeps_training_from_being_requested():
 
 def test_passed_blocking_check_lets_training_follow_new_sequences():
     assert _payload_rebuilt_then_sequences_checked(training_check_passed=True) == {
-        *VARIANTS, "retrieval_report"}
+        *VARIANTS, "retrieval_report", *(name for _, name in _checks_on("retrieval_report"))}

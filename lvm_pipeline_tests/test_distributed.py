@@ -13,12 +13,13 @@ import torch
 from lvm_pipeline.artifacts import ArtifactStore
 from lvm_pipeline.checkpoint import INFO, kind_for, load_checkpoint
 from lvm_pipeline.defs.assets.models import mamba_s
-from lvm_pipeline.defs.resources import GuardsResource, StorageResource
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.distributed import Distributed
 from lvm_pipeline.models import LVM, preset
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND, SplitConfig, build_windows, native_info, publish_sequences
 from lvm_pipeline.training import TrainConfig, compute_loss, train_variant
+from lvm_pipeline_tests.conftest import LookupEncoder
 
 
 @pytest.mark.parametrize("n", [7, 8, 16])
@@ -56,6 +57,15 @@ def test_rank_gradients_average_to_the_global_batch_gradient(loss, world_size):
                                    atol=1e-6 * float(g_full.abs().max()) + 1e-9, msg=name)
 
 
+class _SyntheticEmbedder(EmbedderResource):
+    """The encoder that made the synthetic payload, so the asset's canary passes honestly."""
+
+    root: str
+
+    def load(self) -> LookupEncoder:
+        return LookupEncoder(current_payload(ArtifactStore(self.root)))
+
+
 @pytest.fixture
 def trained_inputs(synthetic_payload, store: ArtifactStore) -> ArtifactStore:
     sets = build_windows(synthetic_payload, SplitConfig())
@@ -79,6 +89,7 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
     result = dg.materialize(
         [mamba_s], instance=instance,
         resources={"storage": StorageResource(root=str(store.root)), "guards": GuardsResource(),
+                   "embedder": _SyntheticEmbedder(root=str(store.root)),
                    "pipes_subprocess_client": dg.PipesSubprocessClient()},
         run_config={"ops": {"mamba_s": {"config": {**params, "world_size": 2}}}})
     assert result.success

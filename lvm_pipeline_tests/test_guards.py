@@ -34,7 +34,12 @@ from lvm_pipeline.sequences import (
     near_duplicates_ref,
     publish_sequences,
 )
-from lvm_pipeline_tests.conftest import publish_synthetic_payload, synthetic_table, synthetic_vectors
+from lvm_pipeline_tests.conftest import (
+    LookupEncoder,
+    publish_synthetic_payload,
+    synthetic_table,
+    synthetic_vectors,
+)
 
 
 def _train(payload) -> SequenceSet:
@@ -269,25 +274,9 @@ def test_each_payload_defect_fails_integrity_with_its_rule(defect, rule):
         assert any("row 7 = article 'art-0' (index 0) chunk" in e for e in result.examples)
 
 
-class _Encoder:
-    """A stand-in embedder: maps each text to a stored vector, optionally transformed."""
-
-    def __init__(self, payload: Payload, transform=None, dim=None, ident="synthetic"):
-        self.lookup = dict(zip(payload.chunks["text"], np.asarray(payload.vectors), strict=True))
-        self.transform = transform or (lambda v: v)
-        self.dim = dim or payload.dim
-        self.ident = ident
-
-    def encode(self, texts):
-        return self.transform(np.stack([self.lookup[t] for t in texts]))
-
-    def identity(self):
-        return {"id": self.ident, "weights_sha256": "w" * 64, "config_sha256": "c" * 64}
-
-
 def test_canary_passes_when_the_encoder_reproduces_the_payload():
     p = _sound_payload()
-    result = check_embedder_canary(p, _Encoder(p), GuardConfig(canary_sample=16))
+    result = check_embedder_canary(p, LookupEncoder(p), GuardConfig(canary_sample=16))
     assert result.passed and result.figure > 0.9999
     assert len(result.details["rows"]) == 16
 
@@ -295,13 +284,13 @@ def test_canary_passes_when_the_encoder_reproduces_the_payload():
 def test_canary_blocks_same_name_other_encoder():
     p = _sound_payload()
     q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((p.dim, p.dim)))
-    other = _Encoder(p, transform=lambda v: (v @ q).astype(np.float32))
+    other = LookupEncoder(p, transform=lambda v: (v @ q).astype(np.float32))
     result = check_embedder_canary(p, other, GuardConfig(canary_sample=16))
     assert not result.passed and result.figure < 0.9
     assert "ENCODER MISMATCH" in result.message and "below 0.99" in result.message
     assert "configured embedder 'synthetic'" in result.message
     assert result.examples and "article 'art-" in result.examples[0]
-    wrong_dim = check_embedder_canary(p, _Encoder(p, dim=48))
+    wrong_dim = check_embedder_canary(p, LookupEncoder(p, dim=48))
     assert not wrong_dim.passed and "makes 48-d vectors, the payload holds 32-d" in wrong_dim.message
 
 
