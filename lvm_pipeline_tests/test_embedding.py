@@ -72,3 +72,20 @@ def test_length_batches_cover_every_text_once_within_the_token_budget():
         assert len(b) <= 64 and (len(b) == 1 or len(b) * lengths[b].max() <= 1024)
         assert lengths[b[0]] == lengths[b].max()  # longest first, so the budget is exact
     assert [len(b) for b in length_batches(np.array([5000, 3]), 1024, 64)] == [1, 1]
+
+
+def test_half_precision_is_refused_off_cuda():
+    with pytest.raises(EmbedderError, match="precision 'bfloat16' needs a CUDA device"):
+        Embedder(EmbedderConfig(precision="bfloat16"))
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        EmbedderConfig(precision="int8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 on CUDA)")
+def test_bfloat16_on_cuda_reproduces_float32_on_cpu(embedder):
+    """A payload embedded in bf16 on a GPU passes the canary of a float32 CPU embedder."""
+    texts = [f"chunk {i}: the harbour wall held while the tide rose {i} times" for i in range(64)]
+    gpu = Embedder(EmbedderConfig(device="cuda"))
+    assert gpu.precision == "bfloat16"
+    cos = np.einsum("ij,ij->i", gpu.encode(texts), embedder.encode(texts))
+    assert cos.min() > 0.99

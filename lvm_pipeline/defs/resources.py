@@ -61,10 +61,12 @@ class EmbedderResource(dg.ConfigurableResource):
     max_batch_tokens: int = EmbedderConfig.max_batch_tokens
     batch_size: int = EmbedderConfig.batch_size
     device: str = "cpu"
+    precision: str = EmbedderConfig.precision
 
     def config(self) -> EmbedderConfig:
         return EmbedderConfig(model=self.model, max_batch_tokens=self.max_batch_tokens,
-                              batch_size=self.batch_size, device=self.device)
+                              batch_size=self.batch_size, device=self.device,
+                              precision=self.precision)
 
     def load(self) -> Embedder | SyntheticEncoder:
         """Loaded once per process: the payload asset and the canary check share it."""
