@@ -45,11 +45,11 @@ def _bundled_models() -> dict[str, Path]:
 
 def resolve_model_dir(name: str) -> Path:
     """The local folder of a bundled name, a path, or a model in the Hugging Face cache."""
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser().resolve()
     bundled = _bundled_models()
     if name in bundled:
         return bundled[name]
-    if Path(name).expanduser().is_dir():
-        return Path(name).expanduser().resolve()
     from huggingface_hub import snapshot_download
 
     candidates = [name] if "/" in name else [f"sentence-transformers/{name}", name]
