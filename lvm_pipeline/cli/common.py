@@ -117,6 +117,8 @@ def open_instance_lock(home: Path) -> Iterator[None]:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options that configure the corpus and the five trainings (``lvm run``, ``lvm
     materialize``); each maps onto one field of the assets' Dagster config."""
+    from lvm_pipeline.index import INDEX_TYPES
+
     corpus = parser.add_argument_group("corpus (configures the `corpus` asset)")
     corpus.add_argument("--max-chunks", type=int, metavar="N",
                         help="stop reading the corpus after N chunks (default 6000)")
@@ -125,6 +127,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     corpus.add_argument("--corpus-source", choices=("wikipedia", "text_dir"),
                         default="wikipedia",
                         help="format of --corpus: a parquet/JSONL dump or a folder of .txt files")
+    payload = parser.add_argument_group("payload and index (configure `payload`, `faiss_index`)")
+    payload.add_argument("--payload", metavar="PATH",
+                         help="use this published payload (a data dir or a payload build folder, "
+                              "e.g. the OUT of `lvm synth-payload`) instead of embedding the "
+                              "corpus")
+    payload.add_argument("--payload-dtype", choices=("float32", "float16"),
+                         help="storage of embedded vectors (default float32; float16 halves "
+                              "the payload)")
+    payload.add_argument("--index", choices=INDEX_TYPES,
+                         help="FAISS index type (default flat, exact; see lvm_pipeline/index.py)")
     training = parser.add_argument_group("training (configures the five model assets)")
     training.add_argument("--preset", choices=("tiny", "paper"),
                           help="model sizes (default tiny)")
@@ -151,6 +163,12 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
         corpus["max_chunks"] = args.max_chunks
     if args.corpus:
         corpus.update(source=args.corpus_source, path=str(Path(args.corpus).resolve()))
+    payload: dict[str, Any] = {}
+    if args.payload:
+        payload["path"] = str(Path(args.payload).resolve())
+    if args.payload_dtype:
+        payload["dtype"] = args.payload_dtype
+    index = {"type": args.index} if args.index else {}
     training: dict[str, Any] = {}
     for option, field in (("preset", "size"), ("epochs", "epochs"), ("device", "device")):
         if getattr(args, option) is not None:
@@ -159,10 +177,34 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
         if corpus and "corpus" not in ops:
             raise UsageError(f"--max-chunks/--corpus configure `corpus`, which {selection_label} "
                              "does not include")
+        if payload and "payload" not in ops:
+            raise UsageError(f"--payload/--payload-dtype configure `payload`, which "
+                             f"{selection_label} does not include")
+        if index and "faiss_index" not in ops:
+            raise UsageError(f"--index configures `faiss_index`, which {selection_label} does "
+                             "not include")
         if training and not set(VARIANTS) & set(ops):
             raise UsageError(f"--preset/--epochs/--device configure the models, which "
                              f"{selection_label} does not include")
-    return run_config(corpus, training, only=ops)
+    config = run_config(corpus, training, payload, index, only=ops)
+    if args.payload:
+        config.update(embedder_for_payload(args.payload))
+    return config
+
+
+def embedder_for_payload(path: str) -> dict[str, Any]:
+    """Run config that points the embedder (and so the canary) at a synthetic payload's
+    generator; nothing for a real payload, whose encoder the user configures."""
+    from lvm_pipeline.artifacts import ArtifactError
+    from lvm_pipeline.payload import find_payload_build
+
+    try:
+        recorded = find_payload_build(path).manifest.get("embedder", {})
+    except ArtifactError as err:
+        raise UsageError(str(err)) from None
+    if not recorded.get("synthetic"):
+        return {}
+    return {"resources": {"embedder": {"config": {"model": recorded["id"]}}}}
 
 
 # ----------------------------------------------------------------------------- execution

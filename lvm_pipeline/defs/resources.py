@@ -16,6 +16,7 @@ from lvm_pipeline.artifacts import ArtifactStore
 from lvm_pipeline.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderConfig
 from lvm_pipeline.guards import GuardConfig
 from lvm_pipeline.sequences import SplitConfig
+from lvm_pipeline.synthetic_payload import SPEC_PREFIX, SyntheticEncoder, SyntheticPayloadConfig
 
 
 def default_data_dir() -> str:
@@ -43,21 +44,31 @@ class StorageResource(dg.ConfigurableResource):
 
 
 @functools.lru_cache(maxsize=4)
-def _load_embedder(config: EmbedderConfig) -> Embedder:
+def _load_embedder(config: EmbedderConfig) -> Embedder | SyntheticEncoder:
+    if config.model.startswith(SPEC_PREFIX):
+        return SyntheticEncoder(SyntheticPayloadConfig.from_spec(config.model))
     return Embedder(config)
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """The encoder of the payload (and of the canary that re-checks it)."""
+    """The encoder of the payload (and of the canary that re-checks it).
+
+    ``model``: a bundled or local sentence-transformers model, or a synthetic payload's
+    generator spec (``synthetic:…``, what `lvm run --payload` sets for a synthetic payload).
+    """
 
     model: str = DEFAULT_EMBEDDER
-    batch_size: int = 32
+    max_batch_tokens: int = EmbedderConfig.max_batch_tokens
+    batch_size: int = EmbedderConfig.batch_size
     device: str = "cpu"
+    precision: str = EmbedderConfig.precision
 
     def config(self) -> EmbedderConfig:
-        return EmbedderConfig(model=self.model, batch_size=self.batch_size, device=self.device)
+        return EmbedderConfig(model=self.model, max_batch_tokens=self.max_batch_tokens,
+                              batch_size=self.batch_size, device=self.device,
+                              precision=self.precision)
 
-    def load(self) -> Embedder:
+    def load(self) -> Embedder | SyntheticEncoder:
         """Loaded once per process: the payload asset and the canary check share it."""
         return _load_embedder(self.config())
 

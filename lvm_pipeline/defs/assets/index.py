@@ -1,4 +1,4 @@
-"""The ``faiss_index`` asset: exact inner-product search over the payload."""
+"""The ``faiss_index`` asset: inner-product search over the payload (exact by default)."""
 
 import dagster as dg
 
@@ -9,17 +9,32 @@ from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.index import IndexConfig, publish_index
 from lvm_pipeline.payload import current_payload
 
+_DEFAULT = IndexConfig()
+
+
+class IndexParams(dg.Config):
+    """``type``: flat (exact, default), ivf_flat, sq8 or fp16; ``nlist`` / ``nprobe`` for
+    ivf_flat (lvm_pipeline/index.py says how the defaults were measured)."""
+
+    type: str = _DEFAULT.type
+    nlist: int = _DEFAULT.nlist
+    nprobe: int = _DEFAULT.nprobe
+
+    def to_domain(self) -> IndexConfig:
+        return IndexConfig(type=self.type, nlist=self.nlist, nprobe=self.nprobe)
+
 
 @dg.asset(group_name="evaluation", deps=["payload"], kinds={"faiss"},
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
-def faiss_index(context: dg.AssetExecutionContext, storage: StorageResource,
+def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, storage: StorageResource,
                 embedder: EmbedderResource, guards: GuardsResource) -> dg.MaterializeResult:
-    """IndexFlatIP over the payload's vectors, with self-retrieval recall measured on a sample."""
+    """The payload's vectors in a FAISS index, with self-retrieval recall measured on a sample."""
     store = storage.store()
     payload = current_payload(store)
     require_passed(payload_guards(payload, embedder.load(), guards.config()))
-    build = publish_index(store, payload, IndexConfig(), progress_for(context, "indexing"))
+    build = publish_index(store, payload, config.to_domain(), progress_for(context, "indexing"))
     m = build.manifest
     return dg.MaterializeResult(metadata=build_metadata(
-        build, payload_build_id=payload.build_id, index_type=m["index_type"], ntotal=m["ntotal"],
+        build, payload_build_id=payload.build_id, index_type=m["index_type"],
+        index_params=dg.MetadataValue.json(m["params"]), exact=m["exact"], ntotal=m["ntotal"],
         dim=m["dim"], self_recall_at_1=m["self_recall_at_1"], build_seconds=m["build_seconds"]))

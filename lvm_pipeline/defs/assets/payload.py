@@ -5,14 +5,20 @@ import dagster as dg
 from lvm_pipeline.corpus import KIND as CORPUS
 from lvm_pipeline.defs.metadata import build_metadata, markdown_preview, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, StorageResource
-from lvm_pipeline.payload import build_payload, import_reference_payload, load_payload
+from lvm_pipeline.embedding import Embedder
+from lvm_pipeline.payload import build_payload, import_payload, import_reference_payload, load_payload
 
 
 class PayloadParams(dg.Config):
-    """``import_npy``: convert the reference project's pickled payload instead of embedding the
-    corpus. Unpickling runs code from the file, so it also needs ``allow_pickle: true``;
-    ``normalise`` L2-normalises the imported vectors (otherwise the integrity check judges)."""
+    """Where the payload comes from. Default: embed the corpus, vectors stored as ``dtype``
+    (float32 or float16). ``path``: take a published payload build instead (a build folder,
+    or a data dir whose payload is current, e.g. the OUT of `lvm synth-payload`); the corpus is
+    then not read. ``import_npy``: convert the reference project's pickled payload. Unpickling
+    runs code from the file, so it also needs ``allow_pickle: true``; ``normalise``
+    L2-normalises the imported vectors (otherwise the integrity check judges)."""
 
+    dtype: str = "float32"
+    path: str = ""
     import_npy: str = ""
     allow_pickle: bool = False
     normalise: bool = False
@@ -23,23 +29,34 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, storage: S
             embedder: EmbedderResource) -> dg.MaterializeResult:
     """One L2-normalised vector per chunk (vectors.npy) and the table naming each row."""
     store = storage.store()
-    if config.import_npy:
+    if config.path and config.import_npy:
+        raise ValueError("payload config: give `path` or `import_npy`, not both")
+    if config.path:
+        build, how = import_payload(store, config.path)
+        context.log.info(f"payload {build.build_id[:12]} taken from {config.path} ({how}); "
+                         f"embedder {build.manifest['embedder']['id']!r}; corpus not read")
+    elif config.import_npy:
         context.log.warning(f"importing the reference payload {config.import_npy}: "
                             f"allow_pickle={config.allow_pickle} (unpickling executes its code)")
         build = import_reference_payload(store, config.import_npy, config.allow_pickle,
                                          config.normalise)
     else:
         model = embedder.load()
+        if not isinstance(model, Embedder):
+            raise ValueError(f"embedder {embedder.model!r} is a synthetic payload's generator: it "
+                             "cannot embed a corpus; give the payload itself (payload config "
+                             "`path`, `lvm run --payload OUT`)")
         context.log.info(f"embedding with {model.config.model} on {model.device} "
                          f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
         build = build_payload(store, store.current(CORPUS), model,
-                              progress_for(context, "embedding"))
-    loaded = load_payload(build)
-    m = build.manifest
+                              progress_for(context, "embedding"), config.dtype)
+    loaded = load_payload(build, verify=False)  # just hashed by publish
+    m, e = build.manifest, build.manifest["embedder"]
     return dg.MaterializeResult(metadata=build_metadata(
         build, payload_build_id=build.build_id, n_rows=m["n_rows"], dim=m["dim"],
-        n_articles=m["n_articles"], embedder_id=m["embedder"]["id"],
-        embedder_weights_sha256=m["embedder"].get("weights_sha256", "unknown"),
-        embedder_device=m["embedder"].get("device", "unknown"),
+        dtype=m.get("dtype", "float32"), n_articles=m["n_articles"], embedder_id=e["id"],
+        embedder_weights_sha256=e.get("weights_sha256", "unknown"),
+        embedder_device=e.get("device", "unknown"),
+        source=m.get("imported_from", {}).get("path", "embedded from the corpus"),
         adjacent_cosine_mean=m["adjacent_cosine_mean"],
         preview=markdown_preview(loaded.chunks[["row", "article_id", "chunk_index", "text"]])))
