@@ -109,7 +109,7 @@ def stage_eval(args: argparse.Namespace, device: str, budget: Budget, work: Path
                       "generate_s": time.perf_counter() - t0,
                       "adjacent_cosine": payload.manifest["adjacent_cosine_mean"]}
     vectors = np.asarray(payload.vectors)
-    seqs = build_windows(payload, SplitConfig())["eval"]
+    seqs = build_windows(payload, SplitConfig(), drop_near_duplicates=False)["eval"]
     seqs = seqs.subset(np.arange(len(seqs)) < args.queries)
     model = LVM(preset("mamba_s", "tiny", d_in=payload.dim))
     predictions = {"mamba_s_untrained": predict(model.to(device), vectors, seqs, device=device),
