@@ -211,6 +211,36 @@ def test_near_duplicate_search_matches_the_reference(seed):
     np.testing.assert_allclose(fast[2], ref[2], atol=1e-5)
 
 
+@pytest.mark.parametrize("dim", [128, 768])
+def test_cell_search_finds_every_planted_near_duplicate(dim):
+    """Above EXACT_PAIRS the search uses cells; on corpus-like vectors (articles, drift) it
+    must find exactly what comparing every pair finds, planted pairs from 0.995 to 0.9999."""
+    from lvm_pipeline.synthetic_payload import (
+        SyntheticPayloadConfig,
+        article_lengths,
+        generate_vectors,
+    )
+
+    config = SyntheticPayloadConfig(articles=300, chunks=20_000, dim=dim, median_chunks=40,
+                                    p95_chunks=200)
+    vectors = np.empty((config.chunks, dim), np.float32)
+    generate_vectors(config, article_lengths(config), vectors)
+    rng = np.random.default_rng(1)
+    a, b = np.arange(0, 8000), np.arange(8000, 20_000)
+    planted = rng.choice(b, 300, replace=False)
+    for row, target_cos in zip(planted, rng.uniform(0.9955, 0.9999, 300), strict=True):
+        source = vectors[rng.choice(a)]
+        noise = rng.standard_normal(dim)
+        noise -= noise @ source * source
+        noise /= np.linalg.norm(noise)
+        vectors[row] = target_cos * source + np.sqrt(1 - target_cos**2) * noise
+    cells = near_duplicates(vectors, a, b, 0.995, exact=False)
+    every_pair = near_duplicates(vectors, a, b, 0.995, exact=True)
+    assert set(planted) <= set(every_pair[0].tolist())
+    np.testing.assert_array_equal(cells[0], every_pair[0])
+    np.testing.assert_array_equal(cells[1], every_pair[1])
+
+
 def test_split_construction_drops_windows_that_would_leak_a_near_duplicate(synthetic_payload):
     sets = build_windows(synthetic_payload, SplitConfig())
     vectors = np.array(synthetic_payload.vectors)
