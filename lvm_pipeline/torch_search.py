@@ -30,6 +30,9 @@ class DevicePayload:
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
         self.device, self.dtype, self.block = torch.device(device), DTYPES[dtype], block
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"search device {device!r} requested but torch {torch.__version__} "
+                             "sees no CUDA GPU; use device 'cpu' (FAISS)")
         n, dim = vectors.shape
         self.vectors = torch.empty((n, dim), dtype=self.dtype, device=self.device)
         for lo in range(0, n, block):

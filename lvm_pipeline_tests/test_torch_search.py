@@ -54,6 +54,12 @@ def test_evaluation_on_a_torch_device_gives_the_cpu_report(synthetic_payload):
             assert torch_cpu[name].metrics[key] == pytest.approx(value, abs=1e-6), (name, key)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_cuda_without_a_gpu_says_so():
+    with pytest.raises(ValueError, match=r"search device 'cuda' requested but torch .* sees no"):
+        DevicePayload(np.eye(4, dtype=np.float32), "cuda")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_cuda_pass_matches_the_cpu_pass(synthetic_payload, dtype):
