@@ -64,8 +64,9 @@ LEARNABILITY_MAX_WINDOWS = 20000
 LEARNABILITY_MAX_QUERIES = 2000
 # A flat index must find every sampled row itself (ties with identical rows count).
 MIN_INDEX_SELF_RECALL = 0.99
-# Windows per block when gathering vectors, so 500k windows never sit in RAM at once.
-BLOCK = 32768
+# Windows per block when gathering vectors, so 500k windows never sit in RAM at once: at
+# 768-d a block's contexts and their float64 copies take ~0.4 GB (32768 took ~3 GB).
+BLOCK = 4096
 N_EXAMPLES = 5
 
 

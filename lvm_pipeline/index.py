@@ -179,7 +179,9 @@ def load_index(build: Build, payload: Payload, verify: bool = True) -> faiss.Ind
             f"{str(build.manifest.get('payload_build_id'))[:12]}, but the current payload is "
             f"{payload.build_id[:12]}; rebuild the index"
         )
-    index = faiss.read_index(str(build.file(INDEX_FILE, verify)))
+    # Memory-mapped where the type allows (IndexFlat): its 1.8 GB at reference scale are then
+    # page cache shared with other readers, not this process's own copy. Builds are immutable.
+    index = faiss.read_index(str(build.file(INDEX_FILE, verify)), faiss.IO_FLAG_MMAP_IFC)
     if index.ntotal != len(payload) or index.d != payload.dim:
         raise ArtifactError(f"{build.path / INDEX_FILE}: holds {index.ntotal}×{index.d}, payload "
                             f"is {len(payload)}×{payload.dim}")
