@@ -26,7 +26,7 @@ index stage are the mean of each window's context (a model-free prediction: near
 not on it, like a model's output). JSON (args, machine, versions, every stage) is rewritten
 after each stage, so a run cut short keeps what it measured; the summary prints at the end.
 
-    python benchmarks/bench_scale.py --data-dir /tmp/lvm-scale        # ~30-40 min on 2 cores
+    python benchmarks/bench_scale.py --data-dir /tmp/lvm-scale        # ~80 min on 2 busy cores
     python benchmarks/bench_scale.py --data-dir /tmp/s --stages index   # one stage again
     python benchmarks/bench_scale.py --smoke --data-dir /tmp/smoke      # tiny sizes, seconds
 """
@@ -99,6 +99,11 @@ class PeakSampler:
 def memory_mb() -> dict[str, float]:
     """This process's peak RSS so far (VmHWM) in MB."""
     return {"peak_rss_mb": _status_kb()["VmHWM"] / 1024}
+
+
+def reset_peak() -> None:
+    """Restart VmHWM from the current RSS (Linux >= 4.0), so the next peak is one step's."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 class Timer:
@@ -254,15 +259,16 @@ def stage_guards(ctx: dict[str, Any]) -> dict[str, Any]:
     ]
     results = []
     for name, run in checks:
+        reset_peak()  # each guard's own peak; the stage's peak is still the sampler's
         t0 = time.perf_counter()
         result = run()
         results.append({"guard": name, "seconds": time.perf_counter() - t0,
                         "passed": result.passed, "figure": result.figure,
-                        "threshold": result.threshold})
-        print(f"    guard {name}: {results[-1]['seconds']:.1f} s, passed {result.passed}",
-              flush=True)
+                        "threshold": result.threshold, **memory_mb()})
+        print(f"    guard {name}: {results[-1]['seconds']:.1f} s, peak RSS "
+              f"{results[-1]['peak_rss_mb']:.0f} MB, passed {result.passed}", flush=True)
     return {"guards": results, "guards_total_s": sum(r["seconds"] for r in results),
-            **timer.times}
+            "peak_rss_floor_mb": max(r["peak_rss_mb"] for r in results), **timer.times}
 
 
 def _index_bytes(index) -> int:
@@ -462,9 +468,10 @@ def _child(queue: Any, stage: str, ctx: dict[str, Any]) -> None:
 
         traceback.print_exc()
         result = {"error": repr(err)}
-    status = _status_kb()
+    # A stage that restarted VmHWM (reset_peak) passes the peak it saw before as a floor.
+    floor = result.pop("peak_rss_floor_mb", 0.0)
     queue.put({"stage": stage, "wall_s": time.perf_counter() - t0, **result,
-               "peak_rss_mb": status["VmHWM"] / 1024,
+               "peak_rss_mb": max(_status_kb()["VmHWM"] / 1024, floor),
                "peak_anon_mb": sampler.peak["RssAnon"] / 1024,
                "peak_file_mb": sampler.peak["RssFile"] / 1024})
 
@@ -504,6 +511,7 @@ def summary(results: dict[str, Any]) -> str:
                      f"{s['peak_anon_mb']:>8.0f} {s['peak_file_mb']:>8.0f}  {note}")
     if "guards" in st and "guards" in st["guards"]:
         lines.append("\nguards: " + ", ".join(f"{g['guard']} {g['seconds']:.1f} s"
+                                             f" ({g.get('peak_rss_mb', 0):.0f} MB)"
                                              f"{'' if g['passed'] else ' (FAILED)'}"
                                              for g in st["guards"]["guards"]))
     if "index" in st and "sweep" in st["index"]:
@@ -542,8 +550,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--queries", type=int, default=5244, help="eval windows searched (reference)")
-    p.add_argument("--nlists", default="256,1024,4096")
-    p.add_argument("--nprobes", default="8,16,32,64")
+    # IVF lists are scanned without BLAS: nprobe 128 of 1024 took 4x the flat search (RESULTS.md).
+    p.add_argument("--nlists", default="1024,4096")
+    p.add_argument("--nprobes", default="32,128")
     p.add_argument("--sq-queries", type=int, default=1000,
                    help="queries searched in the SQ8 / fp16 indexes (projected to --queries)")
     p.add_argument("--variant", default="mamba_s")
