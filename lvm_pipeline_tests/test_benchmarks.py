@@ -74,3 +74,50 @@ def test_gpu_eval_smoke_agrees_with_the_cpu_path_without_dagster(tmp_path):
     timed = [r for r in results["embed"] if "texts_per_s" in r]
     assert {r["model"] for r in timed} == {"gtr-t5-base", "all-minilm-l6"} and len(timed) == 6
     assert all(r["cos_min"] > 0.999 for r in results["embed"] if "cos_min" in r)
+
+
+@pytest.mark.slow
+def test_scale_benchmark_smoke_measures_every_stage(tmp_path):
+    """bench_scale.py --smoke runs the whole graph at tiny sizes, each stage in its own process,
+    and reports what the issue asks of the full run: per-stage peak RSS, the size of the row
+    indices against copied vectors, every guard, the IVF sweep against flat, a projected epoch
+    and the report."""
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_scale.py", "--smoke", "--data-dir",
+         str(tmp_path / "data"), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    stages = {s["stage"]: s for s in results["stages"]}
+    assert list(stages) == ["payload", "sequences", "guards", "index", "train", "report"]
+    assert not [s for s in stages.values() if "error" in s], proc.stderr[-3000:]
+    assert all(s["peak_rss_mb"] > 0 and s["wall_s"] > 0 for s in stages.values())
+    seq = stages["sequences"]
+    assert seq["reference_npz_bytes"] == seq["windows_kept_total"] * 6 * 4 * 32
+    assert seq["reference_over_ours"] > 1
+    assert len(stages["guards"]["guards"]) == 8
+    assert all(g["passed"] for g in stages["guards"]["guards"])
+    sweep = stages["index"]["sweep"]
+    assert {r["type"] for r in sweep} == {"ivf_flat", "sq8", "fp16", "flat over float16 payload"}
+    full_probe = [r for r in sweep if r["type"] == "ivf_flat" and r["nprobe"] == r["nlist"]]
+    assert full_probe and full_probe[0]["recall_at_50"] == 1.0  # every cell probed = exact
+    assert stages["train"]["epoch_s_projected"] > 0
+    assert stages["report"]["oracle_ok"] and "mamba_s" in stages["report"]["predictors"]
+    assert "whole graph peak RSS" in proc.stdout
+
+
+def test_embed_benchmark_smoke_compares_both_paths(tmp_path):
+    """bench_embed.py --smoke times encode and encode_ref on the same real chunks and checks
+    that they return the same vectors."""
+    out = tmp_path / "embed.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_embed.py", "--smoke", "--out", str(out)], cwd=REPO,
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["texts"] == 24
+    assert results["encode_texts_per_s"] > 0 and results["encode_ref_texts_per_s"] > 0
+    assert results["speedup"] == pytest.approx(
+        results["encode_texts_per_s"] / results["encode_ref_texts_per_s"])
+    assert results["min_cosine"] > 0.9999
