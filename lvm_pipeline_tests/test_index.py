@@ -1,0 +1,68 @@
+"""Index types against the readable exact search, and what a published index remembers."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from lvm_pipeline.index import (
+    IndexConfig,
+    build_index,
+    load_index,
+    publish_index,
+    recall_at_k,
+    search_ref,
+)
+from lvm_pipeline_tests.conftest import publish_synthetic_payload
+
+
+def _queries(vectors: np.ndarray, n: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    q = vectors[rng.integers(0, len(vectors), n)] + 0.4 * rng.standard_normal((n, vectors.shape[1]))
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_search_ref_is_brute_force_top_k_across_blocks(synthetic_payload):
+    v = np.asarray(synthetic_payload.vectors)
+    q = _queries(v)
+    scores, rows = search_ref(v, q, 10, block=37)
+    full = q @ v.T
+    want = np.argsort(-full, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(rows, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, want, axis=1), atol=1e-6)
+
+
+@pytest.mark.parametrize(("config", "min_recall"), [
+    (IndexConfig(), 1.0),
+    (IndexConfig(type="fp16"), 0.99),
+    (IndexConfig(type="sq8"), 0.9),
+    (IndexConfig(type="ivf_flat", nlist=8, nprobe=8), 1.0),  # every cell probed = exact
+    (IndexConfig(type="ivf_flat", nlist=8, nprobe=2), 0.3),  # 2 of 8 cells: approximate
+])
+def test_each_index_type_against_exact_search(synthetic_payload, config, min_recall):
+    v = np.asarray(synthetic_payload.vectors)
+    q = _queries(v)
+    _, exact = search_ref(v, q, 20)
+    _, found = build_index(v, config).search(q, 20)
+    recall = recall_at_k(found, exact)
+    assert recall >= min_recall, recall
+
+
+def test_ivf_refuses_a_payload_too_small_for_its_cells(synthetic_payload):
+    with pytest.raises(ValueError, match=r"ivf_flat with nlist 1024 needs >= 39936 rows"):
+        build_index(np.asarray(synthetic_payload.vectors), IndexConfig(type="ivf_flat"))
+    with pytest.raises(ValueError, match="need 1 <= nprobe <= nlist"):
+        IndexConfig(type="ivf_flat", nlist=4, nprobe=8)
+
+
+def test_published_ivf_index_reloads_with_its_nprobe(store):
+    payload = publish_synthetic_payload(store, [30] * 40)
+    config = IndexConfig(type="ivf_flat", nlist=16, nprobe=5)
+    build = publish_index(store, payload, config)
+    assert build.manifest["params"] == {"nlist": 16, "nprobe": 5, "train_sample": 65536}
+    assert build.manifest["exact"] is False and build.manifest["self_recall_at_1"] == 1.0
+    index = load_index(build, payload)
+    assert faiss.extract_index_ivf(index).nprobe == 5
+    flat = load_index(publish_index(store, payload, IndexConfig()), payload)
+    assert flat.ntotal == len(payload)
