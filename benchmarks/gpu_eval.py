@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from a bare che
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from harness import env_info  # noqa: E402
+from harness import Budget, env_info  # noqa: E402
 
 from lvm_pipeline.torch_search import DevicePayload  # noqa: E402
 
@@ -54,17 +54,6 @@ WORDS = ("the", "river", "city", "council", "year", "war", "music", "album", "st
          "player", "army", "king", "court", "energy", "water", "power", "party", "election",
          "museum", "art", "novel", "story", "science", "theory", "market", "bridge", "road",
          "castle", "temple", "field", "north", "south")
-
-
-class Budget:
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.start = seconds, time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def allows(self, needed: float) -> bool:
-        return self.elapsed() + needed <= self.seconds
 
 
 def _sync() -> None:
@@ -150,7 +139,8 @@ def stage_eval(args: argparse.Namespace, device: str, budget: Budget, work: Path
                          "rank_abs_diff_p99": float(np.percentile(np.abs(ranks - ref[1]), 99)),
                          "gpu_bytes": held.vectors.numel() * held.vectors.element_size()}
         del held
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     out["exact_pass"] = passes
 
     # Floor: one GEMM + top-50 per payload block, no exclusions, no ranks.
@@ -257,8 +247,7 @@ def stage_embed(args: argparse.Namespace, device: str, budget: Budget, work: Pat
             if not budget.allows(20.0):
                 rows.append({"model": kind, "case": label, "skipped": "time budget"})
                 continue
-            fn_small = fn  # warm-up on the same call shape happens inside _timed
-            seconds, vectors = _timed(fn_small, repeats=1)
+            seconds, vectors = _timed(fn, repeats=1)  # after one warm-up call
             rate = n / seconds
             base_rate = base_rate or rate
             rows.append({"model": kind, "case": label, "texts": n, "seconds": seconds,

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from harness import (
+    Budget,
     env_info,
     free,
     make_model,
@@ -73,17 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile stage")
     p.add_argument("--out", help="result folder (default $OUT, else benchmarks/results)")
     return p.parse_args(argv)
-
-
-class Budget:
-    def __init__(self, seconds: float) -> None:
-        self.start, self.seconds = time.perf_counter(), seconds
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def allows(self, needed_s: float) -> bool:
-        return self.elapsed() + needed_s <= self.seconds
 
 
 def speed_cases(smoke: bool) -> dict[str, tuple[LVMConfig, dict[str, float]]]:

@@ -32,6 +32,19 @@ from lvm_pipeline.models.scan import resolve_backend, selective_scan, selective_
 CONTEXT = 5  # chunks per window, as in the product
 
 
+class Budget:
+    """Wall-clock budget of a prepared GPU run: late stages are skipped rather than overrun."""
+
+    def __init__(self, seconds: float) -> None:
+        self.start, self.seconds = time.perf_counter(), seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def allows(self, needed_s: float) -> bool:
+        return self.elapsed() + needed_s <= self.seconds
+
+
 def env_info() -> dict[str, Any]:
     """Hardware and versions, written first into every result file."""
     info: dict[str, Any] = {
