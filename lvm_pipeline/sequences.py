@@ -33,6 +33,7 @@ import faiss
 import numpy as np
 
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
+from lvm_pipeline.index import MIN_POINTS_PER_CELL, sample_rows
 from lvm_pipeline.payload import Payload
 
 CONTEXT = 5
@@ -259,14 +260,13 @@ def near_duplicates(vectors: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray,
         return empty
     if exact is None:
         exact = len(rows_a) * len(rows_b) <= EXACT_PAIRS
-    cells = min(NEAR_DUPLICATE_CELLS, len(rows_a) // 39)  # FAISS wants >= 39 points a cell
+    cells = min(NEAR_DUPLICATE_CELLS, len(rows_a) // MIN_POINTS_PER_CELL)
     if exact or cells < 2:
         index = faiss.IndexFlatIP(vectors.shape[1])
     else:
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], cells,
                                    faiss.METRIC_INNER_PRODUCT)
-        sample = np.sort(np.random.default_rng(0).choice(
-            len(rows_a), size=min(NEAR_DUPLICATE_TRAIN, len(rows_a)), replace=False))
+        sample = sample_rows(len(rows_a), NEAR_DUPLICATE_TRAIN, seed=0)
         index.train(_unit(gather(vectors, rows_a[sample])))
         index.nprobe = NEAR_DUPLICATE_PROBES
     for lo in range(0, len(rows_a), SEARCH_BLOCK):
