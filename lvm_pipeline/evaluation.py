@@ -1,9 +1,11 @@
 """Retrieval metrics: does the prediction find the true next chunk among every payload row?
 
 Models and baselines go through the same functions. All query sets (one per model or
-baseline) are stacked and scored in one pass: one FAISS search gives the candidates (R@k is
-computed from exact ranks, Contain@50 from what the index returned, so an approximate index
-shows up as Contain@50 < R@50), one exact blocked pass gives every query's rank of truth.
+baseline) are stacked and scored together. R@k and MRR always come from exact ranks of the
+truth among all payload rows. With an exact (flat) index one pass over the payload gives both
+the top 50 and the ranks (:func:`exact_pass`; on a GPU, lvm_pipeline.torch_search); with an
+approximate index the top 50 come from the index itself, so what it misses shows up as
+Contain@50 < R@50, and a second, exact pass gives the ranks.
 The query's own 5 context rows are removed from the candidates by default: otherwise "copy the
 last context" would retrieve its own input, not the next chunk.
 
@@ -23,7 +25,9 @@ import faiss
 import numpy as np
 import torch
 
+from lvm_pipeline.index import is_exact
 from lvm_pipeline.models import LVM
+from lvm_pipeline.payload import release_pages
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.sequences import SequenceSet, gather
 
@@ -41,9 +45,10 @@ PAYLOAD_BLOCK = 65536
 class EvalConfig:
     exclude_context: bool = True
     batch_size: int = 1024
-    # Where the candidates and ranks are computed: ``cpu`` (FAISS index + numpy exact pass) or
-    # a torch device such as ``cuda`` (lvm_pipeline.torch_search: one exact GEMM pass over the
-    # payload on the GPU gives both; the index is then used for latency only, so an
+    # Where the candidates and ranks are computed: ``cpu`` (one exact pass over the memory-
+    # mapped payload for a flat index; the index's own top 50 + an exact rank pass for an
+    # approximate one) or a torch device such as ``cuda`` (lvm_pipeline.torch_search: one exact
+    # GEMM pass on the device gives both; the index is then used for latency only, so an
     # approximate index's Contain@50 is not what the report shows).
     device: str = "cpu"
     # Queries timed one at a time (model forward + index search) for the latency figures.
@@ -70,34 +75,62 @@ def predict(model: LVM, vectors: np.ndarray, seqs: SequenceSet, batch_size: int 
 
 def truth_ranks(queries: np.ndarray, vectors: np.ndarray, truth_rows: np.ndarray,
                 exclude_rows: np.ndarray | None, progress: Progress = silent) -> np.ndarray:
-    """Exact 1-based rank of each query's truth row among all payload rows.
+    """Exact 1-based rank of each query's truth row among all payload rows (see
+    :func:`exact_pass`, which this is without the top-k)."""
+    return exact_pass(queries, vectors, truth_rows, exclude_rows, 0, progress)[2]
 
-    queries: (Q, D) float32; vectors: (R, D); truth_rows: (Q,); exclude_rows: (Q, E) or None.
+
+def exact_pass(queries: np.ndarray, vectors: np.ndarray, truth_rows: np.ndarray,
+               exclude_rows: np.ndarray | None, k: int, progress: Progress = silent
+               ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """Every query's exact rank of truth and, if ``k``, its exact top-k, in one pass.
+
+    queries: (Q, D) float32; vectors: (R, D), typically the memory-mapped payload; truth_rows:
+    (Q,); exclude_rows: (Q, E) or None, rows that are never candidates (the query's context).
     Rank = 1 + number of non-excluded rows scoring strictly higher than the truth (ties count
     in the truth's favour). The truth's own score and the excluded rows are masked inside each
-    block's score matrix, so one GEMM's rounding decides every comparison.
+    block's score matrix, so one GEMM's rounding decides every comparison. The top-k (what a
+    flat index returns, excluded rows removed) is kept in FAISS's heaps from the same scores.
+    Returns scores (Q, k) float32 and rows (Q, k) int64, best first (None, None if k is 0),
+    and ranks (Q,) int64. Each payload block is copied, then its mapped pages are released:
+    a pass adds one block to the process's memory, not the payload.
     """
     assert queries.shape[0] == truth_rows.shape[0], (queries.shape, truth_rows.shape)
+    n_q = len(queries)
     truth_scores = np.einsum("qd,qd->q", queries, gather(vectors, truth_rows))  # (Q,)
-    masked = truth_rows[:, None] if exclude_rows is None else np.concatenate(
-        [truth_rows[:, None], exclude_rows], axis=1)  # (Q, 1 + E): rows never counted
-    above = np.zeros(len(queries), dtype=np.int64)
+    above = np.zeros(n_q, dtype=np.int64)
+    top_s = top_i = heaps = None
+    if k:
+        top_s, top_i = np.empty((n_q, k), np.float32), np.empty((n_q, k), np.int64)
+        heaps = faiss.float_minheap_array_t()  # a min-heap per query keeps the k largest
+        heaps.k, heaps.nh = k, n_q
+        heaps.val, heaps.ids = faiss.swig_ptr(top_s), faiss.swig_ptr(top_i)
+        heaps.heapify()
     n_rows = vectors.shape[0]
     for lo in range(0, n_rows, PAYLOAD_BLOCK):
-        block = np.asarray(vectors[lo:lo + PAYLOAD_BLOCK], dtype=np.float32)  # (P, D)
-        for qlo in range(0, len(queries), QUERY_BLOCK):
+        block = np.array(vectors[lo:lo + PAYLOAD_BLOCK], dtype=np.float32)  # (P, D), a copy
+        release_pages(vectors)
+        for qlo in range(0, n_q, QUERY_BLOCK):
             q = slice(qlo, qlo + QUERY_BLOCK)
-            scores = queries[q] @ block.T  # (q, P)
-            own = masked[q] - lo  # (q, 1 + E): column of each masked row in this block
+            scores = np.ascontiguousarray(queries[q] @ block.T, dtype=np.float32)  # (q, P)
+            rows = np.arange(len(scores))
+            own = truth_rows[q] - lo  # column of each query's truth in this block
             inside = (own >= 0) & (own < len(block))
             # The truth's score from this same GEMM (einsum may round it differently).
-            ref = np.where(inside[:, 0], scores[np.arange(len(scores)),
-                                                np.clip(own[:, 0], 0, len(block) - 1)],
+            ref = np.where(inside, scores[rows, np.clip(own, 0, len(block) - 1)],
                            truth_scores[q])
-            scores[np.nonzero(inside)[0], own[inside]] = -np.inf
+            if exclude_rows is not None:
+                cols = exclude_rows[q] - lo  # (q, E)
+                hit = (cols >= 0) & (cols < len(block))
+                scores[np.nonzero(hit)[0], cols[hit]] = -np.inf
+            if heaps is not None:
+                heaps.addn(len(block), faiss.swig_ptr(scores), lo, qlo, len(scores))
+            scores[rows[inside], own[inside]] = -np.inf
             above[q] += (scores > ref[:, None]).sum(axis=1)
         progress(min(lo + PAYLOAD_BLOCK, n_rows), n_rows)
-    return above + 1
+    if heaps is not None:
+        heaps.reorder()  # best first
+    return top_s, top_i, above + 1
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int,
@@ -212,14 +245,17 @@ def evaluate(
     truth = np.tile(seqs.target_row.astype(np.int64), len(names))
     exclude = (np.tile(seqs.context_rows.astype(np.int64), (len(names), 1))
                if config.exclude_context else None)
-    if config.device == "cpu":
-        hit_scores, hits = search(index, queries, CONTAIN_K, exclude)
-        ranks = truth_ranks(queries, vectors, truth, exclude, progress)
-    else:
+    if config.device != "cpu":
         from lvm_pipeline.torch_search import DevicePayload
 
         hit_scores, hits, ranks = DevicePayload(vectors, config.device).exact_pass(
             queries, truth, exclude, CONTAIN_K)
+    elif is_exact(index):  # its top-k is the exact one: one pass over the payload gives both
+        hit_scores, hits, ranks = exact_pass(queries, vectors, truth, exclude, CONTAIN_K,
+                                             progress)
+    else:  # an approximate index: Contain@50 must show what it misses
+        hit_scores, hits = search(index, queries, CONTAIN_K, exclude)
+        ranks = truth_ranks(queries, vectors, truth, exclude, progress)
     targets = gather(vectors, seqs.target_row)  # (n, D)
     context = gather(vectors, seqs.context_rows)  # (n, 5, D)
     out = {}

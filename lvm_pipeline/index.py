@@ -18,7 +18,8 @@ Index types (``IndexConfig.type``):
   of the flat index's memory; recall@50 0.992 / 0.9997 there, ~5x flat's search time.
 
 The evaluation never trusts an approximate index for ranks: R@k and MRR come from an exact pass
-over the payload (evaluation.truth_ranks); the index only decides Contain@50. :func:`search_ref`
+over the payload; an approximate index decides only Contain@50 (for a flat one, :func:`is_exact`,
+the same exact pass gives the top 50 too). :func:`search_ref`
 (numpy, blocked) is the readable exact search every type is measured against (:func:`recall_at_k`).
 """
 
@@ -110,6 +111,11 @@ def build_index(vectors: np.ndarray, config: IndexConfig, progress: Progress = s
         release_pages(vectors)  # streamed once: don't keep 1.8 GB of mapped pages resident
         progress(min(lo + ADD_BLOCK, n), n)
     return index
+
+
+def is_exact(index: faiss.Index) -> bool:
+    """True for a flat index: its top-k is the exact top-k over the vectors it holds."""
+    return isinstance(faiss.downcast_index(index), faiss.IndexFlat)
 
 
 def set_search_params(index: faiss.Index, config: IndexConfig) -> None:

@@ -6,10 +6,12 @@ import faiss
 import numpy as np
 import pytest
 
+from lvm_pipeline import evaluation
 from lvm_pipeline.evaluation import (
     EvalConfig,
     contrastive_accuracy,
     evaluate,
+    exact_pass,
     metrics_from,
     search,
     truth_ranks,
@@ -50,6 +52,67 @@ def test_search_drops_excluded_rows_and_keeps_order(synthetic_payload):
     for i in range(3):
         assert not set(hits[i]) & set(exclude[i].tolist())
         assert hits[i].tolist() == [r for r in full[i] if r not in exclude[i]][:10]
+
+
+def _noisy_queries(v, n, seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, len(v), n)
+    q = np.asarray(v)[truth] + 0.6 * rng.standard_normal((n, v.shape[1]))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    return q, truth, rng.integers(0, len(v), (n, 5))
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_exact_pass_top_k_is_the_flat_index_search_across_blocks(synthetic_payload, exclude,
+                                                                 monkeypatch):
+    # Blocks of 97 rows and 16 queries: the top-k heaps and the rank counts span both loops.
+    monkeypatch.setattr(evaluation, "PAYLOAD_BLOCK", 97)
+    monkeypatch.setattr(evaluation, "QUERY_BLOCK", 16)
+    v = synthetic_payload.vectors  # memory-mapped, as the report reads it
+    q, truth, excluded = _noisy_queries(v, 40, seed=1)
+    excluded = excluded if exclude else None
+    index = faiss.IndexFlatIP(v.shape[1])
+    index.add(np.asarray(v))
+    want_s, want_i = search(index, q, 10, excluded)
+    got_s, got_i, got_rank = exact_pass(q, v, truth, excluded, 10)
+    np.testing.assert_allclose(got_s, want_s, atol=1e-5)
+    assert (got_i == want_i).mean() > 0.99  # same rows up to the order of exact ties
+    want_rank = [_brute_rank(q[i], v, truth[i], [] if excluded is None else excluded[i])
+                 for i in range(len(q))]
+    np.testing.assert_array_equal(got_rank, want_rank)
+    if excluded is not None:
+        assert not any(set(got_i[i]) & set(excluded[i].tolist()) for i in range(len(q)))
+
+
+def test_a_flat_index_is_scored_in_one_pass_with_the_two_pass_figures(synthetic_payload,
+                                                                      monkeypatch):
+    """With a flat index the CPU report reads the payload once and never searches the index; an
+    index that is not flat (here the same vectors behind an id map) takes the index's top 50
+    and a rank pass. Both must give the same report."""
+    v = synthetic_payload.vectors
+    flat = faiss.IndexFlatIP(v.shape[1])
+    flat.add(np.asarray(v))
+    mapped = faiss.IndexIDMap(faiss.IndexFlatIP(v.shape[1]))
+    mapped.add_with_ids(np.asarray(v), np.arange(len(v)))
+    seqs = build_windows(synthetic_payload, SplitConfig())["eval"]
+    predictions = {"copy_last": gather(v, seqs.context_rows[:, -1]),
+                   "mean": gather(v, seqs.context_rows).mean(axis=1)}
+    two_pass = evaluate(predictions, v, mapped, seqs)
+    monkeypatch.setattr(evaluation, "search", None)  # calling it now would raise
+    one_pass = evaluate(predictions, v, flat, seqs)
+    for name in predictions:
+        np.testing.assert_array_equal(one_pass[name].ranks, two_pass[name].ranks)
+        for key, value in two_pass[name].metrics.items():
+            assert one_pass[name].metrics[key] == pytest.approx(value, abs=1e-6), (name, key)
+
+
+def test_exact_pass_widens_a_float16_payload(synthetic_payload):
+    half = np.asarray(synthetic_payload.vectors).astype(np.float16)
+    q, truth, excluded = _noisy_queries(half, 30, seed=3)
+    want = exact_pass(q, half.astype(np.float32), truth, excluded, 10)
+    got = exact_pass(q, half, truth, excluded, 10)
+    np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_oracle_gets_rank_one_and_copy_last_cannot_find_itself(synthetic_payload):
