@@ -15,6 +15,9 @@ i.e. what the process allocated vs the memory-mapped payload pages it touched):
 - ``index``: the product's flat index (publish, load, ``check_index``, search of the eval
   queries), then a sweep: IVF nlist × nprobe, SQ8, fp16, and a float16 payload, each with
   recall@50 against the flat search and its memory.
+- ``search``: the report's search of those queries on a CPU both ways, in one process: FAISS
+  flat search + exact rank pass (two passes over the vectors) vs one exact pass over the
+  memory-mapped payload; time, peak RSS of each, and whether ranks and top 50 agree.
 - ``train``: one epoch of the tiny preset through ``train_variant`` (batches gathered from
   the memory-mapped payload); on 2 cores a full epoch is too slow, so ``--train-steps``
   batches are trained and the epoch projected (said so in the output).
@@ -49,7 +52,7 @@ import numpy as np
 # (this checkout's, not another editable install) must win, in the spawned children too.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-STAGES = ("payload", "sequences", "guards", "index", "train", "report")
+STAGES = ("payload", "sequences", "guards", "index", "search", "train", "report")
 OUT_DIR = Path(__file__).parent / "results"
 SUBSET_STORE = "bench_train_subset"  # under --data-dir: the trained-on subset and its checkpoint
 FP16_FILE = "bench_vectors_fp16.npy"
@@ -417,6 +420,46 @@ def stage_train(ctx: dict[str, Any]) -> dict[str, Any]:
             "n_params": result.model.num_params(), **timer.times}
 
 
+def stage_search(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The report's search on a CPU, both ways, same queries: the flat FAISS search + the exact
+    rank pass (two passes; what an approximate index still takes) against the single exact pass
+    over the memory-mapped payload (``evaluation.exact_pass``, what a flat index now takes)."""
+    from lvm_pipeline.evaluation import CONTAIN_K, exact_pass, search, truth_ranks
+    from lvm_pipeline.index import KIND as INDEX_KIND
+    from lvm_pipeline.index import load_index
+    from lvm_pipeline.payload import release_pages
+
+    timer = Timer()
+    payload = _payload(ctx, timer)
+    eval_set, queries = _eval_queries(ctx, payload)
+    truth = eval_set.target_row.astype(np.int64)
+    exclude = eval_set.context_rows.astype(np.int64)
+    release_pages(payload.vectors)
+    out: dict[str, Any] = {"queries": len(queries)}
+    reset_peak()
+    with timer("two_pass_load_index"):
+        index = load_index(_store(ctx).current(INDEX_KIND), payload)
+    with timer("two_pass_faiss_search"):
+        scores2, hits2 = search(index, queries, CONTAIN_K, exclude)
+    with timer("two_pass_exact_ranks"):
+        ranks2 = truth_ranks(queries, payload.vectors, truth, exclude)
+    out["two_pass_peak_rss_mb"] = _status_kb()["VmHWM"] / 1024
+    del index  # unmaps the index file
+    release_pages(payload.vectors)
+    reset_peak()
+    with timer("one_pass"):
+        scores1, hits1, ranks1 = exact_pass(queries, payload.vectors, truth, exclude, CONTAIN_K)
+    out["one_pass_peak_rss_mb"] = _status_kb()["VmHWM"] / 1024
+    out.update(timer.times)
+    out["two_pass_s"] = sum(out[f"two_pass_{k}_s"] for k in ("load_index", "faiss_search",
+                                                              "exact_ranks"))
+    out["one_pass_speedup"] = out["two_pass_s"] / out["one_pass_s"]
+    out["ranks_equal_share"] = float(np.mean(ranks1 == ranks2))
+    out["top50_rows_equal_share"] = float(np.mean(hits1 == hits2))
+    out["top50_max_score_diff"] = float(np.abs(scores1 - scores2).max())
+    return out
+
+
 def stage_report(ctx: dict[str, Any]) -> dict[str, Any]:
     from lvm_pipeline.artifacts import ArtifactStore
     from lvm_pipeline.checkpoint import kind_for
@@ -448,7 +491,8 @@ def stage_report(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 STAGE_FNS = {"payload": stage_payload, "sequences": stage_sequences, "guards": stage_guards,
-             "index": stage_index, "train": stage_train, "report": stage_report}
+             "index": stage_index, "search": stage_search, "train": stage_train,
+             "report": stage_report}
 
 
 # --------------------------------------------------------------------------- driver
@@ -504,6 +548,10 @@ def summary(results: dict[str, Any]) -> str:
             note = (f"{s['windows_kept_total']:,} windows: {s['index_file_bytes'] / 1e6:.1f} MB of "
                     f"row indices vs {s['reference_npz_bytes'] / 1e9:.2f} GB copied vectors "
                     f"({s['reference_over_ours']:.0f}x)")
+        if s["stage"] == "search" and "one_pass_s" in s:
+            note = (f"two passes {s['two_pass_s']:.0f} s / {s['two_pass_peak_rss_mb']:.0f} MB, one "
+                    f"pass {s['one_pass_s']:.0f} s / {s['one_pass_peak_rss_mb']:.0f} MB "
+                    f"({s['one_pass_speedup']:.2f}x); ranks equal {s['ranks_equal_share']:.4f}")
         if s["stage"] == "train" and "epoch_s_projected" in s:
             note = (f"{s['steps_measured']} steps measured, {s['seq_per_s']:.0f} seq/s, one epoch "
                     f"projected {s['epoch_s_projected'] / 60:.1f} min")

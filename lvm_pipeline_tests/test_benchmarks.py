@@ -80,8 +80,8 @@ def test_gpu_eval_smoke_agrees_with_the_cpu_path_without_dagster(tmp_path):
 def test_scale_benchmark_smoke_measures_every_stage(tmp_path):
     """bench_scale.py --smoke runs the whole graph at tiny sizes, each stage in its own process,
     and reports what the issue asks of the full run: per-stage peak RSS, the size of the row
-    indices against copied vectors, every guard, the IVF sweep against flat, a projected epoch
-    and the report."""
+    indices against copied vectors, every guard, the IVF sweep against flat, the report's one-
+    and two-pass searches, a projected epoch and the report."""
     out = tmp_path / "scale.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench_scale.py", "--smoke", "--data-dir",
@@ -90,7 +90,8 @@ def test_scale_benchmark_smoke_measures_every_stage(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     stages = {s["stage"]: s for s in results["stages"]}
-    assert list(stages) == ["payload", "sequences", "guards", "index", "train", "report"]
+    assert list(stages) == ["payload", "sequences", "guards", "index", "search", "train",
+                            "report"]
     assert not [s for s in stages.values() if "error" in s], proc.stderr[-3000:]
     assert all(s["peak_rss_mb"] > 0 and s["wall_s"] > 0 for s in stages.values())
     seq = stages["sequences"]
@@ -102,6 +103,8 @@ def test_scale_benchmark_smoke_measures_every_stage(tmp_path):
     assert {r["type"] for r in sweep} == {"ivf_flat", "sq8", "fp16", "flat over float16 payload"}
     full_probe = [r for r in sweep if r["type"] == "ivf_flat" and r["nprobe"] == r["nlist"]]
     assert full_probe and full_probe[0]["recall_at_50"] == 1.0  # every cell probed = exact
+    search = stages["search"]  # the report's two CPU search paths agree
+    assert search["ranks_equal_share"] == 1.0 and search["top50_rows_equal_share"] > 0.99
     assert stages["train"]["epoch_s_projected"] > 0
     assert stages["report"]["oracle_ok"] and "mamba_s" in stages["report"]["predictors"]
     assert "whole graph peak RSS" in proc.stdout
