@@ -100,6 +100,24 @@ def test_triton_backward_walks_several_sequences_per_program(triton_device, monk
     assert_matches_ref("triton", (3, 19, 20, 5), torch.float32, triton_device)
 
 
+def test_triton_skips_the_last_state_unless_asked_with_the_same_results(triton_device):
+    """Training never asks for the last state, so the kernel does not write it (0.8 GB per
+    layer at the reference size); output and gradients must not depend on that."""
+    inputs = _inputs((2, 6, 5, 4), torch.float32, triton_device)
+    runs = []
+    for want_last in (True, False):
+        x = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        out = selective_scan(**x, delta_softplus=True, backend="triton",
+                             return_last_state=want_last)
+        y = out[0] if want_last else out
+        y.square().sum().backward()
+        runs.append((y, {k: v.grad for k, v in x.items()}))
+    (y_last, g_last), (y, g) = runs
+    torch.testing.assert_close(y, y_last, rtol=0, atol=0)
+    for k in g:
+        torch.testing.assert_close(g[k], g_last[k], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("backend", ["torch", "recompute"])
 def test_scan_stays_float32_under_bf16_autocast(backend):
     inputs = _inputs((2, 8, 5, 4), torch.float32, "cpu")

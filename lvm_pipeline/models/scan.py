@@ -136,9 +136,10 @@ def selective_scan_ref(
 # --------------------------------------------------------------------------- naive step loop
 
 
-def _scan_torch(u, delta, A, B, C):
+def _scan_torch(u, delta, A, B, C, need_last):
     """Step-at-a-time core scan under autograd; per step only (B, D, N) tensors exist, but
-    autograd keeps each of them for backward. delta already has bias and softplus applied."""
+    autograd keeps each of them for backward. delta already has bias and softplus applied.
+    The last state is returned whether or not ``need_last`` (it exists anyway)."""
     A, B, C = A.float(), B.float(), C.float()
     state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32)  # (B, D, N)
     ys = []
@@ -242,14 +243,14 @@ class RecomputeScan(torch.autograd.Function):
                 g_B.permute(1, 2, 0), g_C.permute(1, 2, 0))
 
 
-def _scan_recompute(u, delta, A, B, C):
-    return RecomputeScan.apply(u, delta, A.float(), B.float(), C.float())
+def _scan_recompute(u, delta, A, B, C, need_last):
+    return RecomputeScan.apply(u, delta, A.float(), B.float(), C.float())  # last: held anyway
 
 
-def _scan_triton(u, delta, A, B, C):
+def _scan_triton(u, delta, A, B, C, need_last):
     from lvm_pipeline.models.scan_triton import TritonScan
 
-    return TritonScan.apply(u, delta, A.float(), B, C)
+    return TritonScan.apply(u, delta, A.float(), B, C, need_last)  # last: stored only if needed
 
 
 def _scan_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
@@ -280,7 +281,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         # Bias, softplus, the D skip and the z gate are O(B·D·L) elementwise ops that
         # autograd handles at no real memory cost; the core scan is the backend's.
         delta = _prepare_delta(delta, delta_bias, delta_softplus)  # (B, D, L) float32
-        y, last = _CORE[backend](u, delta, A, B, C)  # (B, D, L), (B, D, N) float32
+        y, last = _CORE[backend](u, delta, A, B, C, return_last_state)  # (B, D, L), (B, D, N)
         if D is not None:
             y = y + u.float() * D.float()[:, None]
         if z is not None:
