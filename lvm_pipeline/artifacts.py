@@ -2,10 +2,17 @@
 
 Every artifact (corpus, payload, sequences, checkpoint, index, report) is written into a
 temporary folder, hashed file by file, and renamed into ``<root>/<kind>/<build_id>/`` with a
-``manifest.json``; only then is ``<root>/<kind>/CURRENT`` replaced (atomically) to point at it.
-Why: a run that fails halfway leaves at most a temp folder, which is removed, and a blocked or
-bad run can never overwrite the build that was current before it. Loading re-hashes each file
-against the manifest, so a truncated or edited file fails loudly and names itself.
+``manifest.json``. Why: a run that fails halfway leaves at most a temp folder, which is removed,
+and builds are immutable and content-addressed, so no run can overwrite another's. Loading
+re-hashes each file against the manifest, so a truncated or edited file fails loudly and names
+itself.
+
+Which build a run reads is not decided here: the Dagster instance records every
+materialization's build id, and the IO manager (``lvm_pipeline/defs/io_manager.py``) resolves
+each input from it. ``<root>/<kind>/CURRENT`` is a convenience for readers outside a run
+(``lvm report``, ``lvm check``, ``lvm verify``, notebooks): it names the build of the last step
+that *succeeded* in materializing that kind (:meth:`ArtifactStore.set_current`, called by the IO
+manager after the step's asset function returned), and no step reads it.
 """
 
 from __future__ import annotations
@@ -225,10 +232,12 @@ class ArtifactStore:
         manifest: Mapping[str, Any],
         upstream: Mapping[str, str] | None = None,
     ) -> Build:
-        """Hash the staged files, write the manifest, move the folder into place, point CURRENT.
+        """Hash the staged files, write the manifest and move the folder into place.
 
         ``build_id`` is the sha256 of the kind, the files' hashes and the upstream build ids:
-        the same bytes against another payload are another artifact.
+        the same bytes against another payload are another artifact, and the same bytes against
+        the same inputs are the same build (so a rebuild of identical content changes nothing
+        downstream). CURRENT is not touched: :meth:`set_current` does that once a step succeeded.
         """
         files = {
             p.relative_to(staged).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -259,9 +268,12 @@ class ArtifactStore:
             full = existing
         else:
             os.rename(staged, final)
-        write_json_atomic(self.root / kind / CURRENT, {"build_id": build_id,
-                                                       "dir": final.name})
         return Build(kind=kind, path=final, manifest=full)
+
+    def set_current(self, build: Build) -> None:
+        """Point ``<kind>/CURRENT`` at ``build`` (atomically), for readers outside a run."""
+        write_json_atomic(self.root / build.kind / CURRENT, {"build_id": build.build_id,
+                                                             "dir": build.path.name})
 
     def has_current(self, kind: str) -> bool:
         return (self.root / kind / CURRENT).exists()
@@ -293,8 +305,3 @@ class ArtifactStore:
             if parts and parts[0] != "dagster_home" and not any(p.startswith(".") for p in parts):
                 folders.append(manifest.parent)
         return folders
-
-    def kinds(self) -> list[str]:
-        """Every artifact kind with a current build, e.g. ``models/mamba_s``."""
-        return sorted(p.parent.relative_to(self.root).as_posix()
-                      for p in self.root.rglob(CURRENT))

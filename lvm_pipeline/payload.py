@@ -320,8 +320,8 @@ def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tupl
     """
     src = find_payload_build(source)
     src.verify()
-    # A build of this very store is republished unchanged (publish keeps the existing folder
-    # and only moves CURRENT); the links made on the way are dropped with the staging folder.
+    # A build of this very store is republished unchanged (publish keeps the existing folder);
+    # the links made on the way are dropped with the staging folder.
     method = "already in the store" if src.path.parent == store.root / KIND else "hardlink"
     with store.stage(KIND) as staged:
         for name in src.manifest["files"]:
@@ -340,4 +340,15 @@ def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tupl
 
 
 def current_payload(store: ArtifactStore, verify: bool = True) -> Payload:
+    """The payload ``CURRENT`` names: for readers outside a run (CLI, notebooks) only."""
     return load_payload(store.current(KIND), verify=verify)
+
+
+def payload_of(store: ArtifactStore, build: Build, verify: bool = True) -> Payload:
+    """The payload ``build`` (sequences, an index, a checkpoint) was made over, found by the id
+    its manifest records: lineage that no other run can move, unlike ``CURRENT``."""
+    payload_id = build.manifest.get("payload_build_id")
+    if not payload_id:
+        raise ArtifactError(f"{build.path / MANIFEST}: {build.kind} build {build.build_id[:12]} "
+                            "names no payload_build_id")
+    return load_payload(store.get(KIND, payload_id), verify=verify)

@@ -6,11 +6,13 @@ the three. So compute keeps a local root (a pod's scratch disk, a laptop's ``./d
 object store holds what every machine shares:
 
 - ``publish`` publishes locally as always, then uploads the build's files, its manifest *last*
-  (a remote manifest means a complete build), then ``<kind>/CURRENT``, one small object whose
-  PUT is atomic. Builds are immutable and content-addressed, so an upload is safe to repeat.
-- ``current`` reads the remote ``CURRENT``; a build missing locally is downloaded into a
-  staging folder, every file re-hashed against its manifest, and only then renamed into the
-  local root. A corrupt or truncated object fails loudly, naming its URL, and leaves nothing.
+  (a remote manifest means a complete build). Builds are immutable and content-addressed, so an
+  upload is safe to repeat. ``set_current`` writes ``<kind>/CURRENT`` there too, one small
+  object whose PUT is atomic.
+- ``get`` (what a run's IO manager asks for: the build id the Dagster instance recorded) and
+  ``current`` download a build missing locally into a staging folder, re-hash every file
+  against its manifest, and only then rename it into the local root. A corrupt or truncated
+  object fails loudly, naming its URL, and leaves nothing.
 
 The remote is the truth for ``current``: a kind the mirror lacks is missing, even if an old
 local copy exists (no silent fallback to stale local state).
@@ -66,14 +68,17 @@ class MirroredStore(ArtifactStore):
         return build
 
     def push(self, build: Build) -> None:
-        """Upload ``build`` (files, then manifest) unless the mirror has it, then point the
-        mirror's CURRENT at it."""
+        """Upload ``build`` (files, then manifest) unless the mirror has it."""
         remote_dir = self._remote(build.kind, build.path.name)
         if not self.fs.exists(f"{remote_dir}/{MANIFEST}"):
             for name in sorted(build.manifest["files"]):
                 self.fs.makedirs(os.path.dirname(f"{remote_dir}/{name}"), exist_ok=True)
                 self.fs.put_file(str(build.path / name), f"{remote_dir}/{name}")
             self.fs.put_file(str(build.path / MANIFEST), f"{remote_dir}/{MANIFEST}")
+
+    def set_current(self, build: Build) -> None:
+        """Point the local and the mirror's CURRENT at ``build``."""
+        super().set_current(build)
         pointer = {"build_id": build.build_id, "dir": build.path.name}
         self.fs.pipe_file(self._remote(build.kind, CURRENT), json.dumps(pointer).encode())
 
@@ -89,10 +94,15 @@ class MirroredStore(ArtifactStore):
             raise ArtifactError(f"no {kind} under {self.mirror_url}: materialize it first "
                                 "(`lvm run` builds everything)")
         target = json.loads(self.fs.cat_file(pointer))
-        if not (self.root / kind / target["dir"] / MANIFEST).exists():
-            self._pull(kind, target["dir"])
+        build = self.get(kind, target["build_id"])
         write_json_atomic(self._local_pointer(kind), target)
-        return self.get(kind, target["build_id"])
+        return build
+
+    def get(self, kind: str, build_id: str) -> Build:
+        """The build ``build_id``, downloaded and verified first when it is not here yet."""
+        if not (self.root / kind / build_id[:BUILD_DIR_CHARS] / MANIFEST).exists():
+            self._pull(kind, build_id[:BUILD_DIR_CHARS])
+        return super().get(kind, build_id)
 
     def _local_pointer(self, kind: str) -> Path:
         (self.root / kind).mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
 ``report.json`` (``schema_version`` 1; keys are stable, new keys may be added)::
 
     {"schema_version", "payload_build_id", "index_id", "eval_id", "train_sequences_id",
+     "lineage": {"payload", "index", "sequences/eval", "sequences/train",
+                 "models": {variant: checkpoint build id}}  (lvm_pipeline/lineage.py),
      "n_queries", "exclude_context", "search_device" ("cpu" | a torch device), "oracle_ok",
      "warnings": [str],
      "models": {variant: {<metric>: float, ..., "checkpoint_id", "best_epoch", "val_cos",
@@ -34,17 +36,20 @@ import torch
 
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.baselines import Predictor, baseline_predictors, oracle
-from lvm_pipeline.checkpoint import load_checkpoint
+from lvm_pipeline.checkpoint import kind_for, load_checkpoint
 from lvm_pipeline.evaluation import EvalConfig, QuerySetResult, evaluate, latency_ms
+from lvm_pipeline.lineage import EVAL, INDEX, PAYLOAD, TRAIN, report_lineage
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
-from lvm_pipeline.sequences import SequenceSet, gather, require_payload
+from lvm_pipeline.sequences import SequenceSet, gather
 
 KIND = "report"
 SCHEMA_VERSION = 1
 # R@1 of the oracle (the truth searched for itself) below this means the index or the keys
 # are broken; 0.99 leaves room only for exact duplicate vectors.
 ORACLE_MIN_R_AT_1 = 0.99
+# The figures the UI plots across retrains (numeric metadata of every materialization).
+HEADLINE_METRICS = ("mrr_at_10", "r_at_1", "r_at_5", "contain_at_50")
 TABLE_METRICS = ("r_at_1", "r_at_5", "r_at_10", "r_at_50", "contain_at_50", "eff_at_5",
                  "mrr_at_10", "median_rank", "contrastive_accuracy", "paraphrase_ratio",
                  "margin_positive_share", "latency_p95_ms")
@@ -79,24 +84,24 @@ def build_report(
 ) -> tuple[dict[str, Any], dict[str, QuerySetResult]]:
     """Score every checkpoint, the baselines and the oracle on ``eval_set`` in one pass.
 
-    Returns report.json's content and the per-query results (for queries.parquet and plots).
+    Refuses (:class:`~lvm_pipeline.lineage.LineageError`) inputs made from different payloads
+    or training sets. Returns report.json's content and the per-query results (for
+    queries.parquet and plots).
     """
     config = config or EvalConfig()
+    lineage = report_lineage(index_build, eval_build, train_build, model_builds)
+    if lineage["payload"] != payload.build_id:
+        raise ArtifactError(f"the report was given payload {payload.build_id[:12]}, but its "
+                            f"index {index_build.build_id[:12]} holds {lineage['payload'][:12]}")
     predictors: dict[str, Predictor] = {}
     model_info: dict[str, dict[str, Any]] = {}
     for name, build in model_builds.items():
         model, info = load_checkpoint(build)
-        if info.get("payload_build_id") != payload.build_id:
-            raise ArtifactError(
-                f"{build.path}: checkpoint {name} was trained on payload "
-                f"{str(info.get('payload_build_id'))[:12]}, but the report evaluates payload "
-                f"{payload.build_id[:12]}; retrain it")
         predictors[name] = model_predictor(model)
         best = info["history"][info["best_epoch"]]
         model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
                             "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
                             "n_params": info["n_params"]}
-    require_payload(train_build, payload)  # the ridge baseline is fit on these windows
     baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
     predictions = {name: _predict_all(p, payload.vectors, eval_set, config.batch_size)
                    for name, p in {**predictors, **baselines}.items()}
@@ -118,6 +123,7 @@ def build_report(
         "index_id": index_build.build_id,
         "eval_id": eval_build.build_id,
         "train_sequences_id": train_build.build_id,
+        "lineage": lineage,
         "n_queries": len(eval_set),
         "exclude_context": config.exclude_context,
         "search_device": config.device,
@@ -238,9 +244,10 @@ def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult]) -> pd
 
 def publish_report(store: ArtifactStore, report: dict[str, Any],
                    results: dict[str, QuerySetResult], eval_set: SequenceSet) -> Build:
-    upstream = {"payload": report["payload_build_id"], "index": report["index_id"],
-                "eval": report["eval_id"], "sequences/train": report["train_sequences_id"],
-                **{f"models/{n}": m["checkpoint_id"] for n, m in report["models"].items()}}
+    lineage = report["lineage"]
+    # Keyed by kind, like every build's upstream, so lineage readers need no name mapping.
+    upstream = {kind: lineage[kind] for kind in (PAYLOAD, INDEX, EVAL, TRAIN)}
+    upstream.update({kind_for(name): build_id for name, build_id in lineage["models"].items()})
     with store.stage(KIND) as staged:
         plots = write_plots(report, results, staged / "plots")
         (staged / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -27,21 +27,24 @@ from dagster_pipes import (
 
 from lvm_pipeline.artifacts import ArtifactStore
 from lvm_pipeline.distributed import init_from_env, shutdown
-from lvm_pipeline.payload import current_payload
+from lvm_pipeline.payload import payload_of
 from lvm_pipeline.progress import make_progress, silent
 from lvm_pipeline.sequences import TRAIN_KIND
 from lvm_pipeline.training import TrainConfig, train_variant
 
-EXTRAS = ("data_dir", "variant", "size", "train_config", "min_alignment_cosine")
+EXTRAS = ("data_dir", "sequences_build_id", "variant", "size", "train_config",
+          "min_alignment_cosine")
 
 
-def extras_for(data_dir: str, variant: str, size: str, config: TrainConfig,
-               min_alignment_cosine: float) -> dict[str, Any]:
-    """The Pipes extras a worker needs (JSON values only)."""
+def extras_for(data_dir: str, sequences_build_id: str, variant: str, size: str,
+               config: TrainConfig, min_alignment_cosine: float) -> dict[str, Any]:
+    """The Pipes extras a worker needs (JSON values only). The sequences are named by build id,
+    the one the asset's input resolved, so every rank trains on exactly that build."""
     from dataclasses import asdict
 
-    return {"data_dir": data_dir, "variant": variant, "size": size,
-            "train_config": asdict(config), "min_alignment_cosine": min_alignment_cosine}
+    return {"data_dir": data_dir, "sequences_build_id": sequences_build_id, "variant": variant,
+            "size": size, "train_config": asdict(config),
+            "min_alignment_cosine": min_alignment_cosine}
 
 
 def _read_extras_without_channel() -> dict[str, Any]:
@@ -66,7 +69,8 @@ def run(extras: dict[str, Any], pipes: PipesContext | None) -> None:
     ranks = init_from_env(config.device)
     try:
         store = ArtifactStore(extras["data_dir"])
-        payload = current_payload(store)
+        sequences = store.get(TRAIN_KIND, extras["sequences_build_id"])
+        payload = payload_of(store, sequences)
         progress = silent
         if pipes is not None:
             pipes.log.info(f"torchrun: {ranks.world_size} processes, device {config.device}, "
@@ -74,7 +78,7 @@ def run(extras: dict[str, Any], pipes: PipesContext | None) -> None:
             progress = make_progress(f"training {extras['variant']}", log=pipes.log.info,
                                      every_s=0.0, bar=False)
         build, result = train_variant(
-            store, extras["variant"], extras["size"], payload, store.current(TRAIN_KIND), config,
+            store, extras["variant"], extras["size"], payload, sequences, config,
             float(extras["min_alignment_cosine"]), progress, ranks)
         if pipes is not None and build is not None:
             pipes.report_asset_materialization(metadata={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -68,6 +69,7 @@ def publish_synthetic_payload(store: ArtifactStore, chunks_per_article: list[int
             "embedder": {"id": "synthetic", "dim": dim}, "dim": int(vectors.shape[1]),
             "norm": "l2", "metric": "ip", "n_rows": len(table),
             "n_articles": len(chunks_per_article)})
+    store.set_current(build)
     return load_payload(build)
 
 
@@ -101,35 +103,50 @@ def synthetic_payload(store: ArtifactStore) -> Payload:
 
 
 def small_run_resources(data_dir: Path) -> dict:
-    """The definitions' resources with the artifact root moved to ``data_dir``."""
+    """The definitions' resources with the artifact root (and the IO managers over it) moved
+    to ``data_dir``."""
     from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.resources import StorageResource
+    from lvm_pipeline.defs.resources import storage_resources
 
-    return {**defs.resources, "storage": StorageResource(root=str(data_dir))}
+    return {**defs().resources, **storage_resources(str(data_dir))}
+
+
+def instance_at(data_dir: Path) -> dg.DagsterInstance:
+    """The SQLite instance under ``data_dir/dagster_home``, where `lvm` keeps it: it travels
+    with a copy of the data dir, so a later run resolves the inputs it does not build from the
+    materializations recorded there."""
+    home = data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():  # SQLite in the home itself, no env needed
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def materialize_all(data_dir: Path, selection=None, corpus=None, training=None,
                     instance: dg.DagsterInstance | None = None, resources: dict | None = None,
                     **kwargs):
-    """``dg.materialize`` of every asset and check of the definitions into ``data_dir``.
+    """``dg.materialize`` of every asset and check of the definitions into ``data_dir``,
+    recorded in ``instance`` (default: :func:`instance_at` ``data_dir``).
 
     ``selection``: asset names or a ``dg.AssetSelection``; ``resources`` replace the
     definitions' ones (the storage root stays ``data_dir``)."""
     from lvm_pipeline.definitions import defs
     from lvm_pipeline.defs.run_config import run_config
 
+    loaded = defs()
     config = run_config(SMALL_CORPUS if corpus is None else corpus,
                         SMALL_TRAINING if training is None else training)
     for op, op_config in kwargs.pop("ops", {}).items():
         config["ops"][op] = {"config": op_config}
     if selection is not None:  # Dagster rejects config for ops outside the selection
         names = (set(selection) if not isinstance(selection, dg.AssetSelection) else
-                 {k.to_user_string() for k in selection.resolve(defs.resolve_asset_graph())})
+                 {k.to_user_string() for k in selection.resolve(loaded.resolve_asset_graph())})
         config["ops"] = {k: v for k, v in config["ops"].items() if k in names}
-    return dg.materialize(
-        [*defs.assets, *defs.asset_checks], run_config=config,
-        resources={**small_run_resources(data_dir), **(resources or {})}, selection=selection,
-        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, **kwargs)
+    with contextlib.nullcontext(instance) if instance else instance_at(data_dir) as active:
+        return dg.materialize(
+            [*loaded.assets, *loaded.asset_checks], run_config=config,
+            resources={**small_run_resources(data_dir), **(resources or {})},
+            selection=selection, instance=active, raise_on_error=False, **kwargs)
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:

@@ -23,14 +23,14 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from lvm_pipeline.cli.events import failure_lines
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# CLI runs print to this terminal. Dagster's default compute-log capture would redirect the
-# process's stdout/stderr into files and tail them back: the steps would no longer see a TTY
-# (so no progress bars) and an extra `tail` process would run. The UI keeps the structured
-# logs (context.log) of these runs all the same.
-NO_OUTPUT_CAPTURE = {"compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager",
-                                      "class": "NoOpComputeLogManager"}}
+# The instance template copied into a new DAGSTER_HOME (shipped inside the package, so an
+# installed wheel has it too; not in the repository root, where `dagster dev` would warn that
+# a dagster.yaml in the current folder is not used).
+INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "instance" / "dagster.yaml"
 
 
 class CliError(Exception):
@@ -75,9 +75,10 @@ def resolve_data_dir(arg: str | None) -> Path:
 def prepare_environment(data_dir: Path) -> Path:
     """Point the definitions at ``data_dir`` and DAGSTER_HOME at its instance; return the home.
 
-    Must run before ``lvm_pipeline.definitions`` is imported: resources read LVM_DATA_DIR then.
-    An existing ``dagster.yaml`` in the home is kept (that is where a Postgres instance is
-    configured, docs/deploy.md); a missing one is copied from the repository's template.
+    The storage resource reads LVM_DATA_DIR when a step opens the store (runs started here pass
+    the data dir explicitly as well; the UI's code server inherits the variable). An existing
+    ``dagster.yaml`` in the home is kept (that is where a Postgres instance is configured,
+    docs/deploy.md); a missing one is copied from the package's template.
     """
     from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
 
@@ -91,11 +92,7 @@ def prepare_environment(data_dir: Path) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     instance_yaml = home / "dagster.yaml"
     if not instance_yaml.exists():
-        template = PROJECT_ROOT / "dagster.yaml"
-        if not template.exists():
-            raise CliError(f"{instance_yaml} is missing and no dagster.yaml template was found at "
-                           f"{template}", hint="`pip install -e .` from the checkout")
-        shutil.copyfile(template, instance_yaml)
+        shutil.copyfile(INSTANCE_TEMPLATE, instance_yaml)
     return home
 
 
@@ -209,32 +206,6 @@ def embedder_for_payload(path: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- execution
 
-def step_failure_reason(event: Any) -> str:
-    """The last line of a STEP_FAILURE's root error: the line that names the file and rule."""
-    error = event.event_specific_data.error
-    if error is None:
-        return "unknown error"
-    return (error.cause or error).message.strip().splitlines()[-1]
-
-
-def failure_lines(result: Any) -> list[str]:
-    """One line per failed step, failed check or skipped step, with the reason."""
-    lines = []
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            lines.append(f"step {event.step_key} failed: {step_failure_reason(event)}")
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                lines.append(f"check {evaluation.check_name} on "
-                             f"{evaluation.asset_key.to_user_string()} FAILED: "
-                             f"{evaluation.description}")
-        elif event.event_type_value == "STEP_SKIPPED":
-            lines.append(f"step {event.step_key} skipped (an upstream step or blocking check "
-                         "did not pass)")
-    return lines
-
-
 def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any],
             log_level: str, job_name: str | None = None,
             asset_selection: Sequence[Any] | None = None,
@@ -244,33 +215,31 @@ def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any]
     shows it; print step results and progress to stderr and, on failure, one line per reason
     and where to look. Returns ``(exit code, result)``."""
     import dagster as dg
-    from dagster._core.instance.ref import InstanceRef
 
     from lvm_pipeline.cli.console import CONSOLE_LOGGER, console_logger
     from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.resources import StorageResource
+    from lvm_pipeline.defs.resources import storage_resources
 
-    # The storage root is bound to ``data_dir`` explicitly: the definitions read LVM_DATA_DIR
-    # once, at import, and a process that runs two commands must not write to the first one's.
-    run_defs = dg.Definitions(
-        assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
-        resources={**defs.resources, "storage": StorageResource(
-            root=str(data_dir), mirror_url=defs.resources["storage"].mirror_url)})
+    loaded = defs()
+    # The storage root is bound to ``data_dir`` explicitly: a process that runs two commands
+    # must not write to the first one's.
+    run_defs = dg.Definitions(assets=loaded.assets, asset_checks=loaded.asset_checks,
+                              jobs=loaded.jobs,
+                              resources={**loaded.resources, **storage_resources(str(data_dir))})
     job = (run_defs.resolve_job_def(job_name) if job_name
            else run_defs.resolve_implicit_global_asset_job_def())
     job = job.with_logger_defs({CONSOLE_LOGGER: console_logger})
     config = {**run_config, "loggers": {CONSOLE_LOGGER: {"config": {"log_level": log_level}}}}
     print(f"lvm {command}: data dir {data_dir}, Dagster instance {home}", file=sys.stderr)
     start = time.perf_counter()
-    ref = InstanceRef.from_dir(str(home), overrides=NO_OUTPUT_CAPTURE)
     with open_instance_lock(home):
-        instance = dg.DagsterInstance.from_ref(ref)
+        instance = dg.DagsterInstance.from_config(str(home))
     with instance:
         result = job.execute_in_process(run_config=config, instance=instance,
                                         asset_selection=asset_selection, tags=tags,
                                         raise_on_error=False)
     elapsed = time.perf_counter() - start
-    failures = failure_lines(result)
+    failures = failure_lines(result.all_events)
     if not result.success or failures:
         print(f"\nlvm {command} FAILED after {elapsed:.0f} s (run {result.run_id}):",
               file=sys.stderr)

@@ -19,7 +19,7 @@ import sys
 import dagster as dg
 from tqdm import tqdm
 
-from lvm_pipeline.cli.common import step_failure_reason
+from lvm_pipeline.cli.events import step_failure_reason
 from lvm_pipeline.progress import is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
@@ -52,10 +52,17 @@ def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
 class ConsoleHandler(logging.Handler):
     """Writes the lines described in the module docstring to stderr."""
 
-    def __init__(self, level: int, bars: bool) -> None:
+    def __init__(self, level: int, bars: bool | None = None) -> None:
         super().__init__(logging.DEBUG)
         self.show_level = level
-        self.bars = bars
+        self._bars = bars
+
+    @property
+    def bars(self) -> bool:
+        """Whether progress draws bars (then its lines are not repeated here). ``None`` asks at
+        each line, not once: Dagster's compute-log capture redirects stderr into a file while
+        steps run, and progress is then lines, which this handler must show."""
+        return sys.stderr.isatty() if self._bars is None else self._bars
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -90,5 +97,5 @@ class ConsoleHandler(logging.Handler):
 def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     level = logging.getLevelName(init_context.logger_config["log_level"].upper())
     logger = logging.Logger("lvm", level=logging.DEBUG)
-    logger.addHandler(ConsoleHandler(level, bars=sys.stderr.isatty()))
+    logger.addHandler(ConsoleHandler(level))
     return logger

@@ -29,12 +29,11 @@ def run_selection(data_dir: Path, selection: Any, run_config: dict | None = None
     import dagster as dg
 
     from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.resources import StorageResource
+    from lvm_pipeline.defs.resources import storage_resources
 
-    # The storage root is passed explicitly: the definitions may have been loaded (in this
-    # process) for another data dir.
-    resources = {**defs.resources, "storage": StorageResource(
-        root=str(data_dir), mirror_url=defs.resources["storage"].mirror_url)}
+    loaded = defs()
+    # The storage root is passed explicitly: this process may have run against another one.
+    resources = {**loaded.resources, **storage_resources(str(data_dir))}
     # The table says what failed and why; Dagster's own console lines (stack traces of the
     # blocked steps) would bury it. The full log stays in the instance for the UI.
     run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
@@ -42,7 +41,7 @@ def run_selection(data_dir: Path, selection: Any, run_config: dict | None = None
     with open_instance_lock(home):  # a fresh instance creates its tables once (common.py)
         instance = dg.DagsterInstance.get()
     with instance:
-        return dg.materialize([*defs.assets, *defs.asset_checks], selection=selection,
+        return dg.materialize([*loaded.assets, *loaded.asset_checks], selection=selection,
                               run_config=run_config, resources=resources,
                               instance=instance, raise_on_error=False)
 

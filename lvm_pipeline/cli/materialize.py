@@ -23,8 +23,9 @@ SELECTION is Dagster's asset selection syntax:
   group:models              the five checkpoints (groups: data, sequences, models, evaluation)
   "key:mamba_s or key:mamba_h"   expressions (and, or, not) need the key: prefix; quote them
 
-Assets outside the selection are read as they are (their CURRENT build); an asset whose input
-is missing or belongs to another payload fails with the reason.
+An asset outside the selection is read as the Dagster instance last recorded it (its latest
+materialization, resolved when the reading step starts); an asset inside it, as this run built
+it. A missing input, or inputs of different payloads, fail with the reason.
 
 exit codes: 0 success, 1 a check or step failed, 2 a usage error (e.g. an unknown asset).
 """
@@ -36,7 +37,7 @@ def resolve_selection(selection: str) -> list:
 
     from lvm_pipeline.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     valid = sorted(k.to_user_string() for k in graph.materializable_asset_keys)
     try:
         keys = dg.AssetSelection.from_string(selection).resolve(graph)

@@ -31,6 +31,7 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
         store.ensure_writable()
         progress = make_progress("generating", lambda line: print(line, file=sys.stderr))
         build = publish_synthetic_payload(store, config, progress)
+        store.set_current(build)  # OUT is a data dir whose payload `lvm run --payload` takes
     except (ValueError, ArtifactError) as err:
         raise CliError(str(err)) from None
     m = build.manifest["source"]["measured"]

@@ -11,27 +11,33 @@ built over another payload) fails the check with the loader's message instead of
 it, so ``lvm check`` and the UI show why.
 """
 
+import json
 from collections.abc import Callable, Iterator
 
 import dagster as dg
 
 from lvm_pipeline import guards as rules
-from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
+from lvm_pipeline.artifacts import ArtifactError, Build
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.defs.schedules import CHECK_WITH_ITS_ASSET
+from lvm_pipeline.defs.storage import OPTIONAL_INPUT
 from lvm_pipeline.index import KIND as INDEX_KIND
 from lvm_pipeline.index import load_index
+from lvm_pipeline.lineage import check_report_lineage as report_lineage_guard
 from lvm_pipeline.payload import KIND as PAYLOAD_KIND
-from lvm_pipeline.payload import current_payload
+from lvm_pipeline.payload import load_payload, payload_of
 from lvm_pipeline.report import KIND as REPORT_KIND
-from lvm_pipeline.report import ORACLE_MIN_R_AT_1, current_report
+from lvm_pipeline.report import ORACLE_MIN_R_AT_1
 from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND
 
 # The artifact kind behind each checked asset (``lvm check`` runs the checks of those present).
 CHECKED_KINDS = {"payload": PAYLOAD_KIND, "aligned_training_sequences": TRAIN_KIND,
                  "aligned_eval": EVAL_KIND, "faiss_index": INDEX_KIND,
                  "retrieval_report": REPORT_KIND}
-LOAD_RULE = "inputs load, match the sha256 of their manifests and index the current payload"
+LOAD_RULE = "inputs load, match the sha256 of their manifests and index one payload"
+# The other sequence asset, for the leakage between them: None when it was never built.
+OTHER_SEQUENCES = {key: dg.AssetIn(key, input_manager_key=OPTIONAL_INPUT)
+                   for key in ("aligned_eval", "aligned_training_sequences")}
 
 
 def to_check_result(result: rules.GuardResult, **key: dg.AssetKey | str) -> dg.AssetCheckResult:
@@ -61,31 +67,24 @@ def _pick(results: list[rules.GuardResult], name: str) -> rules.GuardResult:
     return next(r for r in results if r.name == name)
 
 
-def _current(store: ArtifactStore, kind: str) -> Build | None:
-    return store.current(kind) if store.has_current(kind) else None
-
-
-def _payload_result(name: str, storage: StorageResource, embedder: EmbedderResource,
+def _payload_result(name: str, payload: Build, embedder: EmbedderResource,
                     guards: GuardsResource) -> dg.AssetCheckResult:
     return _guarded(name, lambda: _pick(rules.payload_guards(
-        current_payload(storage.store()), embedder.load(), guards.config()), name))
+        load_payload(payload), embedder.load(), guards.config()), name))
 
 
-def _training_result(name: str, storage: StorageResource, guards: GuardsResource,
-                     **key: dg.AssetKey | str) -> dg.AssetCheckResult:
+def _training_result(name: str, train: Build, eval_build: Build | None, storage: StorageResource,
+                     guards: GuardsResource, **key: dg.AssetKey | str) -> dg.AssetCheckResult:
     def compute() -> rules.GuardResult:
-        store = storage.store()
-        return _pick(rules.training_guards(current_payload(store), store.current(TRAIN_KIND),
-                                           _current(store, EVAL_KIND), guards.config()), name)
+        return _pick(rules.training_guards(payload_of(storage.store(), train), train,
+                                           eval_build, guards.config()), name)
     return _guarded(name, compute, **key)
 
 
-def _eval_result(name: str, storage: StorageResource, guards: GuardsResource,
-                 **key: dg.AssetKey | str) -> dg.AssetCheckResult:
+def _eval_result(name: str, eval_build: Build, train: Build | None, storage: StorageResource,
+                 guards: GuardsResource, **key: dg.AssetKey | str) -> dg.AssetCheckResult:
     def compute() -> rules.GuardResult:
-        store = storage.store()
-        train = _current(store, TRAIN_KIND)
-        return _pick(rules.evaluation_guards(current_payload(store), store.current(EVAL_KIND),
+        return _pick(rules.evaluation_guards(payload_of(storage.store(), eval_build), eval_build,
                                              [train] if train else [], guards.config()), name)
     return _guarded(name, compute, **key)
 
@@ -94,19 +93,19 @@ def _eval_result(name: str, storage: StorageResource, guards: GuardsResource,
 
 
 @dg.asset_check(asset="payload", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_payload_integrity(storage: StorageResource, embedder: EmbedderResource,
+def check_payload_integrity(payload: Build, embedder: EmbedderResource,
                             guards: GuardsResource) -> dg.AssetCheckResult:
     """Vectors finite, unit-norm, of the embedder's dim; keys, vectors, texts unique; no
     empty text."""
-    return _payload_result("check_payload_integrity", storage, embedder, guards)
+    return _payload_result("check_payload_integrity", payload, embedder, guards)
 
 
 @dg.asset_check(asset="payload", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_payload_embedder_canary(storage: StorageResource, embedder: EmbedderResource,
+def check_payload_embedder_canary(payload: Build, embedder: EmbedderResource,
                                   guards: GuardsResource) -> dg.AssetCheckResult:
     """Re-embedding a fixed sample of payload texts with the configured embedder gives back the
     stored vectors (catches "same name, different encoder")."""
-    return _payload_result("check_payload_embedder_canary", storage, embedder, guards)
+    return _payload_result("check_payload_embedder_canary", payload, embedder, guards)
 
 
 # --------------------------------------------------------------------------- sequences
@@ -114,39 +113,43 @@ def check_payload_embedder_canary(storage: StorageResource, embedder: EmbedderRe
 
 @dg.asset_check(asset="aligned_training_sequences", blocking=True,
                 automation_condition=CHECK_WITH_ITS_ASSET)
-def check_training_sequences_aligned(storage: StorageResource,
+def check_training_sequences_aligned(aligned_training_sequences: Build, storage: StorageResource,
                                      guards: GuardsResource) -> dg.AssetCheckResult:
     """Train and val targets and contexts are the payload vectors their truth keys name."""
-    return _training_result("check_training_sequences_aligned", storage, guards)
+    return _training_result("check_training_sequences_aligned", aligned_training_sequences,
+                            None, storage, guards)
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_training_truth_keys(storage: StorageResource,
+@dg.asset_check(asset="aligned_training_sequences", blocking=True,
+                automation_condition=CHECK_WITH_ITS_ASSET)
+def check_training_truth_keys(aligned_training_sequences: Build, storage: StorageResource,
                               guards: GuardsResource) -> dg.AssetCheckResult:
     """Train/val truth keys unique, naming their own target; windows 6 consecutive chunks."""
-    return _training_result("check_training_truth_keys", storage, guards)
+    return _training_result("check_training_truth_keys", aligned_training_sequences, None,
+                            storage, guards)
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_training_learnable(storage: StorageResource,
+@dg.asset_check(asset="aligned_training_sequences", blocking=True,
+                automation_condition=CHECK_WITH_ITS_ASSET)
+def check_training_learnable(aligned_training_sequences: Build, storage: StorageResource,
                              guards: GuardsResource) -> dg.AssetCheckResult:
     """A closed-form ridge predictor fit on train retrieves val targets far above chance."""
-    return _training_result("check_training_learnable", storage, guards)
-
-
-@dg.asset_check(asset="aligned_eval", blocking=True,
-                automation_condition=CHECK_WITH_ITS_ASSET)
-def check_eval_sequences_aligned(storage: StorageResource,
-                                 guards: GuardsResource) -> dg.AssetCheckResult:
-    """Eval targets and contexts are the payload vectors their truth keys name."""
-    return _eval_result("check_eval_sequences_aligned", storage, guards)
+    return _training_result("check_training_learnable", aligned_training_sequences, None,
+                            storage, guards)
 
 
 @dg.asset_check(asset="aligned_eval", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_eval_truth_keys(storage: StorageResource,
+def check_eval_sequences_aligned(aligned_eval: Build, storage: StorageResource,
+                                 guards: GuardsResource) -> dg.AssetCheckResult:
+    """Eval targets and contexts are the payload vectors their truth keys name."""
+    return _eval_result("check_eval_sequences_aligned", aligned_eval, None, storage, guards)
+
+
+@dg.asset_check(asset="aligned_eval", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
+def check_eval_truth_keys(aligned_eval: Build, storage: StorageResource,
                           guards: GuardsResource) -> dg.AssetCheckResult:
     """Eval truth keys unique, naming their own target; windows 6 consecutive chunks."""
-    return _eval_result("check_eval_truth_keys", storage, guards)
+    return _eval_result("check_eval_truth_keys", aligned_eval, None, storage, guards)
 
 
 @dg.multi_asset_check(
@@ -154,49 +157,55 @@ def check_eval_truth_keys(storage: StorageResource,
                              automation_condition=CHECK_WITH_ITS_ASSET,
                              description="Train, val and eval share no article, chunk text or "
                                          "near-duplicate chunk.")
-           for asset in ("aligned_training_sequences", "aligned_eval")],
+           for asset in OTHER_SEQUENCES],
+    ins=OTHER_SEQUENCES,
     can_subset=True,
 )
 def check_splits_disjoint(context: dg.AssetCheckExecutionContext, storage: StorageResource,
-                          guards: GuardsResource) -> Iterator[dg.AssetCheckResult]:
-    """One computation over both sequence assets; it blocks what is downstream of either."""
+                          guards: GuardsResource, aligned_eval: Build | None,
+                          aligned_training_sequences: Build | None
+                          ) -> Iterator[dg.AssetCheckResult]:
+    """One computation over both sequence assets (each as this run made it, or as last
+    materialized); it blocks what is downstream of either."""
     name = "check_splits_disjoint"
     for key in context.selected_asset_check_keys:
         where = {"asset_key": key.asset_key, "check_name": key.name}
         if key.asset_key == dg.AssetKey("aligned_eval"):
-            yield _eval_result(name, storage, guards, **where)
+            yield _eval_result(name, aligned_eval, aligned_training_sequences, storage, guards,
+                               **where)
         else:
-            yield _training_result(name, storage, guards, **where)
+            yield _training_result(name, aligned_training_sequences, aligned_eval, storage,
+                                   guards, **where)
 
 
 # --------------------------------------------------------------------------- index, report
 
 
 @dg.asset_check(asset="faiss_index", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_index_matches_payload(storage: StorageResource,
+def check_index_matches_payload(faiss_index: Build, storage: StorageResource,
                                 guards: GuardsResource) -> dg.AssetCheckResult:
-    """The index was built over the current payload and finds every sampled row itself."""
+    """The index was built over its payload and finds every sampled row itself."""
     def compute() -> rules.GuardResult:
-        store = storage.store()
-        payload = current_payload(store)
-        return rules.check_index(load_index(store.current(INDEX_KIND), payload), payload,
-                                 guards.config(), "check_index_matches_payload")
+        payload = payload_of(storage.store(), faiss_index)
+        return rules.check_index(load_index(faiss_index, payload), payload, guards.config(),
+                                 "check_index_matches_payload")
     return _guarded("check_index_matches_payload", compute)
 
 
 @dg.asset_check(asset="retrieval_report", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_report_lineage(storage: StorageResource) -> dg.AssetCheckResult:
-    """The report describes the current payload, index, eval set and checkpoints."""
-    store = storage.store()
-    return _guarded("check_report_lineage", lambda: rules.check_lineage(
-        store, store.current(REPORT_KIND), "check_report_lineage"))
+def check_report_lineage(retrieval_report: Build, storage: StorageResource) -> dg.AssetCheckResult:
+    """Everything the report scored is one payload's: its index, eval set, the baselines'
+    training set and every checkpoint (each trained on that training set), and every build it
+    names is in the store with files matching their sha256."""
+    return _guarded("check_report_lineage", lambda: report_lineage_guard(
+        storage.store(), retrieval_report, "check_report_lineage"))
 
 
 @dg.asset_check(asset="retrieval_report", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_report_oracle(storage: StorageResource) -> dg.AssetCheckResult:
+def check_report_oracle(retrieval_report: Build) -> dg.AssetCheckResult:
     """Searching with the truth vectors themselves finds them at rank 1 (else the index or the
     truth keys are broken and no number in the report can be trusted)."""
-    report = current_report(storage.store())
+    report = json.loads(retrieval_report.file("report.json").read_text())
     oracle = report["baselines"]["oracle"]
     return dg.AssetCheckResult(
         passed=bool(report["oracle_ok"]),

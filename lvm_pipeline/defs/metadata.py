@@ -1,29 +1,42 @@
-"""Materialization metadata shared by every asset: where the build is and what it hashes to."""
+"""What every asset returns: its build as the output value, the build id as its
+``DataVersion``, and metadata a person can read in the UI.
 
+Order matters in the UI's metadata panel: the asset's own figures come first (``first``, then
+``extra``), the build's identity after them, and the per-file sha256s and sizes last, in one
+JSON entry instead of two rows per file.
+"""
+
+import warnings
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from lvm_pipeline.artifacts import Build
+from lvm_pipeline.artifacts import Build, code_version
+from lvm_pipeline.defs.storage import BUILD_ID, KIND
 from lvm_pipeline.progress import Progress, make_progress
 
+# Measured once per process: the package's version and a hash of its source, the same string
+# every manifest records. Dagster compares it with the materialization's to say "code changed".
+CODE_VERSION = code_version()
 
-def build_metadata(build: Build, **extra: Any) -> dict[str, Any]:
-    """Path, build id, code version, upstream build ids and every file's sha256 and size."""
-    meta: dict[str, Any] = {
+
+def build_output(build: Build, first: dict[str, Any] | None = None, **extra: Any) -> dg.Output:
+    """The Dagster output of an asset that published ``build``."""
+    meta: dict[str, Any] = {**(first or {}), **extra}
+    meta.update({
+        BUILD_ID: build.build_id,
+        KIND: build.kind,
         "path": dg.MetadataValue.path(str(build.path)),
-        "build_id": build.build_id,
         "code_version": build.manifest["code_version"],
-    }
-    for name, build_id in build.manifest.get("upstream", {}).items():
-        meta[f"upstream_{name.replace('/', '_')}_build_id"] = build_id
-    for name, info in build.manifest["files"].items():
-        key = name.replace("/", "_").replace(".", "_")
-        meta[f"sha256_{key}"] = info["sha256"]
-        meta[f"bytes_{key}"] = info["bytes"]
-    meta.update(extra)
-    return meta
+        "upstream": dg.MetadataValue.json(dict(build.manifest.get("upstream", {}))),
+        "files": dg.MetadataValue.json(dict(build.manifest["files"])),
+    })
+    with warnings.catch_warnings():
+        # Output's data_version is marked beta; it is how Dagster learns the build id is the
+        # content's version, and the warning would print once per asset of every run.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(build, data_version=dg.DataVersion(build.build_id), metadata=meta)
 
 
 def markdown_preview(frame: pd.DataFrame, rows: int = 5, width: int = 80) -> dg.MetadataValue:

@@ -1,5 +1,6 @@
-"""Resources: where artifacts live, which encoder embeds, how articles split, guard thresholds,
-and the Pipes client that launches multi-process training.
+"""Resources: where artifacts live and how inputs find their builds (both in defs/storage.py),
+which encoder embeds, how articles split, guard thresholds, and the Pipes client that launches
+multi-process training.
 
 Each is a typed ``ConfigurableResource`` that tests swap (``materialize(..., resources=...)``)
 and that the UI's launchpad can override per run.
@@ -7,40 +8,14 @@ and that the UI's launchpad can override per run.
 
 import dataclasses
 import functools
-import os
-from pathlib import Path
 
 import dagster as dg
 
-from lvm_pipeline.artifacts import ArtifactStore
+from lvm_pipeline.defs.storage import OPTIONAL_INPUT, BuildIOManager, StorageResource
 from lvm_pipeline.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderConfig
 from lvm_pipeline.guards import GuardConfig
 from lvm_pipeline.sequences import SplitConfig
 from lvm_pipeline.synthetic_payload import SPEC_PREFIX, SyntheticEncoder, SyntheticPayloadConfig
-
-
-def default_data_dir() -> str:
-    """``LVM_DATA_DIR`` or ``./data``, made absolute when the definitions load."""
-    return str(Path(os.environ.get("LVM_DATA_DIR", "data")).expanduser().resolve())
-
-
-class StorageResource(dg.ConfigurableResource):
-    """The artifact root every asset reads from and writes to.
-
-    ``mirror_url`` (env ``LVM_ARTIFACT_MIRROR``, e.g. ``s3://bucket/lvm``): share builds
-    between machines through an object store; ``root`` stays the local working copy
-    (:mod:`lvm_pipeline.remote` says why). Empty: local only.
-    """
-
-    root: str
-    mirror_url: str = ""
-
-    def store(self) -> ArtifactStore:
-        if self.mirror_url:
-            from lvm_pipeline.remote import MirroredStore
-
-            return MirroredStore(self.root, self.mirror_url)
-        return ArtifactStore(self.root)
 
 
 @functools.lru_cache(maxsize=4)
@@ -110,11 +85,20 @@ class GuardsResource(dg.ConfigurableResource):
                               for f in dataclasses.fields(GuardConfig)})
 
 
+def storage_resources(root: str = "", mirror_url: str = "") -> dict[str, dg.ConfigurableResource]:
+    """The storage resource and the two IO managers over it, which must share one root: what a
+    test or the CLI replaces to run against another data dir (empty root: ``LVM_DATA_DIR``)."""
+    storage = StorageResource(root=root, mirror_url=mirror_url)
+    return {"storage": storage,
+            # Every asset's output and input: builds found through the instance's records.
+            "io_manager": BuildIOManager(storage=storage),
+            OPTIONAL_INPUT: BuildIOManager(storage=storage, missing_is_none=True)}
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources={
-        "storage": StorageResource(root=default_data_dir(),
-                                   mirror_url=os.environ.get("LVM_ARTIFACT_MIRROR", "")),
+        **storage_resources(),
         "embedder": EmbedderResource(),
         "splits": SplitResource(),
         "guards": GuardsResource(),

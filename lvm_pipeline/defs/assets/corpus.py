@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from lvm_pipeline.corpus import ChunkingConfig, CorpusConfig, publish_corpus
-from lvm_pipeline.defs.metadata import build_metadata, markdown_preview, progress_for
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, markdown_preview, progress_for
 from lvm_pipeline.defs.resources import StorageResource
 
 _DEFAULT = CorpusConfig()
@@ -29,16 +29,16 @@ class CorpusParams(dg.Config):
             chunking=ChunkingConfig(self.min_words, self.max_words))
 
 
-@dg.asset(group_name="data", kinds={"parquet"})
+@dg.asset(group_name="data", kinds={"parquet"}, code_version=CODE_VERSION)
 def corpus(context: dg.AssetExecutionContext, config: CorpusParams,
-           storage: StorageResource) -> dg.MaterializeResult:
+           storage: StorageResource) -> dg.Output:
     """Articles from the configured source (default: the offline documentation sample),
     chunked deterministically and de-duplicated."""
     build = publish_corpus(storage.store(), config.to_domain(), progress_for(context, "chunking"))
     chunks = pd.read_parquet(build.file("chunks.parquet"))
     info = build.manifest
-    return dg.MaterializeResult(metadata=build_metadata(
+    return build_output(
         build, n_articles=info["n_articles"], n_chunks=info["n_chunks"],
         duplicate_chunks_dropped=info["duplicate_chunks_dropped"],
         source=dg.MetadataValue.json(info["source"]),
-        preview=markdown_preview(chunks[["article_id", "chunk_index", "text"]])))
+        preview=markdown_preview(chunks[["article_id", "chunk_index", "text"]]))

@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import build_metadata, progress_for
+from lvm_pipeline.artifacts import Build
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.index import IndexConfig, publish_index
-from lvm_pipeline.payload import current_payload
+from lvm_pipeline.payload import load_payload
 
 _DEFAULT = IndexConfig()
 
@@ -24,17 +25,18 @@ class IndexParams(dg.Config):
         return IndexConfig(type=self.type, nlist=self.nlist, nprobe=self.nprobe)
 
 
-@dg.asset(group_name="evaluation", deps=["payload"], kinds={"faiss"},
+@dg.asset(group_name="evaluation", kinds={"faiss"}, code_version=CODE_VERSION,
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
-def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, storage: StorageResource,
-                embedder: EmbedderResource, guards: GuardsResource) -> dg.MaterializeResult:
+def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, payload: Build,
+                storage: StorageResource, embedder: EmbedderResource,
+                guards: GuardsResource) -> dg.Output:
     """The payload's vectors in a FAISS index, with self-retrieval recall measured on a sample."""
-    store = storage.store()
-    payload = current_payload(store)
-    require_passed(payload_guards(payload, embedder.load(), guards.config()))
-    build = publish_index(store, payload, config.to_domain(), progress_for(context, "indexing"))
+    vectors = load_payload(payload)
+    require_passed(payload_guards(vectors, embedder.load(), guards.config()))
+    build = publish_index(storage.store(), vectors, config.to_domain(),
+                          progress_for(context, "indexing"))
     m = build.manifest
-    return dg.MaterializeResult(metadata=build_metadata(
+    return build_output(
         build, payload_build_id=payload.build_id, index_type=m["index_type"],
         index_params=dg.MetadataValue.json(m["params"]), exact=m["exact"], ntotal=m["ntotal"],
-        dim=m["dim"], self_recall_at_1=m["self_recall_at_1"], build_seconds=m["build_seconds"]))
+        dim=m["dim"], self_recall_at_1=m["self_recall_at_1"], build_seconds=m["build_seconds"])

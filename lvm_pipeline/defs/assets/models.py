@@ -10,15 +10,15 @@ import sys
 
 import dagster as dg
 
+from lvm_pipeline.artifacts import Build
 from lvm_pipeline.checkpoint import kind_for
-from lvm_pipeline.defs.metadata import build_metadata, progress_for
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS
 from lvm_pipeline.models.scan import BACKENDS
-from lvm_pipeline.payload import current_payload
-from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND
+from lvm_pipeline.payload import payload_of
 from lvm_pipeline.train_worker import extras_for
 from lvm_pipeline.training import TrainConfig, train_variant
 
@@ -65,45 +65,47 @@ def torchrun_command(world_size: int) -> list[str]:
 
 def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient,
                         variant: str, config: TrainParams, storage: StorageResource,
-                        min_alignment_cosine: float) -> dg.MaterializeResult:
+                        sequences: Build, min_alignment_cosine: float) -> dg.Output:
     """Run the worker on ``world_size`` processes; its report plus the build's hashes."""
     command = torchrun_command(config.world_size)
     context.log.info(f"launching {' '.join(command)}")
-    extras = extras_for(storage.root, variant, config.size, config.to_domain(),
-                        min_alignment_cosine)
+    store = storage.store()
+    extras = extras_for(str(store.root), sequences.build_id, variant, config.size,
+                        config.to_domain(), min_alignment_cosine)
     reported = client.run(context=context, command=command, extras=extras
                           ).get_materialize_result()
-    build = storage.store().get(kind_for(variant), reported.metadata["build_id"].value)
-    return dg.MaterializeResult(metadata={
-        **build_metadata(build, payload_build_id=build.manifest["payload_build_id"],
-                         launcher="torchrun"), **reported.metadata})
+    build = store.get(kind_for(variant), reported.metadata["build_id"].value)
+    return build_output(build, {k: v for k, v in reported.metadata.items() if k != "build_id"},
+                        payload_build_id=build.manifest["payload_build_id"],
+                        sequences_build_id=sequences.build_id, launcher="torchrun")
 
 
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
-              deps=["payload", "aligned_training_sequences"], pool="training",
-              automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
-    def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams,
+              ins={"sequences": dg.AssetIn("aligned_training_sequences")}, pool="training",
+              code_version=CODE_VERSION, automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
+    def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams, sequences: Build,
                     storage: StorageResource, embedder: EmbedderResource,
                     guards: GuardsResource,
-                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+                    pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.Output:
         store = storage.store()
-        payload, sequences = current_payload(store), store.current(TRAIN_KIND)
-        # Blocking checks gate only their own run: every guard of the inputs, again, here.
-        eval_build = store.current(EVAL_KIND) if store.has_current(EVAL_KIND) else None
+        # The payload these sequences index, by the id their manifest records (lineage).
+        payload = payload_of(store, sequences)
+        # Blocking checks gate only their own run: every guard of the inputs, again, here
+        # (leakage into eval is the report's to refuse: eval is not an input of training).
         require_passed([*payload_guards(payload, embedder.load(), guards.config()),
-                        *training_guards(payload, sequences, eval_build, guards.config())])
+                        *training_guards(payload, sequences, None, guards.config())])
         if config.world_size > 1:
             return train_with_torchrun(context, pipes_subprocess_client, variant, config,
-                                       storage, guards.config().min_alignment_cosine)
+                                       storage, sequences, guards.config().min_alignment_cosine)
         build, result = train_variant(
             store, variant, config.size, payload, sequences, config.to_domain(),
             guards.config().min_alignment_cosine, progress_for(context, f"training {variant}"))
         context.log.info(f"{variant}: trained with scan backend {result.scan_backend} on "
                          f"{result.device}")
-        return dg.MaterializeResult(metadata=build_metadata(
-            build, payload_build_id=payload.build_id, launcher="in_process",
-            **result.summary(), history=dg.MetadataValue.json(result.history)))
+        return build_output(build, result.summary(), payload_build_id=payload.build_id,
+                            sequences_build_id=sequences.build_id, launcher="in_process",
+                            history=dg.MetadataValue.json(result.history))
 
     _checkpoint.__doc__ = (f"{variant}: the `{variant}` LVM trained on aligned_training_sequences "
                            "(val split for early stopping); safetensors + checkpoint.json.")

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from lvm_pipeline.corpus import KIND as CORPUS
-from lvm_pipeline.defs.metadata import build_metadata, markdown_preview, progress_for
+from lvm_pipeline.artifacts import Build
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, markdown_preview, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, StorageResource
 from lvm_pipeline.embedding import Embedder
 from lvm_pipeline.payload import build_payload, import_payload, import_reference_payload, load_payload
@@ -15,7 +15,8 @@ class PayloadParams(dg.Config):
     or a data dir whose payload is current, e.g. the OUT of `lvm synth-payload`); the corpus is
     then not read. ``import_npy``: convert the reference project's pickled payload. Unpickling
     runs code from the file, so it also needs ``allow_pickle: true``; ``normalise``
-    L2-normalises the imported vectors (otherwise the integrity check judges)."""
+    L2-normalises the imported vectors (otherwise the integrity check judges).
+    With ``path`` or ``import_npy`` the ``corpus`` input is loaded but not read."""
 
     dtype: str = "float32"
     path: str = ""
@@ -24,9 +25,9 @@ class PayloadParams(dg.Config):
     normalise: bool = False
 
 
-@dg.asset(group_name="data", deps=["corpus"], kinds={"numpy", "parquet"})
-def payload(context: dg.AssetExecutionContext, config: PayloadParams, storage: StorageResource,
-            embedder: EmbedderResource) -> dg.MaterializeResult:
+@dg.asset(group_name="data", kinds={"numpy", "parquet"}, code_version=CODE_VERSION)
+def payload(context: dg.AssetExecutionContext, config: PayloadParams, corpus: Build,
+            storage: StorageResource, embedder: EmbedderResource) -> dg.Output:
     """One L2-normalised vector per chunk (vectors.npy) and the table naming each row."""
     store = storage.store()
     if config.path and config.import_npy:
@@ -48,15 +49,15 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, storage: S
                              "`path`, `lvm run --payload OUT`)")
         context.log.info(f"embedding with {model.config.model} on {model.device} "
                          f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
-        build = build_payload(store, store.current(CORPUS), model,
-                              progress_for(context, "embedding"), config.dtype)
+        build = build_payload(store, corpus, model, progress_for(context, "embedding"),
+                              config.dtype)
     loaded = load_payload(build, verify=False)  # just hashed by publish
     m, e = build.manifest, build.manifest["embedder"]
-    return dg.MaterializeResult(metadata=build_metadata(
+    return build_output(
         build, payload_build_id=build.build_id, n_rows=m["n_rows"], dim=m["dim"],
         dtype=m.get("dtype", "float32"), n_articles=m["n_articles"], embedder_id=e["id"],
         embedder_weights_sha256=e.get("weights_sha256", "unknown"),
         embedder_device=e.get("device", "unknown"),
         source=m.get("imported_from", {}).get("path", "embedded from the corpus"),
         adjacent_cosine_mean=m["adjacent_cosine_mean"],
-        preview=markdown_preview(loaded.chunks[["row", "article_id", "chunk_index", "text"]])))
+        preview=markdown_preview(loaded.chunks[["row", "article_id", "chunk_index", "text"]]))

@@ -2,18 +2,28 @@
 
 import dagster as dg
 
-from lvm_pipeline.checkpoint import kind_for
-from lvm_pipeline.defs.metadata import build_metadata, progress_for
+from lvm_pipeline.artifacts import Build
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.evaluation import EvalConfig
 from lvm_pipeline.guards import evaluation_guards, payload_guards, require_passed
-from lvm_pipeline.index import KIND as INDEX
 from lvm_pipeline.index import load_index
+from lvm_pipeline.lineage import report_lineage
 from lvm_pipeline.models import VARIANTS
-from lvm_pipeline.payload import current_payload
-from lvm_pipeline.report import build_report, embedded_images_markdown, markdown_table, publish_report
-from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets
+from lvm_pipeline.payload import payload_of
+from lvm_pipeline.report import (
+    HEADLINE_METRICS,
+    build_report,
+    embedded_images_markdown,
+    markdown_table,
+    publish_report,
+)
+from lvm_pipeline.sequences import load_sets
+
+INPUTS = {"eval_build": dg.AssetIn("aligned_eval"), "index_build": dg.AssetIn("faiss_index"),
+          "train_build": dg.AssetIn("aligned_training_sequences"),
+          **{variant: dg.AssetIn(variant) for variant in VARIANTS}}
 
 
 class ReportParams(dg.Config):
@@ -23,30 +33,32 @@ class ReportParams(dg.Config):
     device: str = EvalConfig.device
 
 
-@dg.asset(group_name="evaluation", kinds={"json", "markdown"},
-          deps=["payload", "aligned_training_sequences", "aligned_eval", "faiss_index", *VARIANTS],
-          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
+@dg.asset(group_name="evaluation", kinds={"json", "markdown"}, ins=INPUTS,
+          code_version=CODE_VERSION, automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
-                     storage: StorageResource,
-                     embedder: EmbedderResource, guards: GuardsResource) -> dg.MaterializeResult:
+                     eval_build: Build, index_build: Build, train_build: Build,
+                     storage: StorageResource, embedder: EmbedderResource,
+                     guards: GuardsResource, **models: Build) -> dg.Output:
     """R@k, MRR, rank of truth, margins, contrastive accuracy, paraphrase ratio and latency for
     the five models and the baselines (copy-last, mean-of-context, ridge, oracle)."""
     store = storage.store()
-    payload = current_payload(store)
-    eval_build, train_build, index_build = (store.current(k) for k in (EVAL_KIND, TRAIN_KIND,
-                                                                       INDEX))
-    models = {v: store.current(kind_for(v)) for v in VARIANTS}
-    # Leakage is judged against the training sets these models actually trained on.
-    trained_on = [store.get(TRAIN_KIND, m.manifest["upstream"][TRAIN_KIND]) for m in models.values()]
+    # Refuses, naming both builds, inputs of different payloads or training sets; from here
+    # on every model was trained on train_build, over the payload the index holds.
+    report_lineage(index_build, eval_build, train_build, models)
+    payload = payload_of(store, index_build)
     require_passed([*payload_guards(payload, embedder.load(), guards.config()),
-                    *evaluation_guards(payload, eval_build, trained_on, guards.config())])
+                    *evaluation_guards(payload, eval_build, [train_build], guards.config())])
     eval_set = load_sets(eval_build)["eval"]
     report, results = build_report(
         payload, index_build, load_index(index_build, payload), eval_build, eval_set,
         train_build, load_sets(train_build), models, EvalConfig(device=config.device),
         progress_for(context, "evaluating"))
     build = publish_report(store, report, results, eval_set)
-    return dg.MaterializeResult(metadata=build_metadata(
-        build, payload_build_id=payload.build_id, n_queries=report["n_queries"],
-        oracle_ok=report["oracle_ok"], table=dg.MetadataValue.md(markdown_table(report)),
-        plots=dg.MetadataValue.md(embedded_images_markdown(build))))
+    headline = {f"{name}/{metric}": float(figures[metric])
+                for group in ("models", "baselines") for name, figures in report[group].items()
+                for metric in HEADLINE_METRICS}
+    return build_output(
+        build, {"table": dg.MetadataValue.md(markdown_table(report)), **headline},
+        payload_build_id=payload.build_id, n_queries=report["n_queries"],
+        oracle_ok=report["oracle_ok"], lineage=dg.MetadataValue.json(report["lineage"]),
+        plots=dg.MetadataValue.md(embedded_images_markdown(build)))

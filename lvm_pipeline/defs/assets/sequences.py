@@ -1,9 +1,10 @@
-"""The sequence assets: train/val and eval windows as row indices into the current payload."""
+"""The sequence assets: train/val and eval windows as row indices into their input payload."""
 
 import dagster as dg
 
 from lvm_pipeline.alignment import import_training_npz
-from lvm_pipeline.defs.metadata import build_metadata
+from lvm_pipeline.artifacts import Build
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
@@ -12,7 +13,7 @@ from lvm_pipeline.defs.resources import (
 )
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed
-from lvm_pipeline.payload import current_payload
+from lvm_pipeline.payload import load_payload
 from lvm_pipeline.sequences import (
     EVAL_KIND,
     TRAIN_KIND,
@@ -29,11 +30,11 @@ class TrainingSequencesParams(dg.Config):
     import_npz: str = ""
 
 
-def _publish(kind: str, storage: StorageResource, splits: SplitResource,
+def _publish(kind: str, payload_build: Build, storage: StorageResource, splits: SplitResource,
              embedder: EmbedderResource, guards: GuardsResource,
-             import_npz: str = "") -> dg.MaterializeResult:
+             import_npz: str = "") -> dg.Output:
     store = storage.store()
-    payload = current_payload(store)
+    payload = load_payload(payload_build)
     # The payload's blocking checks only gate their own run: verify it here too.
     require_passed(payload_guards(payload, embedder.load(), guards.config()))
     if import_npz:
@@ -48,27 +49,27 @@ def _publish(kind: str, storage: StorageResource, splits: SplitResource,
     build = publish_sequences(store, kind, payload, sets, info)
     counts = {f"{split}_{what}": n for split, c in build.manifest["splits"].items()
               for what, n in c.items()}
-    return dg.MaterializeResult(metadata=build_metadata(
+    return build_output(
         build, payload_build_id=payload.build_id, **counts,
         source=dg.MetadataValue.json(build.manifest["source"]),
         split_config=dg.MetadataValue.json(build.manifest["split_config"]),
         near_duplicate_windows_dropped=dg.MetadataValue.json(
-            build.manifest.get("near_duplicate_windows_dropped", {}))))
+            build.manifest.get("near_duplicate_windows_dropped", {})))
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+@dg.asset(group_name="sequences", kinds={"numpy"}, code_version=CODE_VERSION,
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
-def aligned_training_sequences(config: TrainingSequencesParams, storage: StorageResource,
-                               splits: SplitResource, embedder: EmbedderResource,
-                               guards: GuardsResource) -> dg.MaterializeResult:
+def aligned_training_sequences(config: TrainingSequencesParams, payload: Build,
+                               storage: StorageResource, splits: SplitResource,
+                               embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
     """Train and val windows (5 context rows → target row) of the train/val articles, or an
     imported .npz aligned to the payload."""
-    return _publish(TRAIN_KIND, storage, splits, embedder, guards, config.import_npz)
+    return _publish(TRAIN_KIND, payload, storage, splits, embedder, guards, config.import_npz)
 
 
-@dg.asset(group_name="sequences", deps=["payload"], kinds={"numpy"},
+@dg.asset(group_name="sequences", kinds={"numpy"}, code_version=CODE_VERSION,
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
-def aligned_eval(storage: StorageResource, splits: SplitResource, embedder: EmbedderResource,
-                 guards: GuardsResource) -> dg.MaterializeResult:
+def aligned_eval(payload: Build, storage: StorageResource, splits: SplitResource,
+                 embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
     """Eval windows, from articles that no training or val window comes from."""
-    return _publish(EVAL_KIND, storage, splits, embedder, guards)
+    return _publish(EVAL_KIND, payload, storage, splits, embedder, guards)
