@@ -17,8 +17,11 @@ def _publish(store: ArtifactStore, payload: bytes, upstream=None):
         return store.publish("thing", staged, {"note": "x"}, upstream)
 
 
-def test_publish_points_current_at_a_hashed_build(store):
+def test_publish_writes_a_hashed_build_and_leaves_current_to_set_current(store):
     build = _publish(store, b"hello")
+    # Publishing never moves CURRENT: only a step that succeeded does (the IO manager).
+    assert not store.has_current("thing")
+    store.set_current(build)
     assert store.current("thing").build_id == build.build_id
     assert set(build.manifest["files"]) == {"a.bin", "sub/b.txt"}
     assert build.manifest["code_version"].startswith("0.1.0+")
@@ -35,7 +38,10 @@ def test_same_content_is_the_same_build_and_other_upstream_is_not(store):
 
 def test_new_build_leaves_the_previous_one_intact(store):
     old = _publish(store, b"old")
+    store.set_current(old)
     new = _publish(store, b"new")
+    assert store.current("thing").build_id == old.build_id
+    store.set_current(new)
     assert store.current("thing").build_id == new.build_id
     assert (old.path / "a.bin").read_bytes() == b"old"
     old.verify()
@@ -52,7 +58,7 @@ def test_damaged_file_fails_loading_and_names_the_file(store, damage):
     else:
         target.unlink()
     with pytest.raises(HashMismatchError, match=r"a\.bin"):
-        store.current("thing").file("a.bin")
+        store.get("thing", build.build_id).file("a.bin")
 
 
 def test_failure_while_staging_publishes_nothing(store):

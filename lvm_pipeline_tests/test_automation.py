@@ -27,14 +27,14 @@ DOWNSTREAM_OF_PAYLOAD = {"aligned_training_sequences", "aligned_eval", "faiss_in
 
 def _checks_on(*assets: str) -> set[tuple[str, str]]:
     """(asset, check) for every check the graph defines on these assets."""
-    return {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys
+    return {(k.asset_key.to_user_string(), k.name) for k in defs().resolve_asset_graph().asset_check_keys
             if k.asset_key.to_user_string() in assets}
 
 
 # ----------------------------------------------------------------------------- schedule
 
 def test_weekly_retrain_requests_a_valid_full_retrain(monkeypatch):
-    schedule = defs.resolve_schedule_def("weekly_full_retrain")
+    schedule = defs().resolve_schedule_def("weekly_full_retrain")
     assert schedule.job_name == "full_retrain"
     assert schedule.cron_schedule == DEFAULT_RETRAIN_CRON  # Sundays 03:00
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
@@ -43,7 +43,7 @@ def test_weekly_retrain_requests_a_valid_full_retrain(monkeypatch):
             instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 1, 3, tzinfo=dt.UTC))
         data = schedule.evaluate_tick(context)
     [request] = data.run_requests
-    job = defs.resolve_job_def("full_retrain")
+    job = defs().resolve_job_def("full_retrain")
     assert dg.validate_run_config(job, request.run_config) is not None
     # The run covers every asset of the graph.
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= (
@@ -51,8 +51,8 @@ def test_weekly_retrain_requests_a_valid_full_retrain(monkeypatch):
 
 
 def test_retrain_is_skipped_while_one_is_running():
-    schedule = defs.resolve_schedule_def("weekly_full_retrain")
-    job = defs.resolve_job_def("full_retrain")
+    schedule = defs().resolve_schedule_def("weekly_full_retrain")
+    job = defs().resolve_job_def("full_retrain")
     with dg.instance_for_test() as instance:
         run = instance.create_run_for_job(job, run_config={})
         instance.handle_run_event(run.run_id, dg.DagsterEvent(

@@ -63,8 +63,8 @@ def test_postgres_and_k8s_instances_validate(monkeypatch):
 
 def test_k8s_executor_accepts_the_deploy_run_config():
     executor = executor_from_env({"LVM_EXECUTOR": "k8s"})
-    k8s_defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
-                              jobs=defs.jobs, resources=defs.resources, executor=executor)
+    k8s_defs = dg.Definitions(assets=defs().assets, asset_checks=defs().asset_checks,
+                              jobs=defs().jobs, resources=defs().resources, executor=executor)
     job = k8s_defs.resolve_job_def("full_retrain")
     assert job.executor_def.name == "k8s"
     run_config = yaml.safe_load((DEPLOY / "k8s" / "run_config.yaml").read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 
 from lvm_pipeline.alignment import export_training_npz
@@ -34,14 +35,14 @@ CHECKS = {"check_payload_integrity@payload", "check_payload_embedder_canary@payl
 def test_definitions_load_with_every_asset_check_and_job():
     from lvm_pipeline.definitions import defs
 
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    keys = {k.to_user_string() for k in defs().resolve_asset_graph().get_all_asset_keys()}
     assert keys == ALL_KEYS
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     checks = {f"{c.name}@{c.asset_key.to_user_string()}" for c in graph.asset_check_keys}
     assert checks == CHECKS
     # Everything training or evaluation reads is guarded by a blocking check.
     assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys)
-    assert defs.resolve_job_def("full_retrain").description
+    assert defs().resolve_job_def("full_retrain").description
 
 
 def test_small_default_run_materializes_everything_with_verifiable_metadata(small_run):
@@ -59,13 +60,15 @@ def test_small_default_run_materializes_everything_with_verifiable_metadata(smal
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
         folder = Path(meta["path"].value)
-        hashed = {k: v.value for k, v in meta.items() if k.startswith("sha256_")}
-        assert hashed, event.asset_key
+        files = meta["files"].value  # one JSON entry, not two rows per file
+        assert files, event.asset_key
         manifest = json.loads((folder / "manifest.json").read_text())
+        assert files == manifest["files"]
         for name, info in manifest["files"].items():
             assert sha256_file(folder / name) == info["sha256"]
-            assert hashed["sha256_" + name.replace("/", "_").replace(".", "_")] == info["sha256"]
         assert meta["code_version"].value == manifest["code_version"]
+        # The build id is the materialization's data version: Dagster's staleness is ours.
+        assert event.materialization.tags["dagster/data_version"] == meta["build_id"].value
         if event.asset_key.to_user_string() not in ("corpus",):
             assert meta["payload_build_id"].value == payload.build_id
 
@@ -92,8 +95,17 @@ def test_small_default_run_materializes_everything_with_verifiable_metadata(smal
             "queries.parquet"} <= set(report_build.manifest["files"])
     event = next(e for e in result.get_asset_materialization_events()
                  if e.asset_key.to_user_string() == "retrieval_report")
-    assert "| mamba_s |" in event.materialization.metadata["table"].value
-    assert "data:image/png;base64," in event.materialization.metadata["plots"].value
+    meta = event.materialization.metadata
+    # The results table comes first, then each predictor's headline figures as numbers (the
+    # UI's Plots tab draws them across retrains).
+    assert next(iter(meta)) == "table" and "| mamba_s |" in meta["table"].value
+    for name in [*VARIANTS, "copy_last_context", "ridge", "oracle"]:
+        for metric in ("mrr_at_10", "r_at_1", "r_at_5", "contain_at_50"):
+            figure = meta[f"{name}/{metric}"]
+            assert isinstance(figure, dg.FloatMetadataValue), (name, metric)
+            group = "models" if name in VARIANTS else "baselines"
+            assert figure.value == report[group][name][metric]
+    assert "data:image/png;base64," in meta["plots"].value
     manifest = store.current("payload").manifest
     assert manifest["embedder"]["weights_sha256"] and manifest["norm"] == "l2"
     assert 0.2 < manifest["adjacent_cosine_mean"] < 0.9

@@ -43,6 +43,16 @@ def test_a_build_published_on_one_machine_is_pulled_and_verified_on_another(tmp_
     assert writer.current(KIND).build_id == newer.build_id
 
 
+def test_a_build_named_by_id_is_pulled_from_the_mirror(tmp_path, mirror_url):
+    """What a run's IO manager asks for: the build id the instance recorded, on a machine that
+    has never seen it."""
+    published = publish_synthetic_payload(MirroredStore(tmp_path / "a", mirror_url), [6, 7, 8])
+    reader = MirroredStore(tmp_path / "b", mirror_url)
+    build = reader.get(KIND, published.build_id)
+    assert build.path.is_relative_to(tmp_path / "b")
+    np.testing.assert_array_equal(load_payload(build).vectors, published.vectors)
+
+
 def test_a_corrupt_object_fails_naming_its_url_and_leaves_nothing(tmp_path, mirror_url):
     published = publish_synthetic_payload(MirroredStore(tmp_path / "a", mirror_url), [6, 7])
     fs = fsspec.filesystem("memory")
@@ -66,14 +76,13 @@ def test_a_kind_the_mirror_lacks_is_missing_even_with_a_local_copy(tmp_path, mir
 def test_assets_write_through_the_mirror_when_storage_names_one(tmp_path, mirror_url):
     import dagster as dg
 
-    from lvm_pipeline.defs.resources import StorageResource
+    from lvm_pipeline.definitions import defs
+    from lvm_pipeline.defs.resources import storage_resources
     from lvm_pipeline_tests.conftest import small_run_resources
 
     resources = {**small_run_resources(tmp_path / "data"),
-                 "storage": StorageResource(root=str(tmp_path / "data"), mirror_url=mirror_url)}
-    from lvm_pipeline.definitions import defs
-
-    result = dg.materialize(defs.assets, selection=["corpus"], resources=resources,
+                 **storage_resources(str(tmp_path / "data"), mirror_url)}
+    result = dg.materialize(defs().assets, selection=["corpus"], resources=resources,
                             run_config={"ops": {"corpus": {"config": {"max_chunks": 40}}}})
     assert result.success
     pulled = MirroredStore(tmp_path / "elsewhere", mirror_url).current("corpus")
