@@ -15,10 +15,11 @@ from lvm_pipeline.checkpoint import INFO, kind_for, load_checkpoint
 from lvm_pipeline.defs.assets.models import mamba_s
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.distributed import Distributed
+from lvm_pipeline.losses import compute_loss
 from lvm_pipeline.models import LVM, preset
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND, SplitConfig, build_windows, native_info, publish_sequences
-from lvm_pipeline.training import TrainConfig, compute_loss, train_variant
+from lvm_pipeline.training import TrainConfig, train_variant
 from lvm_pipeline_tests.conftest import LookupEncoder
 
 

@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from lvm_pipeline.batching import payload_negatives
+from lvm_pipeline.losses import compute_loss, infonce_loss, reference_loss
 from lvm_pipeline.models import LVM, preset
+from lvm_pipeline.schedule import lr_at
 from lvm_pipeline.sequences import SplitConfig, build_windows
-from lvm_pipeline.training import (
-    TrainConfig,
-    compute_loss,
-    infonce_loss,
-    lr_at,
-    reference_loss,
-    train,
-)
+from lvm_pipeline.train_config import TrainConfig
+from lvm_pipeline.training import train
 
 
 def test_reference_loss_is_zero_on_the_target_and_infonce_prefers_the_own_target():
@@ -65,8 +62,6 @@ def test_training_keeps_the_epoch_with_the_best_val_retrieval(synthetic_payload)
 
 
 def test_payload_negatives_mask_the_queries_own_rows(synthetic_payload):
-    from lvm_pipeline.training import payload_negatives
-
     sets = build_windows(synthetic_payload, SplitConfig())
     idx = np.arange(8)
     rng = np.random.default_rng(0)
