@@ -190,7 +190,7 @@ def train(
             train_loss += loss.item()  # CPU-GPU sync point, once per step is fine at these sizes
             n_batches += 1
         train_loss = ranks.sum([train_loss], device)[0] / ranks.world_size
-        val = evaluate_val(model, vectors, val_set, config, device)
+        val = evaluate_val(model, vectors, val_set, config, device, ranks)
         record = {"epoch": epoch, "train_loss": train_loss / max(n_batches, 1),
                   "val_loss": val["loss"], "val_cos": val["cos"],
                   "val_mrr_at_10": val["mrr_at_10"], "val_r_at_5": val["r_at_5"],
