@@ -1,7 +1,7 @@
 """Batches of payload windows as the model sees them: gathered by row, shuffled per epoch.
 
-Batches are gathered from the payload by row (:func:`sequences.gather`, the same path the
-alignment check measures), so no copy of the training vectors ever exists. Every random choice
+Batches are gathered from the payload by row (:func:`lvm_pipeline.gather.gather`, the same
+path the alignment check measures), so no copy of the training vectors ever exists. Every random choice
 is a function of the seed and the epoch (and step), never of a generator's history: a resumed
 run, and every rank of a data-parallel one, draws exactly what an uninterrupted single process
 draws.
@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from lvm_pipeline.sequences import SequenceSet, gather
+from lvm_pipeline.gather import gather
+from lvm_pipeline.sequences import SequenceSet
 
 
 def batches(

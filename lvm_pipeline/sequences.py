@@ -76,9 +76,17 @@ class SequenceSet:
     context_cos: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        # An explicit error, not an assert: `python -O` strips asserts, and a window set whose
+        # arrays disagree on N would pair contexts with the wrong targets.
         n = len(self.target_row)
-        assert self.context_rows.shape == (n, CONTEXT), self.context_rows.shape
-        assert self.truth_keys.shape == (n, 2), self.truth_keys.shape
+        expected = {"target_row": (n,), "context_rows": (n, CONTEXT), "truth_keys": (n, 2),
+                    "target_cos": (n,), "context_cos": (n, CONTEXT)}
+        wrong = [f"{name}.npy has shape {getattr(self, name).shape}, expected {shape}"
+                 for name, shape in expected.items()
+                 if getattr(self, name) is not None and getattr(self, name).shape != shape]
+        if wrong:
+            raise ValueError(f"split {self.split!r} ({n} windows in target_row.npy): "
+                             + "; ".join(wrong))
 
     def __len__(self) -> int:
         return len(self.target_row)
@@ -119,7 +127,10 @@ class SequenceSet:
                 arrays[name] = np.load(build.file(key, verify), allow_pickle=False)
             elif name in ARRAYS:
                 raise ArtifactError(f"{build.path}: split {split!r} has no {name}.npy")
-        return cls(split=split, **arrays)
+        try:
+            return cls(split=split, **arrays)
+        except ValueError as err:
+            raise ArtifactError(f"{build.path / split}: {err}") from None
 
 
 def windows(article_index: np.ndarray, chunk_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
