@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lvm_pipeline import sample_corpus
+from lvm_pipeline.article import Article
 from lvm_pipeline.artifacts import ArtifactStore, Build
 from lvm_pipeline.progress import Progress, silent
 
@@ -61,14 +63,6 @@ class CorpusConfig:
             raise CorpusError(f"unknown corpus source {self.source!r}; valid: {', '.join(SOURCES)}")
         if self.source != "sample" and not self.path:
             raise CorpusError(f"corpus source {self.source!r} needs a path")
-
-
-@dataclass(frozen=True)
-class Article:
-    article_id: str
-    title: str
-    text: str
-    url: str = ""
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
@@ -208,8 +202,6 @@ class Corpus:
 def articles_for(config: CorpusConfig) -> tuple[Iterator[Article], dict]:
     """The article stream of the configured source and facts that identify it."""
     if config.source == "sample":
-        from lvm_pipeline import sample_corpus
-
         return sample_corpus.sample_articles(), sample_corpus.describe()
     if config.source == "wikipedia":
         return read_wikipedia(config.path), {"path": str(Path(config.path).resolve())}

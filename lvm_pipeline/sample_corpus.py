@@ -23,7 +23,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from lvm_pipeline.corpus import Article
+from lvm_pipeline.article import Article
 
 # Dependencies whose docstrings are prose (not generated stubs); every one is installed with
 # the project. Order does not matter: files are interleaved by hash.
