@@ -39,8 +39,8 @@ class CorpusError(ValueError):
 class ChunkingConfig:
     # Shorter paragraphs are headings, captions or list debris, not prose worth predicting.
     min_words: int = 8
-    # Docstring prose runs ~1.9 word-pieces a word: 64 words stay well inside MiniLM's 256-token
-    # window, and on two CPU cores 64 embeds ~20% faster than 120 (attention is quadratic).
+    # 64 words stay well inside MiniLM's 256-token window, and shorter chunks embed faster
+    # (attention is quadratic); the figures: benchmarks/RESULTS.md, "Figures behind code defaults".
     max_words: int = 64
 
 
@@ -51,8 +51,9 @@ class CorpusConfig:
     source: str = "sample"
     path: str | None = None
     max_articles: int | None = None
-    # The default run: >= 5,000 chunks is enough to train the tiny presets and keep
-    # `lvm run` under ten minutes on two CPU cores (embedding is ~55 texts/s there).
+    # The default run: >= 5,000 chunks is enough to train the tiny presets and keeps `lvm run`
+    # short on two CPU cores (README.md gives the run's time, benchmarks/RESULTS.md "CPU
+    # embedding" the embedding rate).
     max_chunks: int | None = 6000
     # Keeps one huge module docstring (or one long article) from dominating the sample.
     max_chunks_per_article: int | None = 40

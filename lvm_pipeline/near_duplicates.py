@@ -18,20 +18,20 @@ import numpy as np
 from lvm_pipeline.gather import gather
 from lvm_pipeline.index import MIN_POINTS_PER_CELL, sample_rows
 
-# Two chunks at cosine >= 0.995 are the same text with a word or two changed (measured on the
-# default sample: "Converts a token (str) to/in an id using the vocab." is 0.993; unrelated
-# chunks of one article sit near 0.5). A pair above it in two splits is leakage.
+# Two chunks at cosine >= 0.995 are the same text with a word or two changed, far above
+# unrelated chunks of one article (the measured cosines: docs/guards.md, near_duplicate_cosine).
+# A pair above it in two splits is leakage.
 NEAR_DUPLICATE_COSINE = 0.995
 # Rows added to / searched in the FAISS index per call: bounds the temporary float32 copies.
 SEARCH_BLOCK = 65536
 # Near-duplicate search: exact (every pair) up to this many row pairs, i.e. any payload up to
-# ~80k rows at the default split, the default run included. Above it, cells, which cost a
-# k-means (~7 s on 2 cores) plus little: measured at the reference's 584k rows, val against
-# eval (2.6e9 pairs) took 36 s exact and 11 s in cells, train against both ~20 min exact.
+# ~80k rows at the default split, the default run included. Above it, cells: a k-means costs a
+# fixed amount that the exact search's A·B·D multiply-adds overtake (both timed at the
+# reference's 584k rows in benchmarks/RESULTS.md, "Reference scale on 2 CPU cores").
 EXACT_PAIRS = 1_000_000_000
 # Cells of the IVF search and cells probed per row. A pair at cosine >= 0.995 is <= 0.1 apart,
-# so both rows almost always fall in the same cell: on corpus-like 768-d vectors (the test)
-# every one of 300 planted pairs at 0.9955-0.9999 was found probing 1 cell; 2 is the margin.
+# so both rows almost always fall in the same cell: one probe already found every planted pair
+# of the planted-pair test (benchmarks/RESULTS.md, "Figures behind code defaults"); 2 is the margin.
 # The cost is linear in the probes (each probe is one GEMM of the queries in a cell against its
 # rows, see _cell_nearest).
 NEAR_DUPLICATE_CELLS = 1024
@@ -89,7 +89,8 @@ def _cell_nearest(vectors: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray, c
 
     What an ``IndexIVFFlat`` search does, except that the comparisons are grouped by cell into
     one GEMM each (the queries probing a cell × the cell's rows): FAISS scans cells one query at
-    a time without BLAS, ~0.7 GFLOP/s on 2 cores, which made this minutes at 584k rows.
+    a time without BLAS, which made the scan most of the search at the reference's scale (the
+    profile is in benchmarks/RESULTS.md).
     """
     dim = vectors.shape[1]
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)

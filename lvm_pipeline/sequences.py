@@ -2,8 +2,9 @@
 
 A window is 5 consecutive chunks of one article (the context) and the chunk after them (the
 target). Windows hold *payload rows*, never copied vectors: contexts and targets are payload
-vectors by construction (the reference's "aligned" eval replaced only the targets), and 495k
-windows cost ~12 MB of int32 instead of ~6 GB of float32.
+vectors by construction (the reference's "aligned" eval replaced only the targets), and a
+window costs 6 int32 row numbers instead of 6 × D float32 (the sizes at the reference's scale
+are in benchmarks/RESULTS.md, "Reference scale on 2 CPU cores").
 
 Splits are by **article**: every article is ranked by ``sha256(seed:article_id)`` and the first
 ``eval_fraction`` go to eval, the next ``val_fraction`` to val, the rest to train, so no article

@@ -3,8 +3,8 @@
 Early stopping and the best epoch use val MRR@10 by exact retrieval over the whole payload,
 not val loss: on the default corpus val InfoNCE kept falling while val retrieval got worse
 (docs/evaluation.md). Retrieval is scored like the report (:func:`evaluation.truth_ranks`,
-the query's context rows excluded), on an evenly spaced subset of the windows because one exact
-pass per epoch over every val window would cost more than the epoch.
+the query's context rows excluded), on ``val_queries`` evenly spaced windows, which bounds the
+cost of the exact pass each epoch pays.
 """
 
 from __future__ import annotations
