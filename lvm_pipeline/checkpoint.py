@@ -3,6 +3,8 @@
 Files of a ``models/<variant>`` build: ``model.safetensors`` (tensors only: loading runs no
 code) and ``checkpoint.json`` (model config, train config, history, the payload and sequences
 builds it was trained on, device, timings). The artifact store hashes both.
+:func:`publish_checkpoint` is the one way a trained model becomes a build
+(:func:`lvm_pipeline.training.train_variant` calls it once, on rank 0).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from lvm_pipeline.artifacts import ArtifactError, Build
+from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.models import LVM, LVMConfig
 
 WEIGHTS = "model.safetensors"
@@ -30,6 +32,21 @@ def save_checkpoint(folder: Path, model: LVM, info: dict[str, Any]) -> None:
     save_file(state, str(folder / WEIGHTS))
     (folder / INFO).write_text(json.dumps({"model_config": model.config.to_dict(), **info},
                                           indent=2, sort_keys=True) + "\n")
+
+
+def publish_checkpoint(store: ArtifactStore, model: LVM, info: dict[str, Any],
+                       upstream: dict[str, str]) -> Build:
+    """Publish ``model`` and ``info`` as a ``models/<info["variant"]>`` build.
+
+    ``info`` is what :func:`save_checkpoint` writes; its variant, size and payload build id go
+    into the manifest too, so a build can be told apart without opening its files.
+    ``upstream``: kind → build id of what the model was trained on (part of the build id).
+    """
+    kind = kind_for(info["variant"])
+    with store.stage(kind) as staged:
+        save_checkpoint(staged, model, info)
+        manifest = {key: info[key] for key in ("variant", "size", "payload_build_id")}
+        return store.publish(kind, staged, manifest, upstream=upstream)
 
 
 def load_checkpoint(build: Build, verify: bool = True) -> tuple[LVM, dict[str, Any]]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lvm_pipeline import sample_corpus
+from lvm_pipeline.article import Article
 from lvm_pipeline.artifacts import ArtifactStore, Build
 from lvm_pipeline.progress import Progress, silent
 
@@ -37,8 +39,8 @@ class CorpusError(ValueError):
 class ChunkingConfig:
     # Shorter paragraphs are headings, captions or list debris, not prose worth predicting.
     min_words: int = 8
-    # Docstring prose runs ~1.9 word-pieces a word: 64 words stay well inside MiniLM's 256-token
-    # window, and on two CPU cores 64 embeds ~20% faster than 120 (attention is quadratic).
+    # 64 words stay well inside MiniLM's 256-token window, and shorter chunks embed faster
+    # (attention is quadratic); the figures: benchmarks/RESULTS.md, "Figures behind code defaults".
     max_words: int = 64
 
 
@@ -49,8 +51,9 @@ class CorpusConfig:
     source: str = "sample"
     path: str | None = None
     max_articles: int | None = None
-    # The default run: >= 5,000 chunks is enough to train the tiny presets and keep
-    # `lvm run` under ten minutes on two CPU cores (embedding is ~55 texts/s there).
+    # The default run: >= 5,000 chunks is enough to train the tiny presets and keeps `lvm run`
+    # short on two CPU cores (README.md gives the run's time, benchmarks/RESULTS.md "CPU
+    # embedding" the embedding rate).
     max_chunks: int | None = 6000
     # Keeps one huge module docstring (or one long article) from dominating the sample.
     max_chunks_per_article: int | None = 40
@@ -61,14 +64,6 @@ class CorpusConfig:
             raise CorpusError(f"unknown corpus source {self.source!r}; valid: {', '.join(SOURCES)}")
         if self.source != "sample" and not self.path:
             raise CorpusError(f"corpus source {self.source!r} needs a path")
-
-
-@dataclass(frozen=True)
-class Article:
-    article_id: str
-    title: str
-    text: str
-    url: str = ""
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
@@ -208,8 +203,6 @@ class Corpus:
 def articles_for(config: CorpusConfig) -> tuple[Iterator[Article], dict]:
     """The article stream of the configured source and facts that identify it."""
     if config.source == "sample":
-        from lvm_pipeline import sample_corpus
-
         return sample_corpus.sample_articles(), sample_corpus.describe()
     if config.source == "wikipedia":
         return read_wikipedia(config.path), {"path": str(Path(config.path).resolve())}

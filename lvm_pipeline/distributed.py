@@ -4,9 +4,10 @@ Every rank reads the same global batch (the shuffle is a function of seed and ep
 contiguous share of its rows. The local loss is weighted by ``n_local · world_size / n_global``,
 so DistributedDataParallel's gradient average is the gradient of the global batch mean; InfoNCE
 sees the other ranks' targets as negatives (targets are payload vectors, data every rank can
-read), so each row's loss is the one it has in single-process training. Validation sums are
-all-reduced, so every rank takes the same early-stopping decision. What is left between a
-2-process and a 1-process run is float summation order.
+read), so each row's loss is the one it has in single-process training. Validation is split
+by batch over the ranks and its sums are all-reduced (:func:`validation.evaluate_val`), so
+every rank gets the one-process figures and takes the same early-stopping decision. What is
+left between a 2-process and a 1-process run is float summation order.
 
 :data:`SINGLE` is the one-process case: it changes nothing, so the plain path stays bit-exact.
 Launch: ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK; :func:`init_from_env` joins the group
@@ -61,10 +62,6 @@ class Distributed:
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.tolist()
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
 
 
 SINGLE = Distributed()

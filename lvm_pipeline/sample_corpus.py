@@ -7,9 +7,10 @@ real, topical prose whose consecutive paragraphs follow each other the way an ar
 
 An article is one reference topic, or one source module: its module, class and function
 docstrings in source order. Modules are read with :mod:`ast`, never imported (no side effects,
-and ~5 ms a file). Their order is a stable shuffle (sha256 of ``package/path``), so a
-``max_chunks`` cut mixes every package instead of taking the alphabetically first. The result
-is deterministic for given package versions, which :func:`describe` records.
+and a parse is cheap: benchmarks/RESULTS.md, "Figures behind code defaults"). Their order is a
+stable shuffle (sha256 of ``package/path``), so a ``max_chunks`` cut mixes every package instead
+of taking the alphabetically first. The result is deterministic for given package versions,
+which :func:`describe` records.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from lvm_pipeline.corpus import Article
+from lvm_pipeline.article import Article
 
 # Dependencies whose docstrings are prose (not generated stubs); every one is installed with
 # the project. Order does not matter: files are interleaved by hash.

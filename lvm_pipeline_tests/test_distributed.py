@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import shutil
 
 import dagster as dg
+import numpy as np
 import pytest
 import torch
 
@@ -15,10 +17,12 @@ from lvm_pipeline.checkpoint import INFO, kind_for, load_checkpoint
 from lvm_pipeline.defs.assets.models import mamba_s
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.distributed import Distributed
+from lvm_pipeline.losses import compute_loss
 from lvm_pipeline.models import LVM, preset
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND, SplitConfig, build_windows, native_info, publish_sequences
-from lvm_pipeline.training import TrainConfig, compute_loss, train_variant
+from lvm_pipeline.training import TrainConfig, train_variant
+from lvm_pipeline.validation import evaluate_val
 from lvm_pipeline_tests.conftest import LookupEncoder
 
 
@@ -55,6 +59,43 @@ def test_rank_gradients_average_to_the_global_batch_gradient(loss, world_size):
         # context mix's last weight at init) is float noise of ~1e-7 either way.
         torch.testing.assert_close(torch.stack(g_ranks).mean(0), g_full, rtol=1e-4,
                                    atol=1e-6 * float(g_full.abs().max()) + 1e-9, msg=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlayedBackRank(Distributed):
+    """One rank whose all-reduce is played back: it records what it sends and answers
+    ``total`` (the element-wise sum over every rank's message) when that is given."""
+
+    sent: list = dataclasses.field(default_factory=list)
+    total: list | None = None
+
+    def sum(self, values: list[float], device: str) -> list[float]:
+        self.sent.append(list(values))
+        return list(values) if self.total is None else self.total
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_sharded_validation_all_reduces_to_the_one_process_figures(synthetic_payload,
+                                                                   world_size):
+    """Each rank scores its share of the val batches; the all-reduced sums give every rank
+    the one-process loss, cosine and retrieval figures (so the same early-stopping call)."""
+    seqs = build_windows(synthetic_payload, SplitConfig())["train"]  # several batches per rank
+    torch.manual_seed(0)
+    model = LVM(preset("mamba_s", "tiny", d_in=synthetic_payload.dim))
+    config = TrainConfig(batch_size=16, val_queries=50)
+    vectors = synthetic_payload.vectors
+    one = evaluate_val(model, vectors, seqs, config, "cpu")
+    shards = [_PlayedBackRank(r, world_size) for r in range(world_size)]
+    with np.errstate(divide="ignore"):  # a rank's own figures see 0 for others' ranks
+        for rank in shards:
+            evaluate_val(model, vectors, seqs, config, "cpu", rank)
+    sent = np.array([rank.sent[0] for rank in shards])  # (world_size, 4 + val_queries)
+    assert all(sent[:, 3] > 0) and sent[:, 3].sum() == len(seqs)  # every rank scored windows
+    total = sent.sum(axis=0).tolist()
+    for r in range(world_size):
+        every = evaluate_val(model, vectors, seqs, config, "cpu",
+                             _PlayedBackRank(r, world_size, total=total))
+        assert every == pytest.approx(one, rel=1e-9)
 
 
 class _SyntheticEmbedder(EmbedderResource):

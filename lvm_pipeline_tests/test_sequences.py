@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lvm_pipeline.artifacts import ArtifactError
 from lvm_pipeline.sequences import (
     EVAL_KIND,
     TRAIN_KIND,
@@ -88,3 +89,15 @@ def test_sequences_of_another_payload_are_refused(store, synthetic_payload):
     other = publish_synthetic_payload(store, [10] * 12, seed=9)
     with pytest.raises(Exception, match=r"indexes payload .* but the current payload is"):
         require_payload(build, other)
+
+
+def test_a_stored_split_whose_arrays_disagree_is_refused_naming_the_file(store,
+                                                                          synthetic_payload):
+    sets = build_windows(synthetic_payload, SplitConfig())
+    build = publish_sequences(store, TRAIN_KIND, synthetic_payload, sets,
+                              native_info(SplitConfig()))
+    np.save(build.path / "val" / "context_rows.npy", sets["val"].context_rows[:, :4])
+    with pytest.raises(ArtifactError, match=r"/val: split 'val' \(\d+ windows in target_row.npy\): "
+                                            r"context_rows.npy has shape \(\d+, 4\), expected "
+                                            r"\(\d+, 5\)"):
+        load_sets(build, verify=False)  # verify=True would stop at the changed hash first

@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from lvm_pipeline.batching import batches, payload_negatives
+from lvm_pipeline.losses import compute_loss, infonce_loss, reference_loss
 from lvm_pipeline.models import LVM, preset
+from lvm_pipeline.schedule import lr_at
 from lvm_pipeline.sequences import SplitConfig, build_windows
-from lvm_pipeline.training import (
-    TrainConfig,
-    compute_loss,
-    infonce_loss,
-    lr_at,
-    reference_loss,
-    train,
-)
+from lvm_pipeline.train_config import TrainConfig
+from lvm_pipeline.training import train
+from lvm_pipeline.validation import evaluate_val
 
 
 def test_reference_loss_is_zero_on_the_target_and_infonce_prefers_the_own_target():
@@ -64,9 +62,21 @@ def test_training_keeps_the_epoch_with_the_best_val_retrieval(synthetic_payload)
     assert result.device == "cpu"
 
 
-def test_payload_negatives_mask_the_queries_own_rows(synthetic_payload):
-    from lvm_pipeline.training import payload_negatives
+def test_val_loss_is_the_mean_over_the_windows_it_scored(synthetic_payload):
+    """17 windows in batches of 16: the last batch of one has no InfoNCE negative, so it is
+    not scored, and must not count in the mean either (it did: the loss came out 16/17 low)."""
+    model, sets = _setup(synthetic_payload)
+    seqs = sets["train"].subset(np.arange(len(sets["train"])) < 17)
+    cfg = TrainConfig(batch_size=16)
+    val = evaluate_val(model, synthetic_payload.vectors, seqs, cfg, "cpu")
+    model.eval()
+    with torch.no_grad():
+        _, context, target = next(batches(synthetic_payload.vectors, seqs, 16))
+        expected = float(compute_loss(model(context), target, cfg))
+    assert val["loss"] == pytest.approx(expected, rel=1e-6)
 
+
+def test_payload_negatives_mask_the_queries_own_rows(synthetic_payload):
     sets = build_windows(synthetic_payload, SplitConfig())
     idx = np.arange(8)
     rng = np.random.default_rng(0)

@@ -5,7 +5,8 @@ Backends, chosen explicitly by name (never a silent fallback):
 - ``ref`` — :func:`selective_scan_ref`, the slow readable loop (mamba_ssm's
   ``selective_scan_ref`` semantics), the parity reference of every other backend;
 - ``torch`` — the naive portable path: the recurrence one step at a time under autograd, which
-  stores every step's (B, D, N) state for backward (the 77 GB of the reference run);
+  stores every step's (B, D, N) state for backward (its size at the reference's shape: the
+  backends table in README.md);
 - ``recompute`` — :class:`RecomputeScan`, a custom autograd function that keeps only its
   (B, D, L) inputs and recomputes the states in backward, in channel chunks of bounded size
   (CPU, MPS, any GPU);
