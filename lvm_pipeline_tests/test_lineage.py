@@ -1,0 +1,150 @@
+"""Lineage through Dagster: every input is the build the instance recorded (this run's, or the
+latest when the upstream is not in the run), data versions are build ids, and two overlapping
+runs never mix their builds."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from lvm_pipeline.artifacts import ArtifactStore, Build
+from lvm_pipeline.lineage import LineageError, report_lineage
+from lvm_pipeline.models import VARIANTS
+from lvm_pipeline_tests import race
+from lvm_pipeline_tests.conftest import instance_at, materialize_all, step_errors
+
+pytestmark = pytest.mark.slow
+
+CORPUS_DOWN = dg.AssetSelection.assets("corpus").downstream()
+TRAIN_DOWN = dg.AssetSelection.assets("aligned_training_sequences").downstream()
+
+
+def _build(kind: str, build_id: str, payload: str, upstream: dict | None = None) -> Build:
+    return Build(kind, Path("/nowhere") / kind, {"build_id": build_id, "kind": kind,
+                                                "payload_build_id": payload,
+                                                "upstream": upstream or {}})
+
+
+def test_report_lineage_refuses_mixed_payloads_and_training_sets_naming_both_builds():
+    index, eval_set = _build("index", "i" * 64, "p" * 64), _build("sequences/eval", "e" * 64, "p" * 64)
+    train = _build("sequences/train", "t" * 64, "p" * 64)
+    good = _build("models/mamba_s", "m" * 64, "p" * 64, {"sequences/train": "t" * 64})
+    lineage = report_lineage(index, eval_set, train, {"mamba_s": good})
+    assert lineage == {"payload": "p" * 64, "index": "i" * 64, "sequences/eval": "e" * 64,
+                       "sequences/train": "t" * 64, "models": {"mamba_s": "m" * 64}}
+    other_set = _build("models/mamba_h", "h" * 64, "p" * 64, {"sequences/train": "u" * 64})
+    with pytest.raises(LineageError, match="mamba_h hhhhhhhhhhhh was trained on sequences/train "
+                                           "uuuuuuuuuuuu, the baselines on tttttttttttt"):
+        report_lineage(index, eval_set, train, {"mamba_s": good, "mamba_h": other_set})
+    other_payload = _build("models/mamba_xl", "x" * 64, "q" * 64, {"sequences/train": "t" * 64})
+    with pytest.raises(LineageError, match="mamba_xl xxxxxxxxxxxx was trained over payload "
+                                           "qqqqqqqqqqqq, the index iiiiiiiiiiii holds payload "
+                                           "pppppppppppp"):
+        report_lineage(index, eval_set, train, {"mamba_xl": other_payload})
+    with pytest.raises(LineageError, match="sequences/eval eeeeeeeeeeee indexes payload "
+                                           "qqqqqqqqqqqq"):
+        report_lineage(index, _build("sequences/eval", "e" * 64, "q" * 64), train, {})
+
+
+def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Each asset the run materialized → its metadata values."""
+    return {e.asset_key.to_user_string(): {k: v.value for k, v in
+                                           e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+
+
+def test_rebuilding_identical_content_keeps_the_data_version(small_run_copy):
+    """Same corpus config → same bytes → same build id → same DataVersion, so Dagster sees
+    nothing downstream as changed."""
+    with instance_at(small_run_copy) as instance:
+        before = instance.get_latest_materialization_event(dg.AssetKey("corpus"))
+        payload = instance.get_latest_materialization_event(dg.AssetKey("payload"))
+    again = materialize_all(small_run_copy, selection=["corpus"])
+    assert again.success
+    [event] = again.get_asset_materialization_events()
+    version = before.asset_materialization.tags["dagster/data_version"]
+    assert event.materialization.tags["dagster/data_version"] == version
+    # The payload recorded that corpus version as its input: it is not stale.
+    assert payload.asset_materialization.tags["dagster/input_data_version/corpus"] == version
+
+
+def test_a_report_over_inputs_of_two_payloads_is_refused_naming_both(small_run_copy):
+    """The eval set and index rebuilt over a new payload, the checkpoints still over the old
+    one: the report alone (its inputs resolved from the instance) refuses to mix them."""
+    store = ArtifactStore(small_run_copy)
+    old_payload = store.current("payload").build_id
+    rebuilt = materialize_all(small_run_copy, corpus={"max_chunks": 300},
+                              selection=["corpus", "payload", "aligned_eval", "faiss_index"])
+    assert rebuilt.success, step_errors(rebuilt)
+    new_payload = _materializations(rebuilt)["payload"]["build_id"]
+    assert new_payload != old_payload
+    report = materialize_all(small_run_copy, selection=["retrieval_report"])
+    error = step_errors(report)["retrieval_report"]
+    assert "the report's inputs disagree" in error
+    assert f"was trained over payload {old_payload[:12]}" in error
+    assert f"holds payload {new_payload[:12]}" in error
+
+
+def _assert_run_used_its_own_builds(result: dg.ExecuteInProcessResult, store: ArtifactStore,
+                                    payload_id: str) -> None:
+    """Every model of the run trained on the run's sequences, and its report scored exactly
+    the run's checkpoints, its sequences, and builds over one payload."""
+    built = _materializations(result)
+    sequences = built["aligned_training_sequences"]["build_id"]
+    assert built["aligned_training_sequences"]["payload_build_id"] == payload_id
+    for variant in VARIANTS:
+        checkpoint = store.get(f"models/{variant}", built[variant]["build_id"])
+        assert built[variant]["sequences_build_id"] == sequences, variant
+        assert checkpoint.manifest["upstream"]["sequences/train"] == sequences, variant
+    report = json.loads(store.get("report", built["retrieval_report"]["build_id"])
+                        .file("report.json").read_text())
+    assert report["lineage"]["models"] == {v: built[v]["build_id"] for v in VARIANTS}
+    assert report["lineage"]["sequences/train"] == sequences
+    assert report["lineage"]["payload"] == payload_id
+
+
+def test_two_overlapping_runs_each_finish_with_their_own_builds(small_run_copy, tmp_path,
+                                                                  monkeypatch):
+    """The reported race, interleaved deterministically (lvm_pipeline_tests/race.py): run A
+    rebuilds from a new corpus, run B rebuilds the training sequences and their models while A
+    publishes its payload, sequences and models."""
+    data_dir = small_run_copy
+    store = ArtifactStore(data_dir)
+    old_payload = store.current("payload").build_id
+    corpus = race.write_text_corpus(tmp_path / "articles")
+    roles = {"run-A": "A", "run-B": "B"}
+    race.install(monkeypatch.setattr, lambda: roles.get(threading.current_thread().name),
+                 race.ThreadBarriers())
+    results: dict[str, dg.ExecuteInProcessResult] = {}
+
+    def run(role: str, **kwargs) -> None:
+        # Two instance objects on one SQLite home, like two `lvm` processes.
+        with instance_at(data_dir) as instance:
+            results[role] = materialize_all(data_dir, instance=instance, **kwargs)
+
+    threads = [
+        threading.Thread(name="run-A", target=run, args=("A",), kwargs={
+            "selection": CORPUS_DOWN, "corpus": {"source": "text_dir", "path": str(corpus)},
+            "training": {"epochs": 1, "batch_size": 32}}),
+        threading.Thread(name="run-B", target=run, args=("B",), kwargs={
+            "selection": TRAIN_DOWN, "training": {"epochs": 1, "batch_size": 32}})]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=900)
+    assert results["A"].success, step_errors(results["A"])
+    assert results["B"].success, step_errors(results["B"])
+
+    new_payload = _materializations(results["A"])["payload"]["build_id"]
+    assert new_payload != old_payload
+    # B resolved the payload when its step started (the old one), though A published the new
+    # one while the step ran; its models, report and lineage name only B's builds.
+    _assert_run_used_its_own_builds(results["B"], store, old_payload)
+    _assert_run_used_its_own_builds(results["A"], store, new_payload)
+    sequences = {r: _materializations(results[r])["aligned_training_sequences"]["build_id"]
+                 for r in "AB"}
+    assert sequences["A"] != sequences["B"]
