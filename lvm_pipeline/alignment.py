@@ -17,13 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from lvm_pipeline.artifacts import sha256_file
+from lvm_pipeline.index import IndexConfig, build_index
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.sequences import CONTEXT, SequenceSet, SplitConfig, article_splits, gather
+from lvm_pipeline.vectors import unit_rows
 
 SEARCH_BLOCK = 8192
 
@@ -67,16 +68,13 @@ def _load_npz(path: Path, dim: int) -> dict[str, Any]:
 
 def nearest_rows(payload: Payload, queries: np.ndarray, progress: Progress = silent
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest payload row of each query and its cosine. queries: (Q, D) → (Q,), (Q,)."""
-    index = faiss.IndexFlatIP(payload.dim)
-    for lo in range(0, len(payload), 65536):
-        index.add(np.ascontiguousarray(payload.vectors[lo:lo + 65536], dtype=np.float32))
+    """Nearest payload row of each query and its cosine. queries: (Q, D) → (Q,) int64,
+    (Q,) float32. Exact: a flat index over the (unit) payload, queries normalised."""
+    index = build_index(payload.vectors, IndexConfig(type="flat"))
     rows = np.empty(len(queries), np.int64)
     cos = np.empty(len(queries), np.float32)
     for lo in range(0, len(queries), SEARCH_BLOCK):
-        q = np.asarray(queries[lo:lo + SEARCH_BLOCK], dtype=np.float32)
-        norms = np.linalg.norm(q, axis=1, keepdims=True)
-        q = np.ascontiguousarray(q / np.maximum(norms, 1e-12))
+        q = unit_rows(queries[lo:lo + SEARCH_BLOCK])  # (b, D)
         scores, ids = index.search(q, 1)
         rows[lo:lo + len(q)], cos[lo:lo + len(q)] = ids[:, 0], scores[:, 0]
         progress(min(lo + SEARCH_BLOCK, len(queries)), len(queries))

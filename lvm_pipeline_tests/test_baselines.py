@@ -5,7 +5,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from lvm_pipeline import baselines
+from lvm_pipeline import ridge as ridge_module
 from lvm_pipeline.baselines import copy_last_context, fit_ridge, mean_of_context
 from lvm_pipeline.evaluation import evaluate
 from lvm_pipeline.sequences import SplitConfig, build_windows, gather
@@ -47,13 +47,15 @@ def test_ridge_learns_a_linear_next_chunk_rule(store):
 
 def test_ridge_weight_is_the_closed_form_solution_across_blocks(synthetic_payload, monkeypatch):
     """The normal equations are summed block by block (one triangle of XᵀX by BLAS syrk); the
-    weight must be exactly (XᵀX + λI)⁻¹ XᵀY over all training windows at the picked λ."""
-    monkeypatch.setattr(baselines, "BLOCK", 37)  # several blocks, the last one partial
+    weight must be exactly (XᵀX + λI)⁻¹ XᵀY over all training windows at the picked λ
+    (λ = penalty per window × windows)."""
+    monkeypatch.setattr(ridge_module, "BLOCK", 37)  # several blocks, the last one partial
     sets = build_windows(synthetic_payload, SplitConfig())
     train = sets["train"]
     ridge = fit_ridge(synthetic_payload.vectors, train, sets["val"])
     x = gather(synthetic_payload.vectors, train.context_rows).reshape(len(train), -1)
     y = gather(synthetic_payload.vectors, train.target_row)
     x, y = x.astype(np.float64), y.astype(np.float64)
-    want = np.linalg.solve(x.T @ x + ridge.penalty * np.eye(x.shape[1]), x.T @ y)
+    lam = ridge.penalty * len(train)
+    want = np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y)
     np.testing.assert_allclose(ridge.weight, want, rtol=1e-8, atol=1e-10)

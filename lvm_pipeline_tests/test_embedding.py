@@ -89,3 +89,13 @@ def test_bfloat16_on_cuda_reproduces_float32_on_cpu(embedder):
     assert gpu.precision == "bfloat16"
     cos = np.einsum("ij,ij->i", gpu.encode(texts), embedder.encode(texts))
     assert cos.min() > 0.99
+
+
+def test_a_zero_embedding_is_refused_not_left_at_zero():
+    from lvm_pipeline.embedding import l2_normalise
+
+    v = np.ones((4, 3), np.float32)
+    np.testing.assert_allclose(np.linalg.norm(l2_normalise(v), axis=1), 1.0, atol=1e-7)
+    v[2] = 0.0
+    with pytest.raises(EmbedderError, match=r"zero-length embedding at rows \[2\]"):
+        l2_normalise(v)

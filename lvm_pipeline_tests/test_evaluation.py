@@ -164,3 +164,20 @@ def test_contrastive_accuracy_counts_other_targets_further_than_the_truth():
     queries = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0], [0, 0.8, 0.6, 0], [0, 0, 0, 1]],
                        np.float32)
     np.testing.assert_allclose(contrastive_accuracy(queries, targets), [1, 1, 2 / 3, 1])
+
+
+def test_mrr_at_k_counts_ranks_beyond_k_as_zero():
+    ranks = np.array([1, 2, 6, 11, 60])
+    assert evaluation.mrr_at_k(ranks) == pytest.approx((1 + 1 / 2 + 1 / 6) / 5)
+    assert evaluation.mrr_at_k(ranks, k=60) == pytest.approx(np.mean(1 / ranks))
+    assert evaluation.mrr_at_k(ranks, k=1) == pytest.approx(0.2)
+
+
+def test_evaluate_refuses_predictions_of_the_wrong_shape(synthetic_payload):
+    v = np.asarray(synthetic_payload.vectors)
+    seqs = build_windows(synthetic_payload, SplitConfig())["eval"]
+    index = faiss.IndexFlatIP(v.shape[1])
+    index.add(v)
+    with pytest.raises(ValueError, match=r"predictions 'short' are \(2, 32\); the eval set "
+                                         r"'eval' needs \(\d+, 32\), one per window"):
+        evaluation.evaluate({"short": v[:2]}, v, index, seqs)

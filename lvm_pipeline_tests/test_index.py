@@ -13,6 +13,7 @@ from lvm_pipeline.index import (
     publish_index,
     recall_at_k,
     search_ref,
+    self_recall,
 )
 from lvm_pipeline_tests.conftest import publish_synthetic_payload
 
@@ -66,3 +67,23 @@ def test_published_ivf_index_reloads_with_its_nprobe(store):
     assert faiss.extract_index_ivf(index).nprobe == 5
     flat = load_index(publish_index(store, payload, IndexConfig()), payload)
     assert flat.ntotal == len(payload)
+
+
+def test_self_recall_is_strict_a_permuted_index_finds_almost_no_row_itself(synthetic_payload):
+    """Same vectors in another order tie with every query's own score; only the row number
+    tells them apart, so a tie-counting recall would report 1.0 here."""
+    v = np.asarray(synthetic_payload.vectors)
+    assert self_recall(build_index(v, IndexConfig()), v, 256, seed=0) == 1.0
+    order = np.random.default_rng(0).permutation(len(v))
+    permuted = build_index(v[order], IndexConfig())
+    recall = self_recall(permuted, v, 256, seed=0)
+    print("permuted self-recall", recall, "fixed points", int((order == np.arange(len(v))).sum()))
+    assert recall < 0.05
+
+
+def test_search_inputs_are_checked_without_asserts(synthetic_payload):
+    v = np.asarray(synthetic_payload.vectors)
+    with pytest.raises(ValueError, match=r"queries are \(3, 8\); searching .* needs \(Q, 32\)"):
+        search_ref(v, np.zeros((3, 8), np.float32), 5)
+    with pytest.raises(ValueError, match="must have one shape"):
+        recall_at_k(np.zeros((2, 3)), np.zeros((2, 4)))
