@@ -80,11 +80,6 @@ def truth_ranks(queries: np.ndarray, vectors: np.ndarray, truth_rows: np.ndarray
     return exact_pass(queries, vectors, truth_rows, exclude_rows, 0, progress)[2]
 
 
-def mrr_at_k(ranks: np.ndarray, k: int = 10) -> float:
-    """Mean reciprocal rank, counting ranks beyond k as 0 (MRR@k); ranks are 1-based."""
-    return float(np.mean(np.where(ranks <= k, 1.0 / ranks, 0.0)))
-
-
 def exact_pass(queries: np.ndarray, vectors: np.ndarray, truth_rows: np.ndarray,
                exclude_rows: np.ndarray | None, k: int, progress: Progress = silent
                ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:

@@ -10,13 +10,11 @@ silently; :func:`report_lineage` refuses it with a line that names both builds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.checkpoint import kind_for
-from lvm_pipeline.guards import GuardResult
 
 PAYLOAD, INDEX, EVAL, TRAIN = "payload", "index", "sequences/eval", "sequences/train"
 
@@ -67,38 +65,3 @@ def recorded_inputs(store: ArtifactStore, lineage: Mapping[str, Any]) -> dict[st
             "train": store.get(TRAIN, lineage[TRAIN]),
             "models": {name: store.get(kind_for(name), build_id)
                        for name, build_id in lineage["models"].items()}}
-
-
-def check_report_lineage(store: ArtifactStore, report: Build,
-                         name: str = "check_report_lineage") -> GuardResult:
-    """The lineage a report recorded holds: every build it names is in ``store`` with files
-    matching their manifest, those builds agree (:func:`report_lineage`), and the report's
-    upstream names the same builds."""
-    rule = ("the report's index, eval set, baselines' training set and checkpoints are one "
-            "payload's and one training set's, and all are intact")
-    recorded = json.loads(report.file("report.json").read_text()).get("lineage")
-    problems: list[str] = []
-    if recorded is None:
-        problems.append(f"report {report.build_id[:12]} records no lineage (an older report)")
-    else:
-        try:
-            inputs = recorded_inputs(store, recorded)
-            for build in [inputs["index"], inputs["eval_set"], inputs["train"],
-                          *inputs["models"].values()]:
-                build.verify()
-            if report_lineage(**inputs) != recorded:
-                problems.append("the builds it names no longer give the lineage it recorded")
-        except ArtifactError as err:
-            problems.append(str(err))
-        upstream = dict(report.manifest.get("upstream", {}))
-        named = {k: recorded[k] for k in (PAYLOAD, INDEX, EVAL, TRAIN)}
-        named.update({kind_for(n): b for n, b in recorded["models"].items()})
-        if upstream != named:
-            problems.append(f"the manifest's upstream {upstream} differs from the recorded "
-                            f"lineage {named}")
-    passed = not problems
-    message = (f"report {report.build_id[:12]}: every input is payload "
-               f"{str(recorded[PAYLOAD])[:12]}'s and intact" if passed else
-               f"LINEAGE BROKEN in report {report.build_id[:12]}: {'; '.join(problems)}")
-    return GuardResult(name, passed, rule, float(len(problems)), 0.0, message, problems,
-                       {"lineage": recorded})

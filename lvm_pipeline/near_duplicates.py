@@ -16,7 +16,8 @@ import faiss
 import numpy as np
 
 from lvm_pipeline.gather import gather
-from lvm_pipeline.index import MIN_POINTS_PER_CELL, sample_rows
+from lvm_pipeline.index import MIN_POINTS_PER_CELL
+from lvm_pipeline.vectors import sample_rows, unit_rows
 
 # Two chunks at cosine >= 0.995 are the same text with a word or two changed, far above
 # unrelated chunks of one article (the measured cosines: docs/guards.md, near_duplicate_cosine).
@@ -74,10 +75,10 @@ def _flat_nearest(vectors: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray
     """Every pair: (B,) best cosine and (B,) index into rows_a of each row of rows_b."""
     index = faiss.IndexFlatIP(vectors.shape[1])
     for lo in range(0, len(rows_a), SEARCH_BLOCK):
-        index.add(_unit(gather(vectors, rows_a[lo:lo + SEARCH_BLOCK])))
+        index.add(unit_rows(gather(vectors, rows_a[lo:lo + SEARCH_BLOCK])))
     best_cos, best_a = np.empty(len(rows_b), np.float32), np.empty(len(rows_b), np.int64)
     for lo in range(0, len(rows_b), SEARCH_BLOCK):
-        scores, ids = index.search(_unit(gather(vectors, rows_b[lo:lo + SEARCH_BLOCK])), 1)
+        scores, ids = index.search(unit_rows(gather(vectors, rows_b[lo:lo + SEARCH_BLOCK])), 1)
         best_cos[lo:lo + len(scores)], best_a[lo:lo + len(scores)] = scores[:, 0], ids[:, 0]
     return best_cos, best_a
 
@@ -94,19 +95,19 @@ def _cell_nearest(vectors: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray, c
     """
     dim = vectors.shape[1]
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(_unit(gather(vectors, rows_a[sample_rows(len(rows_a), NEAR_DUPLICATE_TRAIN,
+    ivf.train(unit_rows(gather(vectors, rows_a[sample_rows(len(rows_a), NEAR_DUPLICATE_TRAIN,
                                                        seed=0)])))
     quantizer = ivf.quantizer  # the trained k-means centroids; the IVF lists stay empty
     a_cell = np.concatenate([
-        quantizer.search(_unit(gather(vectors, rows_a[lo:lo + SEARCH_BLOCK])), 1)[1][:, 0]
+        quantizer.search(unit_rows(gather(vectors, rows_a[lo:lo + SEARCH_BLOCK])), 1)[1][:, 0]
         for lo in range(0, len(rows_a), SEARCH_BLOCK)])
     a_order = np.argsort(a_cell, kind="stable")  # rows_a grouped by cell
     a_bounds = np.searchsorted(a_cell[a_order], np.arange(cells + 1))
-    a_unit = _unit(gather(vectors, rows_a[a_order]))  # (A, D), cell by cell
+    a_unit = unit_rows(gather(vectors, rows_a[a_order]))  # (A, D), cell by cell
     best_cos = np.full(len(rows_b), -np.inf, np.float32)
     best_a = np.zeros(len(rows_b), np.int64)
     for lo in range(0, len(rows_b), SEARCH_BLOCK):
-        queries = _unit(gather(vectors, rows_b[lo:lo + SEARCH_BLOCK]))  # (b, D)
+        queries = unit_rows(gather(vectors, rows_b[lo:lo + SEARCH_BLOCK]))  # (b, D)
         probed = quantizer.search(queries, NEAR_DUPLICATE_PROBES)[1]  # (b, probes)
         cell_of = probed.reshape(-1)
         query_of = np.repeat(np.arange(len(queries)), probed.shape[1])
@@ -140,8 +141,3 @@ def near_duplicates_ref(vectors: np.ndarray, rows_a: np.ndarray, rows_b: np.ndar
     hit = best_cos >= threshold
     return (np.asarray(rows_b)[hit].astype(np.int64), np.asarray(rows_a)[best[hit]].astype(np.int64),
             best_cos[hit].astype(np.float32))
-
-
-def _unit(block: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(block, axis=1, keepdims=True)
-    return np.ascontiguousarray(block / np.maximum(norms, 1e-12), dtype=np.float32)

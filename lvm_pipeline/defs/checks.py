@@ -23,7 +23,6 @@ from lvm_pipeline.defs.schedules import CHECK_WITH_ITS_ASSET
 from lvm_pipeline.defs.storage import OPTIONAL_INPUT
 from lvm_pipeline.index import KIND as INDEX_KIND
 from lvm_pipeline.index import load_index
-from lvm_pipeline.lineage import check_report_lineage as report_lineage_guard
 from lvm_pipeline.payload import KIND as PAYLOAD_KIND
 from lvm_pipeline.payload import load_payload, payload_of
 from lvm_pipeline.report import KIND as REPORT_KIND
@@ -63,29 +62,32 @@ def _guarded(name: str, compute: Callable[[], rules.GuardResult],
                                                  f"INPUT REFUSED: {err}"), **key)
 
 
-def _pick(results: list[rules.GuardResult], name: str) -> rules.GuardResult:
-    return next(r for r in results if r.name == name)
+# Each check's result is picked from its suite by the guard function itself (a suite raises,
+# naming what it ran, when asked for a guard it did not run).
+Guard = Callable[..., rules.GuardResult]
 
 
-def _payload_result(name: str, payload: Build, embedder: EmbedderResource,
+def _payload_result(name: str, guard: Guard, payload: Build, embedder: EmbedderResource,
                     guards: GuardsResource) -> dg.AssetCheckResult:
-    return _guarded(name, lambda: _pick(rules.payload_guards(
-        load_payload(payload), embedder.load(), guards.config()), name))
+    return _guarded(name, lambda: rules.payload_guards(
+        load_payload(payload), embedder.load(), guards.config())[guard])
 
 
-def _training_result(name: str, train: Build, eval_build: Build | None, storage: StorageResource,
-                     guards: GuardsResource, **key: dg.AssetKey | str) -> dg.AssetCheckResult:
+def _training_result(name: str, guard: Guard, train: Build, eval_build: Build | None,
+                     storage: StorageResource, guards: GuardsResource,
+                     **key: dg.AssetKey | str) -> dg.AssetCheckResult:
     def compute() -> rules.GuardResult:
-        return _pick(rules.training_guards(payload_of(storage.store(), train), train,
-                                           eval_build, guards.config()), name)
+        return rules.training_guards(payload_of(storage.store(), train), train, eval_build,
+                                     guards.config())[guard]
     return _guarded(name, compute, **key)
 
 
-def _eval_result(name: str, eval_build: Build, train: Build | None, storage: StorageResource,
-                 guards: GuardsResource, **key: dg.AssetKey | str) -> dg.AssetCheckResult:
+def _eval_result(name: str, guard: Guard, eval_build: Build, train: Build | None,
+                 storage: StorageResource, guards: GuardsResource,
+                 **key: dg.AssetKey | str) -> dg.AssetCheckResult:
     def compute() -> rules.GuardResult:
-        return _pick(rules.evaluation_guards(payload_of(storage.store(), eval_build), eval_build,
-                                             [train] if train else [], guards.config()), name)
+        return rules.evaluation_guards(payload_of(storage.store(), eval_build), eval_build,
+                                       [train] if train else [], guards.config())[guard]
     return _guarded(name, compute, **key)
 
 
@@ -97,7 +99,8 @@ def check_payload_integrity(payload: Build, embedder: EmbedderResource,
                             guards: GuardsResource) -> dg.AssetCheckResult:
     """Vectors finite, unit-norm, of the embedder's dim; keys, vectors, texts unique; no
     empty text."""
-    return _payload_result("check_payload_integrity", payload, embedder, guards)
+    return _payload_result("check_payload_integrity", rules.check_payload_integrity, payload,
+                           embedder, guards)
 
 
 @dg.asset_check(asset="payload", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
@@ -105,7 +108,8 @@ def check_payload_embedder_canary(payload: Build, embedder: EmbedderResource,
                                   guards: GuardsResource) -> dg.AssetCheckResult:
     """Re-embedding a fixed sample of payload texts with the configured embedder gives back the
     stored vectors (catches "same name, different encoder")."""
-    return _payload_result("check_payload_embedder_canary", payload, embedder, guards)
+    return _payload_result("check_payload_embedder_canary", rules.check_embedder_canary,
+                           payload, embedder, guards)
 
 
 # --------------------------------------------------------------------------- sequences
@@ -116,8 +120,8 @@ def check_payload_embedder_canary(payload: Build, embedder: EmbedderResource,
 def check_training_sequences_aligned(aligned_training_sequences: Build, storage: StorageResource,
                                      guards: GuardsResource) -> dg.AssetCheckResult:
     """Train and val targets and contexts are the payload vectors their truth keys name."""
-    return _training_result("check_training_sequences_aligned", aligned_training_sequences,
-                            None, storage, guards)
+    return _training_result("check_training_sequences_aligned", rules.check_alignment,
+                            aligned_training_sequences, None, storage, guards)
 
 
 @dg.asset_check(asset="aligned_training_sequences", blocking=True,
@@ -125,8 +129,8 @@ def check_training_sequences_aligned(aligned_training_sequences: Build, storage:
 def check_training_truth_keys(aligned_training_sequences: Build, storage: StorageResource,
                               guards: GuardsResource) -> dg.AssetCheckResult:
     """Train/val truth keys unique, naming their own target; windows 6 consecutive chunks."""
-    return _training_result("check_training_truth_keys", aligned_training_sequences, None,
-                            storage, guards)
+    return _training_result("check_training_truth_keys", rules.check_truth_keys,
+                            aligned_training_sequences, None, storage, guards)
 
 
 @dg.asset_check(asset="aligned_training_sequences", blocking=True,
@@ -134,22 +138,24 @@ def check_training_truth_keys(aligned_training_sequences: Build, storage: Storag
 def check_training_learnable(aligned_training_sequences: Build, storage: StorageResource,
                              guards: GuardsResource) -> dg.AssetCheckResult:
     """A closed-form ridge predictor fit on train retrieves val targets far above chance."""
-    return _training_result("check_training_learnable", aligned_training_sequences, None,
-                            storage, guards)
+    return _training_result("check_training_learnable", rules.check_learnability,
+                            aligned_training_sequences, None, storage, guards)
 
 
 @dg.asset_check(asset="aligned_eval", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_eval_sequences_aligned(aligned_eval: Build, storage: StorageResource,
                                  guards: GuardsResource) -> dg.AssetCheckResult:
     """Eval targets and contexts are the payload vectors their truth keys name."""
-    return _eval_result("check_eval_sequences_aligned", aligned_eval, None, storage, guards)
+    return _eval_result("check_eval_sequences_aligned", rules.check_alignment, aligned_eval,
+                        None, storage, guards)
 
 
 @dg.asset_check(asset="aligned_eval", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_eval_truth_keys(aligned_eval: Build, storage: StorageResource,
                           guards: GuardsResource) -> dg.AssetCheckResult:
     """Eval truth keys unique, naming their own target; windows 6 consecutive chunks."""
-    return _eval_result("check_eval_truth_keys", aligned_eval, None, storage, guards)
+    return _eval_result("check_eval_truth_keys", rules.check_truth_keys, aligned_eval, None,
+                        storage, guards)
 
 
 @dg.multi_asset_check(
@@ -171,11 +177,11 @@ def check_splits_disjoint(context: dg.AssetCheckExecutionContext, storage: Stora
     for key in context.selected_asset_check_keys:
         where = {"asset_key": key.asset_key, "check_name": key.name}
         if key.asset_key == dg.AssetKey("aligned_eval"):
-            yield _eval_result(name, aligned_eval, aligned_training_sequences, storage, guards,
-                               **where)
+            yield _eval_result(name, rules.check_split_leakage, aligned_eval,
+                               aligned_training_sequences, storage, guards, **where)
         else:
-            yield _training_result(name, aligned_training_sequences, aligned_eval, storage,
-                                   guards, **where)
+            yield _training_result(name, rules.check_split_leakage, aligned_training_sequences,
+                                   aligned_eval, storage, guards, **where)
 
 
 # --------------------------------------------------------------------------- index, report
@@ -197,7 +203,7 @@ def check_report_lineage(retrieval_report: Build, storage: StorageResource) -> d
     """Everything the report scored is one payload's: its index, eval set, the baselines'
     training set and every checkpoint (each trained on that training set), and every build it
     names is in the store with files matching their sha256."""
-    return _guarded("check_report_lineage", lambda: report_lineage_guard(
+    return _guarded("check_report_lineage", lambda: rules.check_report_lineage(
         storage.store(), retrieval_report, "check_report_lineage"))
 
 

@@ -12,7 +12,7 @@ the table): alignment of targets and contexts (:mod:`.alignment`), truth keys
 (:mod:`.truth_keys`), leakage between splits (:mod:`.leakage`), payload integrity
 (:mod:`.payload_integrity`), the embedder canary (:mod:`.canary`), the learnability smoke test
 that catches misalignment of a kind nobody wrote a rule for (:mod:`.learnability`), the index
-(:mod:`.index`) and stale lineage (:mod:`.lineage`). Thresholds live in :mod:`.config`.
+(:mod:`.index`) and lineage (:mod:`.lineage`). Thresholds live in :mod:`.config`.
 """
 
 from lvm_pipeline.guards.alignment import check_alignment
@@ -21,7 +21,7 @@ from lvm_pipeline.guards.config import GuardConfig
 from lvm_pipeline.guards.index import check_index
 from lvm_pipeline.guards.leakage import check_split_leakage
 from lvm_pipeline.guards.learnability import check_learnability, learnability_k
-from lvm_pipeline.guards.lineage import UPSTREAM_KINDS, check_lineage
+from lvm_pipeline.guards.lineage import check_lineage, check_report_lineage
 from lvm_pipeline.guards.payload_integrity import check_payload_integrity
 from lvm_pipeline.guards.result import GuardError, GuardResult
 from lvm_pipeline.guards.suites import (
@@ -35,9 +35,9 @@ from lvm_pipeline.guards.suites import (
 from lvm_pipeline.guards.truth_keys import check_truth_keys
 
 __all__ = [
-    "UPSTREAM_KINDS", "GuardConfig", "GuardError", "GuardNotInSuite", "GuardResult",
-    "SuiteResult", "TextEncoder", "check_alignment", "check_embedder_canary", "check_index",
-    "check_learnability", "check_lineage", "check_payload_integrity", "check_split_leakage",
+    "GuardConfig", "GuardError", "GuardNotInSuite", "GuardResult", "SuiteResult", "TextEncoder",
+    "check_alignment", "check_embedder_canary", "check_index", "check_learnability",
+    "check_lineage", "check_payload_integrity", "check_report_lineage", "check_split_leakage",
     "check_truth_keys", "evaluation_guards", "learnability_k", "payload_guards",
     "require_passed", "training_guards",
 ]

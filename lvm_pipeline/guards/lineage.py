@@ -1,12 +1,16 @@
-"""Lineage guard: every build a build was made from is still the current build of its kind."""
+"""Lineage guards: a report's recorded lineage holds (:func:`check_report_lineage`, the
+``check_report_lineage`` asset check), and, for readers outside a run, whether a build's
+inputs are still the ``CURRENT`` builds of their kinds (:func:`check_lineage`, what `lvm report`
+asks before printing a report as current)."""
 
 from __future__ import annotations
 
-from lvm_pipeline.artifacts import ArtifactStore, Build
-from lvm_pipeline.guards.result import GuardResult, verdict
+import json
 
-# Upstream names in manifests that are not artifact kinds.
-UPSTREAM_KINDS = {"eval": "sequences/eval"}
+from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
+from lvm_pipeline.checkpoint import kind_for
+from lvm_pipeline.guards.result import GuardResult, verdict
+from lvm_pipeline.lineage import EVAL, INDEX, PAYLOAD, TRAIN, recorded_inputs, report_lineage
 
 
 def check_lineage(store: ArtifactStore, build: Build, name: str = "check_lineage") -> GuardResult:
@@ -16,8 +20,7 @@ def check_lineage(store: ArtifactStore, build: Build, name: str = "check_lineage
     S2 is current) describes artifacts that are no longer the ones in use.
     """
     stale, checked = [], {}
-    for up_name, up_id in sorted(build.manifest.get("upstream", {}).items()):
-        kind = UPSTREAM_KINDS.get(up_name, up_name)
+    for kind, up_id in sorted(build.manifest.get("upstream", {}).items()):  # keyed by kind
         current = store.current(kind).build_id if store.has_current(kind) else None
         checked[kind] = {"built_from": up_id, "current": current}
         if current != up_id:
@@ -33,3 +36,38 @@ def check_lineage(store: ArtifactStore, build: Build, name: str = "check_lineage
         f"{build.build_id[:12]} was built (threshold 0); rebuild it (`lvm run`)")
     return GuardResult(name, passed, "every input of the build is the current build of its kind",
                        float(len(stale)), 0.0, message, stale, {"upstream": checked})
+
+
+def check_report_lineage(store: ArtifactStore, report: Build,
+                         name: str = "check_report_lineage") -> GuardResult:
+    """The lineage a report recorded holds: every build it names is in ``store`` with files
+    matching their manifest, those builds agree (:func:`report_lineage`), and the report's
+    upstream names the same builds."""
+    rule = ("the report's index, eval set, baselines' training set and checkpoints are one "
+            "payload's and one training set's, and all are intact")
+    recorded = json.loads(report.file("report.json").read_text()).get("lineage")
+    problems: list[str] = []
+    if recorded is None:
+        problems.append(f"report {report.build_id[:12]} records no lineage (an older report)")
+    else:
+        try:
+            inputs = recorded_inputs(store, recorded)
+            for build in [inputs["index"], inputs["eval_set"], inputs["train"],
+                          *inputs["models"].values()]:
+                build.verify()
+            if report_lineage(**inputs) != recorded:
+                problems.append("the builds it names no longer give the lineage it recorded")
+        except ArtifactError as err:
+            problems.append(str(err))
+        upstream = dict(report.manifest.get("upstream", {}))
+        named = {k: recorded[k] for k in (PAYLOAD, INDEX, EVAL, TRAIN)}
+        named.update({kind_for(n): b for n, b in recorded["models"].items()})
+        if upstream != named:
+            problems.append(f"the manifest's upstream {upstream} differs from the recorded "
+                            f"lineage {named}")
+    passed = not problems
+    message = (f"report {report.build_id[:12]}: every input is payload "
+               f"{str(recorded[PAYLOAD])[:12]}'s and intact" if passed else
+               f"LINEAGE BROKEN in report {report.build_id[:12]}: {'; '.join(problems)}")
+    return GuardResult(name, passed, rule, float(len(problems)), 0.0, message, problems,
+                       {"lineage": recorded})
