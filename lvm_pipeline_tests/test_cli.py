@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,13 +86,15 @@ def test_ui_refuses_a_busy_port_in_one_line(tmp_path, capsys, monkeypatch):
     assert f"see `lvm ui --port {port + 1}`" in line
 
 
-def test_ui_runs_dagster_dev_on_the_workspace():
+def test_ui_runs_dg_dev_on_the_workspace():
+    import sys
+
     from lvm_pipeline.cli.common import PROJECT_ROOT
     from lvm_pipeline.cli.ui import dagster_dev_command
 
     command = dagster_dev_command("127.0.0.1", 3999)
-    assert command[1:4] == ["-m", "dagster", "dev"]
-    assert command[4:6] == ["-w", str(PROJECT_ROOT / "workspace.yaml")]
+    assert command[:2] == [str(Path(sys.executable).with_name("dg")), "dev"]
+    assert command[2:4] == ["-w", str(PROJECT_ROOT / "workspace.yaml")]
     assert command[-4:] == ["-h", "127.0.0.1", "-p", "3999"]
 
 

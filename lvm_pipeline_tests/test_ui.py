@@ -100,7 +100,11 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Webser
     server = Webserver(f"http://127.0.0.1:{port}", log)
     try:
         location = _wait_for_location(server, process, timeout_s=120)
-        assert f"lvm ui: http://127.0.0.1:{port}/asset-groups" in log.read_text()
+        text = log.read_text()
+        assert f"lvm ui: http://127.0.0.1:{port}/asset-groups" in text
+        # `dg dev`, not the superseded `dagster dev`, and no dagster.yaml in the working folder
+        # that the instance would ignore.
+        assert "superseded" not in text and "will not be used" not in text, text
         yield server, location, data_dir
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -161,7 +165,7 @@ def _asset_node(server: Webserver, key: str) -> dict[str, Any]:
     query Node($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
       dependencyKeys { path }
       assetMaterializations(limit: 1) { runId metadataEntries { label
-        ... on TextMetadataEntry { text } } }
+        ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString } } }
       assetChecksOrError { ... on AssetChecks { checks { name blocking
         executionForLatestMaterialization { runId status
           evaluation { success description metadataEntries { label
@@ -173,14 +177,17 @@ def _asset_node(server: Webserver, key: str) -> dict[str, Any]:
 def test_graphql_run_shows_lineage_hashes_and_blocking_checks(ui_run):
     server, run_id = ui_run
     report = _asset_node(server, "retrieval_report")
+    # The report reads what it scores (the payload through the index), nothing else.
     assert {k["path"][0] for k in report["dependencyKeys"]} == {
-        "payload", "aligned_training_sequences", "aligned_eval", "faiss_index", *VARIANTS}
+        "aligned_training_sequences", "aligned_eval", "faiss_index", *VARIANTS}
 
     payload = _asset_node(server, "payload")
     [materialization] = payload["assetMaterializations"]
     assert materialization["runId"] == run_id
-    meta = {e["label"]: e.get("text") for e in materialization["metadataEntries"]}
-    assert len(meta["sha256_vectors_npy"]) == 64 and meta["payload_build_id"] == meta["build_id"]
+    meta = {e["label"]: e.get("text") or e.get("jsonString")
+            for e in materialization["metadataEntries"]}
+    assert len(json.loads(meta["files"])["vectors.npy"]["sha256"]) == 64
+    assert meta["payload_build_id"] == meta["build_id"]
 
     checks = _asset_node(server, "aligned_training_sequences")["assetChecksOrError"]["checks"]
     [check] = [c for c in checks if c["name"] == "check_training_sequences_aligned"]

@@ -1,4 +1,5 @@
-"""``lvm ui``: the Dagster UI (webserver + daemon) on this project's instance and data dir."""
+"""``lvm ui``: the Dagster UI (webserver + daemon, ``dg dev``) on this project's instance and
+data dir."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from lvm_pipeline.cli.common import (
     PROJECT_ROOT,
@@ -18,7 +20,7 @@ from lvm_pipeline.cli.common import (
 )
 
 EPILOG = """\
-It runs `dagster dev -w workspace.yaml` with DAGSTER_HOME=<data dir>/dagster_home and
+It runs `dg dev -w workspace.yaml` with DAGSTER_HOME=<data dir>/dagster_home and
 LVM_DATA_DIR=<data dir>, so it shows the runs of `lvm run` / `lvm materialize`, and whatever
 it materializes lands in the same data dir. The daemon it starts runs the weekly retrain
 schedule and the automation once they are switched on (Automation tab; docs/deploy.md).
@@ -27,12 +29,17 @@ Ctrl-C stops it.
 
 
 def dagster_dev_command(host: str, port: int) -> list[str]:
-    """``dagster dev`` for this project: the repository's workspace.yaml when it is there (a
-    checkout), the definitions module otherwise (an installed wheel)."""
+    """``dg dev`` for this project: the ``dg`` installed beside this interpreter (so the code
+    server runs in this environment), on the repository's workspace.yaml when it is there (a
+    checkout), on the definitions module otherwise (an installed wheel)."""
+    dg = Path(sys.executable).with_name("dg")
+    if not dg.exists():
+        raise CliError(f"{dg} is missing: the UI needs dagster-dg-cli",
+                       hint="`pip install -e .` (it is a dependency of lvm-pipeline)")
     workspace = PROJECT_ROOT / "workspace.yaml"
     target = (["-w", str(workspace)] if workspace.exists()
               else ["-m", "lvm_pipeline.definitions"])
-    return [sys.executable, "-m", "dagster", "dev", *target, "-h", host, "-p", str(port)]
+    return [str(dg), "dev", *target, "-h", host, "-p", str(port)]
 
 
 def _ensure_port_free(host: str, port: int) -> None:
@@ -55,7 +62,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
           f"Dagster instance {home}); Ctrl-C stops it", flush=True)
     sys.stderr.flush()
     # A shell that starts `lvm ui &` without job control leaves SIGINT ignored, exec keeps it
-    # ignored, and `dagster dev` copies SIGINT's handler onto SIGTERM: the server would then
+    # ignored, and `dg dev` copies SIGINT's handler onto SIGTERM: the server would then
     # ignore both. Restore the defaults so Ctrl-C and `kill` stop it wherever it was started.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)

@@ -108,6 +108,19 @@ class StorageResource(dg.ConfigurableResource):
         return ArtifactStore(root)
 
 
+def _producing_run(context: dg.InputContext) -> str | None:
+    """The run whose step produced this input: this run, or the run a re-execution took the
+    step's output from; None when the upstream is not a step of either (Dagster then hands the
+    loader a stand-in output context whose run id names no run of the instance)."""
+    try:
+        run_id = context.upstream_output.run_id if context.upstream_output else None
+    except dg.DagsterInvariantViolationError:  # a stand-in context without a run id
+        return None
+    if run_id is None or context.instance.get_run_by_id(run_id) is None:
+        return None
+    return run_id
+
+
 class BuildIOManager(dg.ConfigurableIOManager):
     """Builds in the artifact store, found through the instance's materialization records.
 
@@ -125,12 +138,8 @@ class BuildIOManager(dg.ConfigurableIOManager):
         self.storage.store().set_current(obj)
 
     def load_input(self, context: dg.InputContext) -> Build | None:
-        try:
-            # Set when the upstream is a step of this run's plan (or of the run it re-executes).
-            producer = context.upstream_output.run_id if context.upstream_output else None
-        except dg.DagsterInvariantViolationError:
-            producer = None  # the upstream is not in this run: read the instance's latest
-        resolved = resolve_upstream(context.instance, context.asset_key, producer)
+        resolved = resolve_upstream(context.instance, context.asset_key,
+                                    _producing_run(context))
         if resolved is None:
             if self.missing_is_none:
                 return None
