@@ -176,6 +176,7 @@ def stage_payload(ctx: dict[str, Any]) -> dict[str, Any]:
     else:
         store.ensure_writable()
         build = publish_synthetic_payload(store, config)
+        store.set_current(build)  # the later stages, each its own process, read CURRENT
     measured = build.manifest["source"]["measured"]
     return {"reused": reused, "build_id": build.build_id, "n_rows": build.manifest["n_rows"],
             "dim": build.manifest["dim"], "dtype": build.manifest["dtype"],
@@ -211,6 +212,8 @@ def stage_sequences(ctx: dict[str, Any]) -> dict[str, Any]:
         eval_sets = build_windows(payload, config, drop_near_duplicates=False)
     with timer("publish_eval"):
         ev = publish_sequences(store, EVAL_KIND, payload, eval_sets, native_info(config))
+    store.set_current(train)
+    store.set_current(ev)
     counts = {s: len(train_sets[s]) for s in ("train", "val")} | {"eval": len(eval_sets["eval"])}
     n = sum(counts.values())
     files = {**train.manifest["files"], **ev.manifest["files"]}  # keys: "<split>/<array>.npy"
@@ -304,6 +307,7 @@ def stage_index(ctx: dict[str, Any]) -> dict[str, Any]:
     # The product's path: what the index asset and the report do with the default (flat) index.
     with timer("publish_flat"):  # build + self-recall + write + hash
         build = publish_index(store, payload, IndexConfig())
+    store.set_current(build)
     with timer("load_flat"):
         flat = load_index(build, payload)
     with timer("check_index"):
@@ -406,6 +410,8 @@ def stage_train(ctx: dict[str, Any]) -> dict[str, Any]:
     with timer("train_variant"):  # alignment guard + steps + val pass + publish
         build, result = train_variant(sub_store, ctx["variant"], "tiny", payload, subset, config,
                                       GuardConfig().min_alignment_cosine)
+    sub_store.set_current(subset)  # what the report stage scores, and its training set
+    sub_store.set_current(build)
     with timer("val_pass"):  # the end-of-epoch val evaluation, timed alone
         evaluate_val(result.model, payload.vectors, sets["val"], config, "cpu")
     step_s = (result.seconds - timer.times["val_pass_s"]) / steps
@@ -475,11 +481,14 @@ def stage_report(ctx: dict[str, Any]) -> dict[str, Any]:
         index_build = store.current(INDEX_KIND)
         index = load_index(index_build, payload)
     eval_set, _ = _eval_queries(ctx, payload)
-    train_build = store.current(TRAIN_KIND)
-    train_sets = load_sets(train_build)
     sub_store = ArtifactStore(Path(ctx["data_dir"]) / SUBSET_STORE)
     kind = kind_for(ctx["variant"])
     models = {ctx["variant"]: sub_store.current(kind)} if sub_store.has_current(kind) else {}
+    # A report compares predictors trained on one training set (lvm_pipeline/lineage.py): with
+    # the train stage's checkpoint, the ridge baseline is fit on that checkpoint's subset too
+    # (before 2026-12 it was fit on all train windows; RESULTS.md's report timings say which).
+    train_build = (sub_store.current(TRAIN_KIND) if models else store.current(TRAIN_KIND))
+    train_sets = load_sets(train_build)
     with timer("build_report"):  # ridge fit, predictions, one search, exact ranks, latency
         report, _ = build_report(payload, index_build, index, store.current(EVAL_KIND), eval_set,
                                  train_build, train_sets, models)

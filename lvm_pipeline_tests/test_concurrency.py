@@ -13,16 +13,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from lvm_pipeline.cli.common import PROJECT_ROOT
+from lvm_pipeline.cli.common import INSTANCE_TEMPLATE
 
 pytestmark = pytest.mark.slow
 
 
 def _home(tmp_path: Path) -> Path:
-    """A DAGSTER_HOME with the repository's dagster.yaml, as `lvm` prepares it."""
+    """A DAGSTER_HOME with the package's instance template, as `lvm` prepares it."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_bytes((PROJECT_ROOT / "dagster.yaml").read_bytes())
+    (home / "dagster.yaml").write_bytes(INSTANCE_TEMPLATE.read_bytes())
     return home
 
 

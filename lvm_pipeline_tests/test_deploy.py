@@ -21,7 +21,7 @@ from dagster._core.instance.config import dagster_instance_config
 
 from lvm_pipeline.artifacts import ArtifactStore, sha256_file
 from lvm_pipeline.cli import EXIT_OK, main
-from lvm_pipeline.cli.common import PROJECT_ROOT
+from lvm_pipeline.cli.common import INSTANCE_TEMPLATE, PROJECT_ROOT
 from lvm_pipeline.definitions import defs
 from lvm_pipeline.defs.executor import executor_from_env
 
@@ -36,7 +36,7 @@ def _instance_config(path: Path) -> dict:
 
 
 def test_default_instance_limits_training_to_one_at_a_time():
-    config = _instance_config(PROJECT_ROOT / "dagster.yaml")
+    config = _instance_config(INSTANCE_TEMPLATE)
     assert "sqlite" in config["storage"]
     assert config["concurrency"]["pools"] == {"granularity": "op", "default_limit": 1}
     assert config["nux"] == {"enabled": False} and config["telemetry"] == {"enabled": False}
@@ -157,4 +157,4 @@ def test_lvm_materializes_against_postgres_and_the_event_log_reads_back(postgres
         meta = record.asset_materialization.metadata
     build = ArtifactStore(data).current("corpus")
     assert meta["build_id"].value == build.build_id
-    assert meta["sha256_chunks_parquet"].value == sha256_file(build.path / "chunks.parquet")
+    assert meta["files"].value["chunks.parquet"]["sha256"] == sha256_file(build.path / "chunks.parquet")

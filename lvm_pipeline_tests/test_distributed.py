@@ -15,7 +15,7 @@ import torch
 from lvm_pipeline.artifacts import ArtifactStore
 from lvm_pipeline.checkpoint import INFO, kind_for, load_checkpoint
 from lvm_pipeline.defs.assets.models import mamba_s
-from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, storage_resources
 from lvm_pipeline.distributed import Distributed
 from lvm_pipeline.losses import compute_loss
 from lvm_pipeline.models import LVM, preset
@@ -23,7 +23,7 @@ from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND, SplitConfig, build_windows, native_info, publish_sequences
 from lvm_pipeline.training import TrainConfig, train_variant
 from lvm_pipeline.validation import evaluate_val
-from lvm_pipeline_tests.conftest import LookupEncoder
+from lvm_pipeline_tests.conftest import LookupEncoder, record_build
 
 
 @pytest.mark.parametrize("n", [7, 8, 16])
@@ -110,7 +110,8 @@ class _SyntheticEmbedder(EmbedderResource):
 @pytest.fixture
 def trained_inputs(synthetic_payload, store: ArtifactStore) -> ArtifactStore:
     sets = build_windows(synthetic_payload, SplitConfig())
-    publish_sequences(store, TRAIN_KIND, synthetic_payload, sets, native_info(SplitConfig()))
+    store.set_current(publish_sequences(store, TRAIN_KIND, synthetic_payload, sets,
+                                        native_info(SplitConfig())))
     return store
 
 
@@ -127,9 +128,10 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
                                     single_store.current(TRAIN_KIND), config, 0.99)
 
     instance = dg.DagsterInstance.ephemeral()
+    record_build(instance, "aligned_training_sequences", store.current(TRAIN_KIND))
     result = dg.materialize(
         [mamba_s], instance=instance,
-        resources={"storage": StorageResource(root=str(store.root)), "guards": GuardsResource(),
+        resources={**storage_resources(str(store.root)), "guards": GuardsResource(),
                    "embedder": _SyntheticEmbedder(root=str(store.root)),
                    "pipes_subprocess_client": dg.PipesSubprocessClient()},
         run_config={"ops": {"mamba_s": {"config": {**params, "world_size": 2}}}})

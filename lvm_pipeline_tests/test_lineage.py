@@ -5,6 +5,8 @@ runs never mix their builds."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import dagster as dg
 import pytest
 
 from lvm_pipeline.artifacts import ArtifactStore, Build
+from lvm_pipeline.definitions import defs
 from lvm_pipeline.lineage import LineageError, report_lineage
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline_tests import race
@@ -89,11 +92,11 @@ def test_a_report_over_inputs_of_two_payloads_is_refused_naming_both(small_run_c
     assert f"holds payload {new_payload[:12]}" in error
 
 
-def _assert_run_used_its_own_builds(result: dg.ExecuteInProcessResult, store: ArtifactStore,
+def _assert_run_used_its_own_builds(built: dict[str, dict], store: ArtifactStore,
                                     payload_id: str) -> None:
-    """Every model of the run trained on the run's sequences, and its report scored exactly
-    the run's checkpoints, its sequences, and builds over one payload."""
-    built = _materializations(result)
+    """Every model of the run (``built``: asset → metadata of the run's materializations)
+    trained on the run's sequences, and its report scored exactly the run's checkpoints, its
+    sequences, and builds over one payload."""
     sequences = built["aligned_training_sequences"]["build_id"]
     assert built["aligned_training_sequences"]["payload_build_id"] == payload_id
     for variant in VARIANTS:
@@ -143,8 +146,65 @@ def test_two_overlapping_runs_each_finish_with_their_own_builds(small_run_copy, 
     assert new_payload != old_payload
     # B resolved the payload when its step started (the old one), though A published the new
     # one while the step ran; its models, report and lineage name only B's builds.
-    _assert_run_used_its_own_builds(results["B"], store, old_payload)
-    _assert_run_used_its_own_builds(results["A"], store, new_payload)
+    _assert_run_used_its_own_builds(_materializations(results["B"]), store, old_payload)
+    _assert_run_used_its_own_builds(_materializations(results["A"]), store, new_payload)
     sequences = {r: _materializations(results[r])["aligned_training_sequences"]["build_id"]
                  for r in "AB"}
     assert sequences["A"] != sequences["B"]
+
+
+def _run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """What run ``run_id`` materialized, read back from the instance: asset → metadata."""
+    out = {}
+    for key in instance.get_asset_keys():
+        for record in instance.fetch_materializations(key, limit=20).records:
+            if record.run_id == run_id:
+                meta = record.asset_materialization.metadata
+                out[key.to_user_string()] = {k: v.value for k, v in meta.items()}
+                break
+    return out
+
+
+def test_a_webserver_run_racing_an_lvm_run_each_use_their_own_builds(small_run_copy, tmp_path,
+                                                                     monkeypatch):
+    """The same race with run A launched through the webserver's GraphQL API (its own run
+    worker process, file barriers: lvm_pipeline_tests/race_location.py) and run B an
+    `lvm materialize` in this process."""
+    from lvm_pipeline.cli import main
+    from lvm_pipeline.cli.common import PROJECT_ROOT
+    from lvm_pipeline.defs.run_config import run_config
+    from lvm_pipeline_tests.webserver import free_port, launch, serving, wait_for_run
+
+    data_dir, barriers = small_run_copy, tmp_path / "barriers"
+    barriers.mkdir()
+    home = data_dir / "dagster_home"
+    store = ArtifactStore(data_dir)
+    old_payload = store.current("payload").build_id
+    corpus = race.write_text_corpus(tmp_path / "articles")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # `lvm` below uses (and sets) both
+    monkeypatch.setenv("LVM_DATA_DIR", str(data_dir))
+    port = free_port()
+    env = {**os.environ, "LVM_RACE_DIR": str(barriers), "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m",
+               "lvm_pipeline_tests.race_location", "-h", "127.0.0.1", "-p", str(port)]
+    with serving(command, env, tmp_path / "webserver.log", port, cwd=PROJECT_ROOT
+                 ) as (server, location):
+        assets = [k.to_user_string() for k in CORPUS_DOWN.resolve(defs().resolve_asset_graph())]
+        config = run_config({"source": "text_dir", "path": str(corpus)},
+                            {"epochs": 1, "batch_size": 32})
+        config["execution"] = {"config": {"in_process": {}}}
+        run_a = launch(server, location, assets, config)
+        race.install(monkeypatch.setattr, lambda: "B", race.FileBarriers(barriers))
+        code_b = main(["materialize", "aligned_training_sequences*", "--epochs", "1",
+                       "--data-dir", str(data_dir)])
+        status_a = wait_for_run(server, run_a, timeout_s=600)
+        assert status_a == "SUCCESS", f"run {run_a} ended {status_a}:\n{server.tail()}"
+    assert code_b == 0
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run_b] = [r.run_id for r in instance.get_runs()
+                   if r.tags.get("lvm/selection") == "aligned_training_sequences*"]
+        built_a, built_b = (_run_materializations(instance, r) for r in (run_a, run_b))
+    new_payload = built_a["payload"]["build_id"]
+    assert new_payload != old_payload
+    _assert_run_used_its_own_builds(built_b, store, old_payload)
+    _assert_run_used_its_own_builds(built_a, store, new_payload)

@@ -25,7 +25,10 @@ SMALL = SyntheticPayloadConfig(articles=100, chunks=7000, dim=768, seed=3)
 
 @pytest.fixture(scope="module")
 def small_build(tmp_path_factory):
-    return publish_synthetic_payload(ArtifactStore(tmp_path_factory.mktemp("synth")), SMALL)
+    store = ArtifactStore(tmp_path_factory.mktemp("synth"))
+    build = publish_synthetic_payload(store, SMALL)
+    store.set_current(build)  # a data dir whose payload `lvm run --payload` takes
+    return build
 
 
 def test_reference_article_lengths_have_the_reference_median_p95_and_total():
@@ -113,7 +116,6 @@ def test_import_links_the_files_and_keeps_the_build_id(tmp_path, small_build):
     store = ArtifactStore(tmp_path / "data")
     build, how = import_payload(store, small_build.path.parent.parent)  # the data dir
     assert how == "hardlink" and build.build_id == small_build.build_id
-    assert store.current("payload").build_id == small_build.build_id
     assert (build.path / "vectors.npy").stat().st_ino == (
         small_build.path / "vectors.npy").stat().st_ino
     assert build.manifest["imported_from"]["build_id"] == small_build.build_id

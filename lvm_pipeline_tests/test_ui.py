@@ -3,7 +3,7 @@ through its GraphQL API materializes the whole graph, and the asset graph render
 
 One webserver and one run serve every test here (module-scoped fixtures), which keeps the
 module near a minute and a half on two cores. The webserver runs in its own process group with
-default signal handlers and is stopped with SIGTERM to the group: `dagster dev` started
+default signal handlers and is stopped with SIGTERM to the group: `dg dev` started
 without job control ignores SIGTERM, and killing only the parent leaves its children serving.
 """
 
@@ -12,16 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +23,7 @@ import pytest
 from lvm_pipeline.defs.run_config import run_config
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline_tests.conftest import SMALL_CORPUS, SMALL_TRAINING
+from lvm_pipeline_tests.webserver import Webserver, free_port, launch, serving, wait_for_run
 
 pytestmark = pytest.mark.slow
 
@@ -38,95 +32,24 @@ ALL_ASSETS = ["corpus", "payload", "aligned_training_sequences", "aligned_eval",
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Webserver:
-    url: str
-    log: Path
-
-    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = json.loads(response.read())
-        assert "errors" not in payload, payload["errors"]
-        return payload["data"]
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-def _wait_for_location(server: Webserver, process: subprocess.Popen, timeout_s: float) -> str:
-    """Wait until the code location has loaded; return its name."""
-    query = """{ workspaceOrError { ... on Workspace { locationEntries { name
-                 locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"lvm ui exited {process.returncode}:\n{server.tail()}"
-        try:
-            entries = server.graphql(query)["workspaceOrError"]["locationEntries"]
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            entries = []
-        for entry in entries:
-            loaded = entry["locationOrLoadError"]
-            if loaded and loaded["__typename"] == "RepositoryLocation":
-                return entry["name"]
-            assert not loaded or loaded["__typename"] != "PythonError", loaded["message"]
-        time.sleep(1)
-    raise AssertionError(f"the code location did not load in {timeout_s} s:\n{server.tail()}")
-
-
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Webserver, str, Path]]:
     """`lvm ui` on a free loopback port over an empty data dir; yields (server, location name,
     data dir) and stops the whole process group afterwards."""
     root = tmp_path_factory.mktemp("ui")
-    data_dir, port = root / "data", _free_port()
+    data_dir, port = root / "data", free_port()
     log = root / "lvm_ui.log"
     env = {**os.environ, "DAGSTER_HOME": str(root / "dagster_home")}
     env.pop("LVM_DATA_DIR", None)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lvm_pipeline.cli", "ui", "--data-dir", str(data_dir),
-             "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)  # its own process group, default signal handlers
-    server = Webserver(f"http://127.0.0.1:{port}", log)
-    try:
-        location = _wait_for_location(server, process, timeout_s=120)
+    command = [sys.executable, "-m", "lvm_pipeline.cli", "ui", "--data-dir", str(data_dir),
+               "--port", str(port)]
+    with serving(command, env, log, port) as (server, location):
         text = log.read_text()
         assert f"lvm ui: http://127.0.0.1:{port}/asset-groups" in text
         # `dg dev`, not the superseded `dagster dev`, and no dagster.yaml in the working folder
         # that the instance would ignore.
         assert "superseded" not in text and "will not be used" not in text, text
         yield server, location, data_dir
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
-
-RUN_STATUS = """
-query Run($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"""
 
 
 @pytest.fixture(scope="module")
@@ -139,22 +62,8 @@ def ui_run(webserver) -> tuple[Webserver, str]:
     # One process for the run instead of one per step: the same graph and checks, without
     # thirteen interpreter start-ups (torch imports) on a two-core CI machine.
     config["execution"] = {"config": {"in_process": {}}}
-    params = {
-        "selector": {"repositoryLocationName": location, "repositoryName": "__repository__",
-                     "pipelineName": "__ASSET_JOB",
-                     "assetSelection": [{"path": [key]} for key in ALL_ASSETS]},
-        "runConfigData": config,
-        "mode": "default",
-    }
-    launched = server.graphql(LAUNCH, params=params)["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    deadline, status = time.monotonic() + 240, None
-    while time.monotonic() < deadline:
-        status = server.graphql(RUN_STATUS, runId=run_id)["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(2)
+    run_id = launch(server, location, ALL_ASSETS, config)
+    status = wait_for_run(server, run_id, timeout_s=240)
     assert status == "SUCCESS", f"run {run_id} ended {status}:\n{server.tail()}"
     assert (data_dir / "report" / "CURRENT").exists(), "the run wrote no report to the data dir"
     return server, run_id
