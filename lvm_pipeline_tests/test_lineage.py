@@ -183,10 +183,14 @@ def test_a_webserver_run_racing_an_lvm_run_each_use_their_own_builds(small_run_c
     corpus = race.write_text_corpus(tmp_path / "articles")
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # `lvm` below uses (and sets) both
     monkeypatch.setenv("LVM_DATA_DIR", str(data_dir))
-    port = free_port()
+    port, workspace = free_port(), tmp_path / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: "
+                         f"lvm_pipeline_tests.race_location\n      location_name: lvm_pipeline\n"
+                         f"      working_directory: {PROJECT_ROOT}\n")
     env = {**os.environ, "LVM_RACE_DIR": str(barriers), "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m",
-               "lvm_pipeline_tests.race_location", "-h", "127.0.0.1", "-p", str(port)]
+    # `dg dev`: the webserver and the daemon, whose run queue starts what GraphQL launches.
+    command = [str(Path(sys.executable).with_name("dg")), "dev", "-w", str(workspace),
+               "-h", "127.0.0.1", "-p", str(port)]
     with serving(command, env, tmp_path / "webserver.log", port, cwd=PROJECT_ROOT
                  ) as (server, location):
         assets = [k.to_user_string() for k in CORPUS_DOWN.resolve(defs().resolve_asset_graph())]
