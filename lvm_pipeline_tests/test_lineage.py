@@ -53,6 +53,15 @@ def test_report_lineage_refuses_mixed_payloads_and_training_sets_naming_both_bui
         report_lineage(index, _build("sequences/eval", "e" * 64, "q" * 64), train, {})
 
 
+def test_storage_resolves_the_data_dir_when_a_step_opens_it(tmp_path, monkeypatch):
+    """Nothing is read at import: the definitions' storage follows LVM_DATA_DIR as it is when
+    the store is opened, so one process can run against several data dirs."""
+    storage = defs().resources["storage"]
+    for name in ("one", "two"):
+        monkeypatch.setenv("LVM_DATA_DIR", str(tmp_path / name))
+        assert storage.store().root == (tmp_path / name).resolve()
+
+
 def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     """Each asset the run materialized → its metadata values."""
     return {e.asset_key.to_user_string(): {k: v.value for k, v in
