@@ -10,13 +10,12 @@ barriers force the order in which the old ``CURRENT`` pointer mixed their builds
    B's report reads the eval set and index of P0, while A's sequences are published while B's
    models train (where a pointer read would hand them A's sequences).
 
-Roles come from a function (the thread's name in one process, a fixed role in the webserver's
-run worker); barriers are threading events or files, for runs in one or two processes.
+Each run is its own process (lvm_pipeline_tests/race_run.py, the webserver's run worker, or the
+test process running `lvm materialize`), with a fixed role; the barriers are files.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,21 +30,6 @@ TIMEOUT_S = 600.0
 class Barriers(Protocol):
     def set(self, name: str) -> None: ...
     def wait(self, name: str) -> None: ...
-
-
-class ThreadBarriers:
-    """Barriers between threads of one process."""
-
-    def __init__(self) -> None:
-        self.events = {n: threading.Event()
-                       for n in (A_PAYLOAD_PUBLISHED, B_SEQUENCES_STARTED, B_REPORT_STARTED)}
-
-    def set(self, name: str) -> None:
-        self.events[name].set()
-
-    def wait(self, name: str) -> None:
-        if not self.events[name].wait(TIMEOUT_S):
-            raise TimeoutError(f"race barrier {name} never set")
 
 
 class FileBarriers:

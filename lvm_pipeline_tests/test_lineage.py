@@ -4,10 +4,11 @@ runs never mix their builds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +24,6 @@ from lvm_pipeline_tests.conftest import instance_at, materialize_all, step_error
 pytestmark = pytest.mark.slow
 
 CORPUS_DOWN = dg.AssetSelection.assets("corpus").downstream()
-TRAIN_DOWN = dg.AssetSelection.assets("aligned_training_sequences").downstream()
 
 
 def _build(kind: str, build_id: str, payload: str, upstream: dict | None = None) -> Build:
@@ -119,47 +119,46 @@ def _assert_run_used_its_own_builds(built: dict[str, dict], store: ArtifactStore
     assert report["lineage"]["payload"] == payload_id
 
 
-def test_two_overlapping_runs_each_finish_with_their_own_builds(small_run_copy, tmp_path,
-                                                                  monkeypatch):
+def test_two_overlapping_runs_each_finish_with_their_own_builds(small_run_copy, tmp_path):
     """The reported race, interleaved deterministically (lvm_pipeline_tests/race.py): run A
     rebuilds from a new corpus, run B rebuilds the training sequences and their models while A
-    publishes its payload, sequences and models."""
-    data_dir = small_run_copy
+    publishes its payload, sequences and models. Each run is its own process, like two `lvm`
+    commands (lvm_pipeline_tests/race_run.py)."""
+    from lvm_pipeline.cli.common import PROJECT_ROOT
+
+    data_dir, barriers = small_run_copy, tmp_path / "barriers"
+    barriers.mkdir()
     store = ArtifactStore(data_dir)
     old_payload = store.current("payload").build_id
     corpus = race.write_text_corpus(tmp_path / "articles")
-    roles = {"run-A": "A", "run-B": "B"}
-    race.install(monkeypatch.setattr, lambda: roles.get(threading.current_thread().name),
-                 race.ThreadBarriers())
-    results: dict[str, dg.ExecuteInProcessResult] = {}
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("LVM_DATA_DIR", None)
+    runs = {}
+    with contextlib.ExitStack() as logs:
+        for role, extra in (("A", [str(corpus)]), ("B", [])):
+            log = logs.enter_context(open(tmp_path / f"run_{role}.log", "wb"))
+            runs[role] = subprocess.Popen(
+                [sys.executable, "-m", "lvm_pipeline_tests.race_run", role, str(data_dir),
+                 str(barriers), str(tmp_path / f"run_{role}.json"), *extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        for process in runs.values():
+            process.wait(timeout=900)
+    results = {}
+    for role in runs:
+        tail = (tmp_path / f"run_{role}.log").read_text(errors="replace")[-3000:]
+        assert (tmp_path / f"run_{role}.json").exists(), tail
+        results[role] = json.loads((tmp_path / f"run_{role}.json").read_text())
+        assert results[role]["success"], (results[role]["errors"], tail)
 
-    def run(role: str, **kwargs) -> None:
-        # Two instance objects on one SQLite home, like two `lvm` processes.
-        with instance_at(data_dir) as instance:
-            results[role] = materialize_all(data_dir, instance=instance, **kwargs)
-
-    threads = [
-        threading.Thread(name="run-A", target=run, args=("A",), kwargs={
-            "selection": CORPUS_DOWN, "corpus": {"source": "text_dir", "path": str(corpus)},
-            "training": {"epochs": 1, "batch_size": 32}}),
-        threading.Thread(name="run-B", target=run, args=("B",), kwargs={
-            "selection": TRAIN_DOWN, "training": {"epochs": 1, "batch_size": 32}})]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=900)
-    assert results["A"].success, step_errors(results["A"])
-    assert results["B"].success, step_errors(results["B"])
-
-    new_payload = _materializations(results["A"])["payload"]["build_id"]
+    built = {role: results[role]["built"] for role in runs}
+    new_payload = built["A"]["payload"]["build_id"]
     assert new_payload != old_payload
     # B resolved the payload when its step started (the old one), though A published the new
     # one while the step ran; its models, report and lineage name only B's builds.
-    _assert_run_used_its_own_builds(_materializations(results["B"]), store, old_payload)
-    _assert_run_used_its_own_builds(_materializations(results["A"]), store, new_payload)
-    sequences = {r: _materializations(results[r])["aligned_training_sequences"]["build_id"]
-                 for r in "AB"}
-    assert sequences["A"] != sequences["B"]
+    _assert_run_used_its_own_builds(built["B"], store, old_payload)
+    _assert_run_used_its_own_builds(built["A"], store, new_payload)
+    assert (built["A"]["aligned_training_sequences"]["build_id"]
+            != built["B"]["aligned_training_sequences"]["build_id"])
 
 
 def _run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
