@@ -13,8 +13,12 @@ cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
      "warnings": [str],
      "models": {variant: {<metric>: float, ..., "checkpoint_id", "best_epoch", "val_cos",
                           "loss", "n_params"}},
-     "baselines": {"copy_last_context" | "mean_of_context" | "ridge" | "oracle":
-                   {<metric>: float, ...}}}
+     "baselines": {"copy_last_context" | "mean_of_context" | "ridge" | "learned_blend" |
+                   "linear_infonce" | "oracle": {<metric>: float, ...}},
+     "trained_baselines": {"learned_blend" | "linear_infonce":
+                           {"train_config", "n_train_windows", "best_epoch", "epochs_run",
+                            "stopped_early", "best_val_mrr_at_10", "context_mix": [5 floats],
+                            "n_params", "train_seconds"}}  (lvm_pipeline/trained_baselines.py)}
 
 Metrics (snake_case): r_at_1, r_at_5, r_at_10, r_at_50, contain_at_50, eff_at_5, mrr, mrr_at_10,
 median_rank, p90_rank, rank_share_top_50 / _500 / _5000, rank_share_beyond_10000,
@@ -42,6 +46,7 @@ from lvm_pipeline.lineage import EVAL, INDEX, PAYLOAD, TRAIN, report_lineage
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.sequences import SequenceSet, gather
+from lvm_pipeline.trained_baselines import fit_trained_baselines
 
 KIND = "report"
 SCHEMA_VERSION = 1
@@ -103,6 +108,8 @@ def build_report(
                             "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
                             "n_params": info["n_params"]}
     baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
+    trained = fit_trained_baselines(payload.vectors, train_sets["train"], train_sets["val"])
+    baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
     predictions = {name: _predict_all(p, payload.vectors, eval_set, config.batch_size)
                    for name, p in {**predictors, **baselines}.items()}
     predictions["oracle"] = oracle(payload.vectors, eval_set)
@@ -132,6 +139,7 @@ def build_report(
         "models": {n: {**results[n].metrics, **latency[n], **model_info[n]} for n in predictors},
         "baselines": {n: {**results[n].metrics, **latency.get(n, {})}
                       for n in [*baselines, "oracle"]},
+        "trained_baselines": {name: fit.record() for name, fit in trained.items()},
     }
     return report, results
 

@@ -76,7 +76,9 @@ def test_small_default_run_materializes_everything_with_verifiable_metadata(smal
     assert report["schema_version"] == 1 and report["oracle_ok"] and not report["warnings"]
     assert report["payload_build_id"] == payload.build_id
     assert set(report["models"]) == set(VARIANTS)
-    assert set(report["baselines"]) == {"copy_last_context", "mean_of_context", "ridge", "oracle"}
+    assert set(report["baselines"]) == {"copy_last_context", "mean_of_context", "ridge",
+                                        "learned_blend", "linear_infonce", "oracle"}
+    assert set(report["trained_baselines"]) == {"learned_blend", "linear_infonce"}
     assert report["baselines"]["oracle"]["r_at_1"] == 1.0
     assert report["n_queries"] > 0
     required = {"r_at_1", "r_at_5", "r_at_10", "r_at_50", "contain_at_50", "eff_at_5",

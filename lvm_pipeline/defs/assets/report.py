@@ -40,7 +40,8 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
                      storage: StorageResource, embedder: EmbedderResource,
                      guards: GuardsResource, **models: Build) -> dg.Output:
     """R@k, MRR, rank of truth, margins, contrastive accuracy, paraphrase ratio and latency for
-    the five models and the baselines (copy-last, mean-of-context, ridge, oracle)."""
+    the five models and the baselines (copy-last, mean-of-context, ridge, learned blend, linear
+    InfoNCE map, oracle)."""
     store = storage.store()
     # Refuses, naming both builds, inputs of different payloads or training sets; from here
     # on every model was trained on train_build, over the payload the index holds.
