@@ -53,6 +53,16 @@ class EvalConfig:
     device: str = "cpu"
     # Queries timed one at a time (model forward + index search) for the latency figures.
     latency_queries: int = 64
+    # Score a seeded sample of this many eval windows (None: all). The paired bootstrap's
+    # intervals shrink as 1/sqrt(queries), so this buys resolution with time: the report
+    # states the MRR@10 difference its sample can resolve (lvm_pipeline/bootstrap.py).
+    sample_queries: int | None = None
+    sample_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sample_queries is not None and self.sample_queries < 1:
+            raise ValueError(f"EvalConfig.sample_queries must be None (all) or >= 1, got "
+                             f"{self.sample_queries}")
 
 
 # --------------------------------------------------------------------------- predictions
@@ -190,9 +200,15 @@ def paraphrase_ratio(queries: np.ndarray, context: np.ndarray, truth: np.ndarray
     return to_context / np.where(np.abs(to_truth) < 1e-6, 1e-6, to_truth)
 
 
+def reciprocal_ranks(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per query 1 / rank, 0 beyond ``k``: ranks (Q,) 1-based → (Q,) float64."""
+    ranks = np.asarray(ranks)
+    return np.where(ranks <= k, 1.0 / ranks, 0.0)
+
+
 def mrr_at_k(ranks: np.ndarray, k: int = 10) -> float:
     """Mean reciprocal rank with ranks beyond ``k`` counted as 0. ranks: (Q,) 1-based."""
-    return float(np.mean(np.where(ranks <= k, 1.0 / ranks, 0.0)))
+    return float(np.mean(reciprocal_ranks(ranks, k)))
 
 
 def metrics_from(ranks: np.ndarray, hits: np.ndarray, hit_scores: np.ndarray,
