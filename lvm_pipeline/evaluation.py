@@ -254,6 +254,37 @@ class QuerySetResult:
     paraphrase: np.ndarray  # (Q,)
 
 
+def _stacked(predictions: dict[str, np.ndarray], vectors: np.ndarray, seqs: SequenceSet,
+             config: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every prediction set stacked: queries (P·Q, D) float32, truth (P·Q,), exclude (P·Q, 5)."""
+    n = len(seqs)
+    for name, p in predictions.items():
+        if p.shape != (n, vectors.shape[1]):
+            raise ValueError(f"predictions {name!r} are {p.shape}; the eval set "
+                             f"{seqs.split!r} needs ({n}, {vectors.shape[1]}), one per window")
+    queries = np.concatenate(list(predictions.values())).astype(np.float32)
+    truth = np.tile(seqs.target_row.astype(np.int64), len(predictions))
+    exclude = (np.tile(seqs.context_rows.astype(np.int64), (len(predictions), 1))
+               if config.exclude_context else None)
+    return queries, truth, exclude
+
+
+def ranks_only(predictions: dict[str, np.ndarray], vectors: np.ndarray, seqs: SequenceSet,
+               config: EvalConfig | None = None) -> dict[str, np.ndarray]:
+    """Each named (Q, D) prediction set's exact ranks of truth (Q,) int64, in one pass on
+    ``config.device``: what MRR@10 and R@k need, without the top-50 diagnostics."""
+    config = config or EvalConfig()
+    queries, truth, exclude = _stacked(predictions, vectors, seqs, config)
+    if config.device != "cpu":
+        from lvm_pipeline.torch_search import DevicePayload
+
+        ranks = DevicePayload(vectors, config.device).exact_pass(queries, truth, exclude, 0)[2]
+    else:
+        ranks = truth_ranks(queries, vectors, truth, exclude)
+    n = len(seqs)
+    return {name: ranks[i * n:(i + 1) * n] for i, name in enumerate(predictions)}
+
+
 def evaluate(
     predictions: dict[str, np.ndarray],
     vectors: np.ndarray,
@@ -266,14 +297,7 @@ def evaluate(
     config = config or EvalConfig()
     names = list(predictions)
     n = len(seqs)
-    for name in names:
-        if predictions[name].shape != (n, vectors.shape[1]):
-            raise ValueError(f"predictions {name!r} are {predictions[name].shape}; the eval set "
-                             f"{seqs.split!r} needs ({n}, {vectors.shape[1]}), one per window")
-    queries = np.concatenate([predictions[name] for name in names]).astype(np.float32)
-    truth = np.tile(seqs.target_row.astype(np.int64), len(names))
-    exclude = (np.tile(seqs.context_rows.astype(np.int64), (len(names), 1))
-               if config.exclude_context else None)
+    queries, truth, exclude = _stacked(predictions, vectors, seqs, config)
     if config.device != "cpu":
         from lvm_pipeline.torch_search import DevicePayload
 

@@ -22,6 +22,12 @@ cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
                            {"train_config", "n_train_windows", "best_epoch", "epochs_run",
                             "stopped_early", "best_val_mrr_at_10", "context_mix": [5 floats],
                             "n_params", "train_seconds"}}  (lvm_pipeline/trained_baselines.py),
+     "sequence_use": {variant: {"context_mix": [5 floats] | None, "blend_norm_mean",
+                                "correction_norm_mean", "correction_to_blend",
+                                "network_only": {"mrr_at_10", "r_at_5"},
+                                "blend_only": {"mrr_at_10", "r_at_5"} | None,
+                                "shuffled_mrr_at_10", "shuffle_drop_mrr_at_10",
+                                "shuffle_seed"}}  (lvm_pipeline/sequence_use.py),
      "confidence": {"method", "resamples", "seed", "level", "n_queries", "metrics",
                     "intervals": {predictor: {metric: {"value", "low", "high"}}},
                     "differences": {model: {baseline (not the oracle):
@@ -49,7 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lvm_pipeline import bootstrap
+from lvm_pipeline import bootstrap, sequence_use
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.baselines import Predictor, baseline_predictors, oracle
 from lvm_pipeline.bootstrap import BootstrapConfig, confidence
@@ -124,10 +130,11 @@ def build_report(
         raise ArtifactError(f"the report was given payload {payload.build_id[:12]}, but its "
                             f"index {index_build.build_id[:12]} holds {lineage['payload'][:12]}")
     predictors: dict[str, Predictor] = {}
+    models: dict[str, torch.nn.Module] = {}
     model_info: dict[str, dict[str, Any]] = {}
     for name, build in model_builds.items():
-        model, info = load_checkpoint(build)
-        predictors[name] = model_predictor(model)
+        models[name], info = load_checkpoint(build)
+        predictors[name] = model_predictor(models[name])
         best = info["history"][info["best_epoch"]]
         model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
                             "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
@@ -170,6 +177,9 @@ def build_report(
         "baselines": {n: {**results[n].metrics, **latency.get(n, {})}
                       for n in [*baselines, "oracle"]},
         "trained_baselines": {name: fit.record() for name, fit in trained.items()},
+        "sequence_use": sequence_use.sequence_use(
+            models, payload.vectors, scored,
+            {n: results[n].metrics["mrr_at_10"] for n in models}, config),
         # The oracle is a sanity check, not a baseline to beat: no differences against it.
         "confidence": confidence({n: r.ranks for n, r in results.items()}, list(predictors),
                                  list(baselines), bootstrap_config or BootstrapConfig()),
@@ -218,7 +228,12 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         "the best impostor on the eval split; a model retrieves only where the truth beats the "
         "impostor.\n\n| model | val cos | cos to truth | cos to rank-1 impostor | loss |\n"
         "|---|---|---|---|---|\n" + cos_rows + "\n")
-    if "confidence" in report:  # reports before schema additions have none
+    if "sequence_use" in report:  # reports before these schema additions have none
+        text += ("\n## Does each model use the sequence?\n\n"
+                 "The network's correction against the learned blend of its five inputs, each "
+                 "path's retrieval alone, and MRR@10 with the contexts' order shuffled.\n\n"
+                 + sequence_use.markdown(report["sequence_use"]) + "\n")
+    if "confidence" in report:
         text += "\n## Confidence intervals and verdicts\n\n" + bootstrap.markdown(
             report["confidence"]) + "\n"
     for plot in plots or []:

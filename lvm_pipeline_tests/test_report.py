@@ -11,6 +11,7 @@ import pytest
 
 from lvm_pipeline.artifacts import ArtifactStore
 from lvm_pipeline.bootstrap import VERDICTS
+from lvm_pipeline.diagnosis import diagnose
 from lvm_pipeline.evaluation import EvalConfig
 from lvm_pipeline.index import IndexConfig, load_index, publish_index
 from lvm_pipeline.report import build_report, publish_report, render_markdown
@@ -68,8 +69,14 @@ def test_every_model_gets_intervals_and_a_verdict_against_every_baseline(inputs)
         assert {m["verdict"] for m in d.values()} <= set(VERDICTS)
     assert conf["mrr_at_10_resolution"] > 0
     assert report["query_sample"]["windows"] is None
+    use = report["sequence_use"]["mamba_s"]
+    assert len(use["context_mix"]) == 5 and use["correction_norm_mean"] > 0
+    assert set(use["network_only"]) == set(use["blend_only"]) == {"mrr_at_10", "r_at_5"}
+    assert use["shuffle_drop_mrr_at_10"] == pytest.approx(
+        report["models"]["mamba_s"]["mrr_at_10"] - use["shuffled_mrr_at_10"])
     text = render_markdown(report)
     assert "## Confidence intervals and verdicts" in text and "**Resolution:**" in text
+    assert "## Does each model use the sequence?" in text
     json.dumps(report)  # report.json must serialise
 
 
@@ -91,5 +98,9 @@ def test_a_query_sample_is_seeded_recorded_and_keeps_window_indices(inputs):
     np.testing.assert_array_equal(oracle["query"], windows)
     np.testing.assert_array_equal(oracle["target_row"], eval_set.target_row[windows])
     assert "a seeded sample, seed 3" in (build.path / "report.md").read_text()
+    store.set_current(build)  # `lvm diagnose` reads the current report, sampled or not
+    text = diagnose(store, "mamba_s", n_examples=1)
+    assert "15 eval queries" in text and "Does mamba_s use the sequence?" in text
+    assert "MRR@10 − learned_blend:" in text
     with pytest.raises(ValueError, match="sample_queries must be None"):
         EvalConfig(sample_queries=0)

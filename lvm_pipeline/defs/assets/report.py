@@ -20,6 +20,7 @@ from lvm_pipeline.report import (
     markdown_table,
     publish_report,
 )
+from lvm_pipeline.sequence_use import markdown as sequence_use_markdown
 from lvm_pipeline.sequences import load_sets
 
 INPUTS = {"eval_build": dg.AssetIn("aligned_eval"), "index_build": dg.AssetIn("faiss_index"),
@@ -69,4 +70,5 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
         payload_build_id=payload.build_id, n_queries=report["n_queries"],
         oracle_ok=report["oracle_ok"], lineage=dg.MetadataValue.json(report["lineage"]),
         confidence=dg.MetadataValue.md(confidence_markdown(report["confidence"])),
+        sequence_use=dg.MetadataValue.md(sequence_use_markdown(report["sequence_use"])),
         plots=dg.MetadataValue.md(embedded_images_markdown(build)))
