@@ -65,7 +65,7 @@ from lvm_pipeline.lineage import EVAL, INDEX, PAYLOAD, TRAIN, report_lineage
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.sequences import SequenceSet, gather
-from lvm_pipeline.trained_baselines import fit_trained_baselines
+from lvm_pipeline.trained_baselines import fit_trained_baselines, recipe_of
 from lvm_pipeline.vectors import sample_rows
 
 KIND = "report"
@@ -132,8 +132,10 @@ def build_report(
     predictors: dict[str, Predictor] = {}
     models: dict[str, torch.nn.Module] = {}
     model_info: dict[str, dict[str, Any]] = {}
+    recipes = []
     for name, build in model_builds.items():
         models[name], info = load_checkpoint(build)
+        recipes.append(info["train_config"])
         predictors[name] = model_predictor(models[name])
         best = info["history"][info["best_epoch"]]
         model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
@@ -142,7 +144,8 @@ def build_report(
     windows = query_sample(len(eval_set), config)
     scored = eval_set if windows is None else eval_set.subset(windows)
     baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
-    trained = fit_trained_baselines(payload.vectors, train_sets["train"], train_sets["val"])
+    trained = fit_trained_baselines(payload.vectors, train_sets["train"], train_sets["val"],
+                                    recipe_of(recipes))
     baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
     predictions = {name: _predict_all(p, payload.vectors, scored, config.batch_size)
                    for name, p in {**predictors, **baselines}.items()}

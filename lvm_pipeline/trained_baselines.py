@@ -20,7 +20,7 @@ best epoch's weights kept. Nothing about them is tuned apart from the models.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,10 @@ from lvm_pipeline.training import TrainResult, train
 from lvm_pipeline.vectors import sample_rows
 
 TRAINED_BASELINES = ("learned_blend", "linear_infonce")
-# The models' default recipe unchanged (TrainConfig: 20 epochs, batch 256, lr 3e-4 with the
-# mix at 30x and the correction at 0.1x, 4,096 payload negatives, patience 3 on val MRR@10),
-# on the CPU, where a 5-weight blend and one linear map train in seconds. On the default corpus
-# (~4k training windows, ~16 steps an epoch) that is up to ~300 steps: the mix moves by up to
-# 30 x 3e-4 per step, several units in all, far more than the ~1 it needs to reach any blend, and
-# early stopping ends the run once val MRR@10 stalls. Same recipe as the models on purpose: a
-# baseline trained less carefully than the model it judges flatters the model.
+# Without checkpoints to follow (a report of baselines only), the models' default recipe
+# (TrainConfig: 20 epochs, batch 256, lr 3e-4 with the mix at 30x and the correction at 0.1x,
+# 4,096 payload negatives, patience 3 on val MRR@10), on the CPU, where a 5-weight blend and one
+# linear map train in seconds.
 BASELINE_TRAINING = TrainConfig(device="cpu")
 # At most this many training windows (a seeded sample of the training set): a step costs the
 # same at any corpus size (~50 ms on 2 cores at 384-d, mostly the 4,096 payload negatives), so
@@ -111,6 +108,20 @@ class TrainedBaseline:
                 "n_params": self.model.num_params(), "train_seconds": r.seconds}
 
 
+def recipe_of(train_configs: list[dict[str, Any]]) -> TrainConfig:
+    """The recipe the report's models were trained with (their checkpoints' ``train_config``),
+    on the CPU. The same recipe on purpose: a baseline trained less carefully than the model it
+    judges flatters the model, and one trained longer makes the comparison one of recipes.
+    Models trained with different recipes: the one with the most epochs (the most training any
+    of them got). None: :data:`BASELINE_TRAINING`."""
+    if not train_configs:
+        return BASELINE_TRAINING
+    recorded = max(train_configs, key=lambda c: (c["epochs"], sorted(c.items())))
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in recorded.items() if k in names},
+                          "device": "cpu", "scan_backend": "auto"})
+
+
 def fit_trained_baselines(vectors: np.ndarray, train_set: SequenceSet, val_set: SequenceSet,
                           config: TrainConfig = BASELINE_TRAINING,
                           max_train_windows: int = MAX_TRAIN_WINDOWS, progress: Progress = silent
@@ -122,9 +133,6 @@ def fit_trained_baselines(vectors: np.ndarray, train_set: SequenceSet, val_set: 
     ``config.seed``: both start at copy-last and the trainer seeds every shuffle and negative
     draw by (seed, epoch, step).
     """
-    if config.loss == "reference":
-        raise ValueError("trained baselines: loss 'reference' is not a retrieval objective; "
-                         f"they need 'infonce' or 'mix' (config {config})")
     if len(train_set) > max_train_windows:
         train_set = train_set.subset(sample_rows(len(train_set), max_train_windows, config.seed))
     out = {}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import faiss
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +19,7 @@ from lvm_pipeline.trained_baselines import (
     BlendConfig,
     ContextBlend,
     fit_trained_baselines,
+    recipe_of,
 )
 from lvm_pipeline_tests.conftest import publish_synthetic_payload
 
@@ -120,11 +122,13 @@ def test_trained_baselines_learn_the_blend_copy_last_misses_and_are_seeded(store
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
 
 
-def test_trained_baselines_start_at_copy_last_and_refuse_a_regression_loss():
+def test_trained_baselines_start_at_copy_last_and_follow_the_models_recipe():
     context = torch.randn(4, 5, 8)
     for linear in (False, True):
         model = ContextBlend(BlendConfig(d_in=8, linear=linear))
         torch.testing.assert_close(model(context), F.normalize(context[:, -1], dim=-1))
-    with pytest.raises(ValueError, match="loss 'reference' is not a retrieval objective"):
-        fit_trained_baselines(np.zeros((10, 8), np.float32), None, None,
-                              TrainConfig(loss="reference"))
+    assert recipe_of([]) == TrainConfig(device="cpu")
+    short = asdict(TrainConfig(epochs=2, batch_size=32, device="cuda", loss="mix"))
+    longer = asdict(TrainConfig(epochs=5, batch_size=32, device="cuda", loss="mix"))
+    recipe = recipe_of([short, longer])
+    assert recipe == TrainConfig(epochs=5, batch_size=32, loss="mix", device="cpu")
