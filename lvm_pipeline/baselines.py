@@ -10,6 +10,10 @@
 - ``oracle``: the truth vector itself. Not a baseline to beat but a sanity check: searching
   with the truth must return it at rank 1; anything less means the index or the keys are broken.
 
+Two more baselines are trained with the models' own loss and loop, in
+:mod:`lvm_pipeline.trained_baselines`: ``learned_blend`` (the five mixing weights alone) and
+``linear_infonce`` (a full linear map trained with InfoNCE).
+
 Each predictor maps contexts (N, 5, D) to unit vectors (N, D), like a model does.
 """
 

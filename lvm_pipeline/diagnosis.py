@@ -16,6 +16,7 @@ import pandas as pd
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
 from lvm_pipeline.payload import Payload, current_payload
 from lvm_pipeline.report import KIND as REPORT
+from lvm_pipeline.sequence_use import describe as describe_sequence_use
 from lvm_pipeline.sequences import EVAL_KIND, SequenceSet
 
 RANK_BANDS = ((1, 1), (2, 5), (6, 10), (11, 50), (51, 500), (501, None))
@@ -60,6 +61,17 @@ def diagnose(store: ArtifactStore, name: str, n_examples: int = 3) -> str:
             f"> 0 in {np.mean(margin > 0):.1%}, > 0.05 in {np.mean(margin > 0.05):.1%}",
             f"Paraphrase ratio (max cos to a context / cos to truth): median "
             f"{q['paraphrase_ratio'].median():.2f}, > 1 in {np.mean(q['paraphrase_ratio'] > 1):.1%}"]
+    interval = report.get("confidence", {}).get("intervals", {}).get(name)
+    if interval:
+        level = f"{report['confidence']['level']:.0%}"
+        out += ["", f"{level} paired-bootstrap intervals: " + ", ".join(
+            f"{m} {i['value']:.3f} [{i['low']:.3f}, {i['high']:.3f}]" for m, i in interval.items())]
+        for base, d in report["confidence"]["differences"].get(name, {}).items():
+            m = d["mrr_at_10"]
+            out.append(f"  MRR@10 − {base}: {m['value']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
+                       f" {m['verdict']}")
+    if name in report.get("sequence_use", {}):
+        out += ["", *describe_sequence_use(name, report["sequence_use"][name])]
     article = payload.chunks["article_index"].to_numpy()
     chunk = payload.chunks["chunk_index"].to_numpy()
     truth, imp = q["target_row"].to_numpy(), q["impostor_1_row"].to_numpy()

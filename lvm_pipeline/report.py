@@ -9,12 +9,33 @@ cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
     {"schema_version", "payload_build_id", "index_id", "eval_id", "train_sequences_id",
      "lineage": {"payload", "index", "sequences/eval", "sequences/train",
                  "models": {variant: checkpoint build id}}  (lvm_pipeline/lineage.py),
-     "n_queries", "exclude_context", "search_device" ("cpu" | a torch device), "oracle_ok",
+     "n_queries" (the queries scored), "exclude_context",
+     "search_device" ("cpu" | a torch device), "oracle_ok",
+     "query_sample": {"n_eval_windows", "n_queries", "requested" (None: all), "seed",
+                      "windows": [eval window indices scored, sorted] | None (all)},
      "warnings": [str],
      "models": {variant: {<metric>: float, ..., "checkpoint_id", "best_epoch", "val_cos",
                           "loss", "n_params"}},
-     "baselines": {"copy_last_context" | "mean_of_context" | "ridge" | "oracle":
-                   {<metric>: float, ...}}}
+     "baselines": {"copy_last_context" | "mean_of_context" | "ridge" | "learned_blend" |
+                   "linear_infonce" | "oracle": {<metric>: float, ...}},
+     "trained_baselines": {"learned_blend" | "linear_infonce":
+                           {"train_config", "n_train_windows", "best_epoch", "epochs_run",
+                            "stopped_early", "best_val_mrr_at_10", "context_mix": [5 floats],
+                            "n_params", "train_seconds"}}  (lvm_pipeline/trained_baselines.py),
+     "sequence_use": {variant: {"context_mix": [5 floats] | None, "blend_norm_mean",
+                                "correction_norm_mean", "correction_to_blend",
+                                "network_only": {"mrr_at_10", "r_at_5"},
+                                "blend_only": {"mrr_at_10", "r_at_5"} | None,
+                                "shuffled_mrr_at_10", "shuffle_drop_mrr_at_10",
+                                "shuffle_seed"}}  (lvm_pipeline/sequence_use.py),
+     "confidence": {"method", "resamples", "seed", "level", "n_queries", "metrics",
+                    "intervals": {predictor: {metric: {"value", "low", "high"}}},
+                    "differences": {model: {baseline (not the oracle):
+                                    {metric: {"value", "low", "high", "verdict"}}}},
+                    "mrr_at_10_resolution", "resolution" (what it is, in words),
+                    "mrr_at_10_resolution_per_model"}  (lvm_pipeline/bootstrap.py;
+                    metrics mrr_at_10, r_at_1, r_at_5; verdict better | indistinguishable |
+                    worse)}
 
 Metrics (snake_case): r_at_1, r_at_5, r_at_10, r_at_50, contain_at_50, eff_at_5, mrr, mrr_at_10,
 median_rank, p90_rank, rank_share_top_50 / _500 / _5000, rank_share_beyond_10000,
@@ -34,14 +55,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lvm_pipeline import bootstrap, sequence_use
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.baselines import Predictor, baseline_predictors, oracle
+from lvm_pipeline.bootstrap import BootstrapConfig, confidence
 from lvm_pipeline.checkpoint import kind_for, load_checkpoint
 from lvm_pipeline.evaluation import EvalConfig, QuerySetResult, evaluate, latency_ms
 from lvm_pipeline.lineage import EVAL, INDEX, PAYLOAD, TRAIN, report_lineage
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.sequences import SequenceSet, gather
+from lvm_pipeline.trained_baselines import fit_trained_baselines, recipe_of
+from lvm_pipeline.vectors import sample_rows
 
 KIND = "report"
 SCHEMA_VERSION = 1
@@ -70,6 +95,14 @@ def _predict_all(predictor: Predictor, vectors: np.ndarray, seqs: SequenceSet,
     return np.concatenate(out) if out else np.empty((0, vectors.shape[1]), np.float32)
 
 
+def query_sample(n_windows: int, config: EvalConfig) -> np.ndarray | None:
+    """The eval windows a report scores: None (all of them) or ``config.sample_queries`` of
+    them, a seeded sorted sample (S,) int64 (:func:`lvm_pipeline.vectors.sample_rows`)."""
+    if config.sample_queries is None or config.sample_queries >= n_windows:
+        return None
+    return sample_rows(n_windows, config.sample_queries, config.sample_seed)
+
+
 def build_report(
     payload: Payload,
     index_build: Build,
@@ -81,8 +114,11 @@ def build_report(
     model_builds: dict[str, Build],
     config: EvalConfig | None = None,
     progress: Progress = silent,
+    bootstrap_config: BootstrapConfig | None = None,
 ) -> tuple[dict[str, Any], dict[str, QuerySetResult]]:
-    """Score every checkpoint, the baselines and the oracle on ``eval_set`` in one pass.
+    """Score every checkpoint, the baselines and the oracle on ``eval_set`` (or the seeded
+    sample of it that ``config.sample_queries`` asks for) in one pass, with paired bootstrap
+    intervals of every figure and of every model − baseline difference.
 
     Refuses (:class:`~lvm_pipeline.lineage.LineageError`) inputs made from different payloads
     or training sets. Returns report.json's content and the per-query results (for
@@ -94,20 +130,28 @@ def build_report(
         raise ArtifactError(f"the report was given payload {payload.build_id[:12]}, but its "
                             f"index {index_build.build_id[:12]} holds {lineage['payload'][:12]}")
     predictors: dict[str, Predictor] = {}
+    models: dict[str, torch.nn.Module] = {}
     model_info: dict[str, dict[str, Any]] = {}
+    recipes = []
     for name, build in model_builds.items():
-        model, info = load_checkpoint(build)
-        predictors[name] = model_predictor(model)
+        models[name], info = load_checkpoint(build)
+        recipes.append(info["train_config"])
+        predictors[name] = model_predictor(models[name])
         best = info["history"][info["best_epoch"]]
         model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
                             "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
                             "n_params": info["n_params"]}
+    windows = query_sample(len(eval_set), config)
+    scored = eval_set if windows is None else eval_set.subset(windows)
     baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
-    predictions = {name: _predict_all(p, payload.vectors, eval_set, config.batch_size)
+    trained = fit_trained_baselines(payload.vectors, train_sets["train"], train_sets["val"],
+                                    recipe_of(recipes))
+    baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
+    predictions = {name: _predict_all(p, payload.vectors, scored, config.batch_size)
                    for name, p in {**predictors, **baselines}.items()}
-    predictions["oracle"] = oracle(payload.vectors, eval_set)
-    results = evaluate(predictions, payload.vectors, index, eval_set, config, progress)
-    latency = {name: latency_ms(p, index, payload.vectors, eval_set, config.latency_queries,
+    predictions["oracle"] = oracle(payload.vectors, scored)
+    results = evaluate(predictions, payload.vectors, index, scored, config, progress)
+    latency = {name: latency_ms(p, index, payload.vectors, scored, config.latency_queries,
                                 config.exclude_context)
                for name, p in {**predictors, **baselines}.items()}
     oracle_r1 = results["oracle"].metrics["r_at_1"]
@@ -124,7 +168,10 @@ def build_report(
         "eval_id": eval_build.build_id,
         "train_sequences_id": train_build.build_id,
         "lineage": lineage,
-        "n_queries": len(eval_set),
+        "n_queries": len(scored),
+        "query_sample": {"n_eval_windows": len(eval_set), "n_queries": len(scored),
+                         "requested": config.sample_queries, "seed": config.sample_seed,
+                         "windows": None if windows is None else windows.tolist()},
         "exclude_context": config.exclude_context,
         "search_device": config.device,
         "oracle_ok": oracle_r1 >= ORACLE_MIN_R_AT_1,
@@ -132,6 +179,13 @@ def build_report(
         "models": {n: {**results[n].metrics, **latency[n], **model_info[n]} for n in predictors},
         "baselines": {n: {**results[n].metrics, **latency.get(n, {})}
                       for n in [*baselines, "oracle"]},
+        "trained_baselines": {name: fit.record() for name, fit in trained.items()},
+        "sequence_use": sequence_use.sequence_use(
+            models, payload.vectors, scored,
+            {n: results[n].metrics["mrr_at_10"] for n in models}, config),
+        # The oracle is a sanity check, not a baseline to beat: no differences against it.
+        "confidence": confidence({n: r.ranks for n, r in results.items()}, list(predictors),
+                                 list(baselines), bootstrap_config or BootstrapConfig()),
     }
     return report, results
 
@@ -165,7 +219,8 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         f"| {m['loss']} |" for n, m in report["models"].items())
     text = (
         "# Retrieval report\n\n" + warnings
-        + f"{report['n_queries']} eval queries from articles no training window comes from; "
+        + f"{report['n_queries']} eval queries from articles no training window comes from"
+        + _sample_note(report) + "; "
         f"payload `{report['payload_build_id'][:12]}`, index `{report['index_id'][:12]}`, eval "
         f"set `{report['eval_id'][:12]}`; the query's context rows are "
         f"{'excluded from' if report['exclude_context'] else 'kept in'} the candidates. "
@@ -176,6 +231,14 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         "the best impostor on the eval split; a model retrieves only where the truth beats the "
         "impostor.\n\n| model | val cos | cos to truth | cos to rank-1 impostor | loss |\n"
         "|---|---|---|---|---|\n" + cos_rows + "\n")
+    if "sequence_use" in report:  # reports before these schema additions have none
+        text += ("\n## Does each model use the sequence?\n\n"
+                 "The network's correction against the learned blend of its five inputs, each "
+                 "path's retrieval alone, and MRR@10 with the contexts' order shuffled.\n\n"
+                 + sequence_use.markdown(report["sequence_use"]) + "\n")
+    if "confidence" in report:
+        text += "\n## Confidence intervals and verdicts\n\n" + bootstrap.markdown(
+            report["confidence"]) + "\n"
     for plot in plots or []:
         text += f"\n![{Path(plot).stem}]({plot})\n"
     return text
@@ -228,13 +291,24 @@ def write_plots(report: dict[str, Any], results: dict[str, QuerySetResult], fold
     return [f"plots/{p}" for p in ("rank_of_truth.png", "margins.png", "r5_mrr_bars.png")]
 
 
-def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult]) -> pd.DataFrame:
-    """One row per (predictor, query): what `lvm diagnose` shows."""
+def _sample_note(report: dict[str, Any]) -> str:
+    sample = report.get("query_sample") or {}
+    if sample.get("windows") is None:
+        return ""
+    return (f" (a seeded sample, seed {sample['seed']}, of the {sample['n_eval_windows']} eval "
+            "windows)")
+
+
+def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult],
+                windows: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per (predictor, query): what `lvm diagnose` shows. ``query`` is the window's
+    index in ``eval_set``; ``windows`` (S,) the windows scored (None: all)."""
+    windows = np.arange(len(eval_set)) if windows is None else np.asarray(windows)
     frames = []
     for name, r in results.items():
         frames.append(pd.DataFrame({
-            "predictor": name, "query": np.arange(len(eval_set)),
-            "target_row": eval_set.target_row, "rank": r.ranks,
+            "predictor": name, "query": windows,
+            "target_row": eval_set.target_row[windows], "rank": r.ranks,
             **{f"impostor_{i + 1}_row": r.impostor_rows[:, i]
                for i in range(r.impostor_rows.shape[1])},
             "cos_truth": r.cos_truth, "cos_impostor": r.cos_impostor,
@@ -252,7 +326,8 @@ def publish_report(store: ArtifactStore, report: dict[str, Any],
         plots = write_plots(report, results, staged / "plots")
         (staged / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         (staged / "report.md").write_text(render_markdown(report, plots))
-        query_table(eval_set, results).to_parquet(staged / "queries.parquet", index=False)
+        query_table(eval_set, results, report["query_sample"]["windows"]).to_parquet(
+            staged / "queries.parquet", index=False)
         return store.publish(KIND, staged, {"n_queries": report["n_queries"],
                                             "oracle_ok": report["oracle_ok"]}, upstream)
 

@@ -149,3 +149,19 @@ def test_missing_fused_kernel_raises_with_install_command():
         pass
     with pytest.raises(ImportError, match=r"pip install -e '\.\[cuda\]'"):
         selective_scan(**_inputs(0), backend="mamba_ssm")
+
+
+@pytest.mark.parametrize("context_skip", [True, False])
+def test_forward_is_the_normalised_sum_of_its_parts(context_skip):
+    torch.manual_seed(0)
+    model = LVM(preset("mamba_h", "tiny", d_in=24, context_skip=context_skip)).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-zero correction
+    context = torch.randn(3, 5, 24)
+    blend, correction = model.forward_parts(context)
+    assert blend.shape == correction.shape == (3, 24)
+    torch.testing.assert_close(torch.nn.functional.normalize(blend + correction, dim=-1),
+                               model(context), rtol=0, atol=0)
+    if context_skip:
+        torch.testing.assert_close(blend, context[:, -1])  # the mix starts at copy-last
+    else:
+        assert not blend.any()

@@ -76,7 +76,9 @@ def test_small_default_run_materializes_everything_with_verifiable_metadata(smal
     assert report["schema_version"] == 1 and report["oracle_ok"] and not report["warnings"]
     assert report["payload_build_id"] == payload.build_id
     assert set(report["models"]) == set(VARIANTS)
-    assert set(report["baselines"]) == {"copy_last_context", "mean_of_context", "ridge", "oracle"}
+    assert set(report["baselines"]) == {"copy_last_context", "mean_of_context", "ridge",
+                                        "learned_blend", "linear_infonce", "oracle"}
+    assert set(report["trained_baselines"]) == {"learned_blend", "linear_infonce"}
     assert report["baselines"]["oracle"]["r_at_1"] == 1.0
     assert report["n_queries"] > 0
     required = {"r_at_1", "r_at_5", "r_at_10", "r_at_50", "contain_at_50", "eff_at_5",
@@ -106,6 +108,12 @@ def test_small_default_run_materializes_everything_with_verifiable_metadata(smal
             group = "models" if name in VARIANTS else "baselines"
             assert figure.value == report[group][name][metric]
     assert "data:image/png;base64," in meta["plots"].value
+    assert "**Resolution:**" in meta["confidence"].value and "| mamba_s |" in meta["confidence"].value
+    assert "| mamba_gr |" in meta["sequence_use"].value
+    conf = report["confidence"]
+    assert set(conf["differences"]) == set(VARIANTS) and conf["resamples"] >= 1000
+    assert set(report["sequence_use"]) == set(VARIANTS)
+    assert "## Confidence intervals and verdicts" in md and "use the sequence" in md
     manifest = store.current("payload").manifest
     assert manifest["embedder"]["weights_sha256"] and manifest["norm"] == "l2"
     assert 0.2 < manifest["adjacent_cosine_mean"] < 0.9

@@ -72,14 +72,22 @@ class LVM(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
+        blend, correction = self.forward_parts(context)
+        return F.normalize(correction + blend, dim=-1)
+
+    def forward_parts(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context (B, L, d_in) → (blend, correction), each (B, d_in), before normalising:
+        ``forward`` is ``normalize(correction + blend)``. ``blend`` is ``context_mix · context``
+        (zeros without ``context_skip``), ``correction`` the network's head output; what the
+        report's diagnostics compare (lvm_pipeline/sequence_use.py)."""
         h = self.in_proj(context)  # (B, L, d_model)
         for block in self.blocks:
             h = block(h)  # (B, L, d_model)
         h = self.norm_f(h[:, -1])  # (B, d_model): only the last position predicts
-        out = self.head(h)  # (B, d_in)
-        if self.config.context_skip:
-            out = out + torch.einsum("l,bld->bd", self.context_mix, context)  # (B, d_in)
-        return F.normalize(out, dim=-1)
+        correction = self.head(h)  # (B, d_in)
+        if not self.config.context_skip:
+            return torch.zeros_like(correction), correction
+        return torch.einsum("l,bld->bd", self.context_mix, context), correction  # (B, d_in)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

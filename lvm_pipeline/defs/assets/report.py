@@ -3,6 +3,7 @@
 import dagster as dg
 
 from lvm_pipeline.artifacts import Build
+from lvm_pipeline.bootstrap import markdown as confidence_markdown
 from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
@@ -19,6 +20,7 @@ from lvm_pipeline.report import (
     markdown_table,
     publish_report,
 )
+from lvm_pipeline.sequence_use import markdown as sequence_use_markdown
 from lvm_pipeline.sequences import load_sets
 
 INPUTS = {"eval_build": dg.AssetIn("aligned_eval"), "index_build": dg.AssetIn("faiss_index"),
@@ -28,9 +30,13 @@ INPUTS = {"eval_build": dg.AssetIn("aligned_eval"), "index_build": dg.AssetIn("f
 
 class ReportParams(dg.Config):
     """``device``: where the exact search runs: ``cpu`` (FAISS + numpy) or ``cuda`` (torch
-    GEMM + top-k over the payload on the GPU, lvm_pipeline/torch_search.py)."""
+    GEMM + top-k over the payload on the GPU, lvm_pipeline/torch_search.py).
+    ``sample_queries``: score a seeded sample (``sample_seed``) of this many eval windows
+    instead of all (None); fewer queries are faster and resolve only larger differences."""
 
     device: str = EvalConfig.device
+    sample_queries: int | None = EvalConfig.sample_queries
+    sample_seed: int = EvalConfig.sample_seed
 
 
 @dg.asset(group_name="evaluation", kinds={"json", "markdown"}, ins=INPUTS,
@@ -40,7 +46,8 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
                      storage: StorageResource, embedder: EmbedderResource,
                      guards: GuardsResource, **models: Build) -> dg.Output:
     """R@k, MRR, rank of truth, margins, contrastive accuracy, paraphrase ratio and latency for
-    the five models and the baselines (copy-last, mean-of-context, ridge, oracle)."""
+    the five models and the baselines (copy-last, mean-of-context, ridge, learned blend, linear
+    InfoNCE map, oracle)."""
     store = storage.store()
     # Refuses, naming both builds, inputs of different payloads or training sets; from here
     # on every model was trained on train_build, over the payload the index holds.
@@ -51,8 +58,9 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
     eval_set = load_sets(eval_build)["eval"]
     report, results = build_report(
         payload, index_build, load_index(index_build, payload), eval_build, eval_set,
-        train_build, load_sets(train_build), models, EvalConfig(device=config.device),
-        progress_for(context, "evaluating"))
+        train_build, load_sets(train_build), models,
+        EvalConfig(device=config.device, sample_queries=config.sample_queries,
+                   sample_seed=config.sample_seed), progress_for(context, "evaluating"))
     build = publish_report(store, report, results, eval_set)
     headline = {f"{name}/{metric}": float(figures[metric])
                 for group in ("models", "baselines") for name, figures in report[group].items()
@@ -61,4 +69,6 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
         build, {"table": dg.MetadataValue.md(markdown_table(report)), **headline},
         payload_build_id=payload.build_id, n_queries=report["n_queries"],
         oracle_ok=report["oracle_ok"], lineage=dg.MetadataValue.json(report["lineage"]),
+        confidence=dg.MetadataValue.md(confidence_markdown(report["confidence"])),
+        sequence_use=dg.MetadataValue.md(sequence_use_markdown(report["sequence_use"])),
         plots=dg.MetadataValue.md(embedded_images_markdown(build)))
