@@ -115,47 +115,41 @@ def check_payload_embedder_canary(payload: Build, embedder: EmbedderResource,
 # --------------------------------------------------------------------------- sequences
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True,
-                automation_condition=CHECK_WITH_ITS_ASSET)
-def check_training_sequences_aligned(aligned_training_sequences: Build, storage: StorageResource,
-                                     guards: GuardsResource) -> dg.AssetCheckResult:
-    """Train and val targets and contexts are the payload vectors their truth keys name."""
-    return _training_result("check_training_sequences_aligned", rules.check_alignment,
-                            aligned_training_sequences, None, storage, guards)
+def _training_check(name: str, guard: Guard, description: str) -> dg.AssetChecksDefinition:
+    """A blocking check on the training sequences that reports ``guard``'s result."""
+    @dg.asset_check(asset="aligned_training_sequences", name=name, description=description,
+                    blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
+    def _check(aligned_training_sequences: Build, storage: StorageResource,
+               guards: GuardsResource) -> dg.AssetCheckResult:
+        return _training_result(name, guard, aligned_training_sequences, None, storage, guards)
+    return _check
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True,
-                automation_condition=CHECK_WITH_ITS_ASSET)
-def check_training_truth_keys(aligned_training_sequences: Build, storage: StorageResource,
-                              guards: GuardsResource) -> dg.AssetCheckResult:
-    """Train/val truth keys unique, naming their own target; windows 6 consecutive chunks."""
-    return _training_result("check_training_truth_keys", rules.check_truth_keys,
-                            aligned_training_sequences, None, storage, guards)
+def _eval_check(name: str, guard: Guard, description: str) -> dg.AssetChecksDefinition:
+    """A blocking check on the eval sequences that reports ``guard``'s result."""
+    @dg.asset_check(asset="aligned_eval", name=name, description=description, blocking=True,
+                    automation_condition=CHECK_WITH_ITS_ASSET)
+    def _check(aligned_eval: Build, storage: StorageResource,
+               guards: GuardsResource) -> dg.AssetCheckResult:
+        return _eval_result(name, guard, aligned_eval, None, storage, guards)
+    return _check
 
 
-@dg.asset_check(asset="aligned_training_sequences", blocking=True,
-                automation_condition=CHECK_WITH_ITS_ASSET)
-def check_training_learnable(aligned_training_sequences: Build, storage: StorageResource,
-                             guards: GuardsResource) -> dg.AssetCheckResult:
-    """A closed-form ridge predictor fit on train retrieves val targets far above chance."""
-    return _training_result("check_training_learnable", rules.check_learnability,
-                            aligned_training_sequences, None, storage, guards)
-
-
-@dg.asset_check(asset="aligned_eval", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_eval_sequences_aligned(aligned_eval: Build, storage: StorageResource,
-                                 guards: GuardsResource) -> dg.AssetCheckResult:
-    """Eval targets and contexts are the payload vectors their truth keys name."""
-    return _eval_result("check_eval_sequences_aligned", rules.check_alignment, aligned_eval,
-                        None, storage, guards)
-
-
-@dg.asset_check(asset="aligned_eval", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
-def check_eval_truth_keys(aligned_eval: Build, storage: StorageResource,
-                          guards: GuardsResource) -> dg.AssetCheckResult:
-    """Eval truth keys unique, naming their own target; windows 6 consecutive chunks."""
-    return _eval_result("check_eval_truth_keys", rules.check_truth_keys, aligned_eval, None,
-                        storage, guards)
+check_training_sequences_aligned = _training_check(
+    "check_training_sequences_aligned", rules.check_alignment,
+    "Train and val targets and contexts are the payload vectors their truth keys name.")
+check_training_truth_keys = _training_check(
+    "check_training_truth_keys", rules.check_truth_keys,
+    "Train/val truth keys unique, naming their own target; windows 6 consecutive chunks.")
+check_training_learnable = _training_check(
+    "check_training_learnable", rules.check_learnability,
+    "A closed-form ridge predictor fit on train retrieves val targets far above chance.")
+check_eval_sequences_aligned = _eval_check(
+    "check_eval_sequences_aligned", rules.check_alignment,
+    "Eval targets and contexts are the payload vectors their truth keys name.")
+check_eval_truth_keys = _eval_check(
+    "check_eval_truth_keys", rules.check_truth_keys,
+    "Eval truth keys unique, naming their own target; windows 6 consecutive chunks.")
 
 
 @dg.multi_asset_check(
