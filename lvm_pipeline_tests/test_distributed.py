@@ -130,7 +130,8 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
     instance = dg.DagsterInstance.ephemeral()
     record_build(instance, "aligned_training_sequences", store.current(TRAIN_KIND))
     result = dg.materialize(
-        [mamba_s], instance=instance,
+        # The sequences as an external asset: mamba_s reads the build the instance recorded.
+        [mamba_s, dg.AssetSpec("aligned_training_sequences")], instance=instance,
         resources={**storage_resources(str(store.root)), "guards": GuardsResource(),
                    "embedder": _SyntheticEmbedder(root=str(store.root)),
                    "pipes_subprocess_client": dg.PipesSubprocessClient()},
@@ -162,6 +163,7 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
     metadata = result.asset_materializations_for_node("mamba_s")[0].metadata
     assert metadata["build_id"].value == build.build_id
     assert metadata["launcher"].value == "torchrun" and metadata["world_size"].value == 2
-    assert "sha256_model_safetensors" in metadata
+    assert metadata["files"].value["model.safetensors"]["sha256"] == build.manifest["files"][
+        "model.safetensors"]["sha256"]
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("training mamba_s: 3/3" in m and "val_cos=" in m for m in messages), messages
