@@ -16,7 +16,7 @@ from lvm_pipeline.cli.common import (
 
 EPILOG = """\
 examples:
-  lvm run                                  the offline sample, tiny presets (~4 min on 2 cores)
+  lvm run                                  the offline sample, tiny presets (benchmarks/RESULTS.md)
   lvm run --max-chunks 500 --epochs 2      a quick smoke run
   lvm run --corpus enwiki.parquet --preset paper --device cuda
 
