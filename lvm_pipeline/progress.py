@@ -7,6 +7,7 @@ interactive terminal and, always, throttled log lines (which Dagster shows in th
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -28,6 +29,17 @@ def silent(done: int, total: int, **metrics: Any) -> None:
 _PROGRESS_LINE = re.compile(r"^[^:\n]+: \d+/\d+ \([\d.]+/s\)")
 
 
+# Set by `lvm run` / `lvm materialize` when they start on a terminal: Dagster's compute-log
+# capture then mirrors the steps' stderr to that terminal through a pipe, which is no TTY.
+BARS_ENV = "LVM_PROGRESS_BARS"
+
+
+def bars_wanted() -> bool:
+    """Whether progress draws bars: stderr is a terminal, or the command that runs these steps
+    started on one (:data:`BARS_ENV`)."""
+    return sys.stderr.isatty() or os.environ.get(BARS_ENV) == "1"
+
+
 def is_progress_line(message: str) -> bool:
     """True for a line logged by :func:`make_progress` (so a terminal with bars can skip it)."""
     return bool(_PROGRESS_LINE.match(message))
@@ -45,8 +57,8 @@ def make_progress(
     bar: bool | None = None,
 ) -> Progress:
     """A Progress that logs ``task: done/total`` at most every ``every_s`` seconds (and at the
-    end) through ``log``, and draws a tqdm bar when ``bar`` (default: stderr is a terminal)."""
-    show_bar = sys.stderr.isatty() if bar is None else bar
+    end) through ``log``, and draws a tqdm bar when ``bar`` (default: :func:`bars_wanted`)."""
+    show_bar = bars_wanted() if bar is None else bar
     state: dict[str, Any] = {"last": 0.0, "bar": None, "start": time.perf_counter()}
 
     def report(done: int, total: int, **metrics: Any) -> None:

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from lvm_pipeline.cli.console import ConsoleHandler
-from lvm_pipeline.progress import is_progress_line, make_progress
+from lvm_pipeline.progress import BARS_ENV, bars_wanted, is_progress_line, make_progress
 
 
 def _record(message: str, level: int = logging.INFO, step: str | None = "payload"
@@ -35,6 +35,16 @@ def test_progress_lines_give_way_to_bars_on_a_terminal(bars):
     assert (line is None) == bars
     # Other log lines always show, with their step.
     assert handler.render(_record("embedding with x on cpu")) == "  payload: embedding with x on cpu"
+
+
+@pytest.mark.parametrize("started_on_a_terminal", ["1", "0"])
+def test_bars_follow_the_terminal_the_command_started_on(started_on_a_terminal, monkeypatch):
+    """Dagster's compute-log capture hands the steps a pipe for stderr (mirrored to the
+    terminal): bars are drawn, and their lines left out, when `lvm` itself started on one."""
+    monkeypatch.setenv(BARS_ENV, started_on_a_terminal)
+    assert bars_wanted() == (started_on_a_terminal == "1")  # pytest's stderr is no terminal
+    line = ConsoleHandler(logging.INFO).render(_record("embedding: 64/308 (9.1/s)"))
+    assert (line is None) == (started_on_a_terminal == "1")
 
 
 def test_warnings_show_at_any_level_and_info_hides_at_warning():

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lvm_pipeline.cli.events import failure_lines
+from lvm_pipeline.progress import BARS_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -234,10 +235,18 @@ def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any]
     start = time.perf_counter()
     with open_instance_lock(home):
         instance = dg.DagsterInstance.from_config(str(home))
-    with instance:
-        result = job.execute_in_process(run_config=config, instance=instance,
-                                        asset_selection=asset_selection, tags=tags,
-                                        raise_on_error=False)
+    previous = os.environ.get(BARS_ENV)
+    os.environ[BARS_ENV] = "1" if sys.stderr.isatty() else "0"
+    try:
+        with instance:
+            result = job.execute_in_process(run_config=config, instance=instance,
+                                            asset_selection=asset_selection, tags=tags,
+                                            raise_on_error=False)
+    finally:
+        if previous is None:
+            del os.environ[BARS_ENV]
+        else:
+            os.environ[BARS_ENV] = previous
     elapsed = time.perf_counter() - start
     failures = failure_lines(result.all_events)
     if not result.success or failures:

@@ -20,7 +20,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from lvm_pipeline.cli.events import step_failure_reason
-from lvm_pipeline.progress import is_progress_line
+from lvm_pipeline.progress import bars_wanted, is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
 
@@ -59,10 +59,9 @@ class ConsoleHandler(logging.Handler):
 
     @property
     def bars(self) -> bool:
-        """Whether progress draws bars (then its lines are not repeated here). ``None`` asks at
-        each line, not once: Dagster's compute-log capture redirects stderr into a file while
-        steps run, and progress is then lines, which this handler must show."""
-        return sys.stderr.isatty() if self._bars is None else self._bars
+        """Whether progress draws bars (then its lines are not repeated here); ``None``: what
+        :func:`~lvm_pipeline.progress.bars_wanted` says when the line is written."""
+        return bars_wanted() if self._bars is None else self._bars
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
