@@ -14,7 +14,8 @@ from lvm_pipeline.bootstrap import VERDICTS
 from lvm_pipeline.diagnosis import diagnose
 from lvm_pipeline.evaluation import EvalConfig
 from lvm_pipeline.index import IndexConfig, load_index, publish_index
-from lvm_pipeline.report import build_report, publish_report, render_markdown
+from lvm_pipeline.report import build_report, publish_report
+from lvm_pipeline.report_render import render_markdown
 from lvm_pipeline.sequences import (
     EVAL_KIND,
     TRAIN_KIND,

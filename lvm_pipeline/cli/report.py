@@ -12,7 +12,8 @@ from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data
 def cmd_report(args: argparse.Namespace) -> int:
     from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
     from lvm_pipeline.guards import check_lineage
-    from lvm_pipeline.report import KIND, current_report, render_markdown
+    from lvm_pipeline.report import KIND, current_report
+    from lvm_pipeline.report_render import render_markdown
 
     store = ArtifactStore(resolve_data_dir(args.data_dir))
     try:

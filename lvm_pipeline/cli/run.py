@@ -33,7 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         return code
     from lvm_pipeline.artifacts import ArtifactStore
-    from lvm_pipeline.report import current_report, render_markdown
+    from lvm_pipeline.report import current_report
+    from lvm_pipeline.report_render import render_markdown
 
     print(render_markdown(current_report(ArtifactStore(data_dir))))
     return EXIT_OK

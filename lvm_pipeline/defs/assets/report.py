@@ -13,13 +13,8 @@ from lvm_pipeline.index import load_index
 from lvm_pipeline.lineage import report_lineage
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.payload import payload_of
-from lvm_pipeline.report import (
-    HEADLINE_METRICS,
-    build_report,
-    embedded_images_markdown,
-    markdown_table,
-    publish_report,
-)
+from lvm_pipeline.report import HEADLINE_METRICS, build_report, publish_report
+from lvm_pipeline.report_render import embedded_images_markdown, markdown_table
 from lvm_pipeline.sequence_use import markdown as sequence_use_markdown
 from lvm_pipeline.sequences import load_sets
 
