@@ -58,6 +58,14 @@ def report_lineage(index: Build, eval_set: Build, train: Build,
             "models": {name: build.build_id for name, build in sorted(models.items())}}
 
 
+def as_upstream(lineage: Mapping[str, Any]) -> dict[str, str]:
+    """A report's lineage as a build's ``upstream``: keyed by artifact kind, like every other
+    build's, so lineage readers need no name mapping."""
+    upstream = {kind: lineage[kind] for kind in (PAYLOAD, INDEX, EVAL, TRAIN)}
+    upstream.update({kind_for(name): build_id for name, build_id in lineage["models"].items()})
+    return upstream
+
+
 def recorded_inputs(store: ArtifactStore, lineage: Mapping[str, Any]) -> dict[str, Any]:
     """The builds a report's recorded lineage names, loaded (and so checked to exist)."""
     return {"index": store.get(INDEX, lineage[INDEX]),

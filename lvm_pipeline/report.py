@@ -57,9 +57,9 @@ from lvm_pipeline import sequence_use
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.baselines import Predictor, baseline_predictors, oracle
 from lvm_pipeline.bootstrap import BootstrapConfig, confidence
-from lvm_pipeline.checkpoint import kind_for, load_checkpoint
+from lvm_pipeline.checkpoint import load_checkpoint
 from lvm_pipeline.evaluation import EvalConfig, QuerySetResult, evaluate, latency_ms
-from lvm_pipeline.lineage import EVAL, INDEX, PAYLOAD, TRAIN, report_lineage
+from lvm_pipeline.lineage import as_upstream, report_lineage
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.report_render import render_markdown, write_plots
@@ -205,10 +205,7 @@ def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult],
 
 def publish_report(store: ArtifactStore, report: dict[str, Any],
                    results: dict[str, QuerySetResult], eval_set: SequenceSet) -> Build:
-    lineage = report["lineage"]
-    # Keyed by kind, like every build's upstream, so lineage readers need no name mapping.
-    upstream = {kind: lineage[kind] for kind in (PAYLOAD, INDEX, EVAL, TRAIN)}
-    upstream.update({kind_for(name): build_id for name, build_id in lineage["models"].items()})
+    upstream = as_upstream(report["lineage"])
     with store.stage(KIND) as staged:
         plots = write_plots(report, results, staged / "plots")
         (staged / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -150,5 +150,5 @@ class BuildIOManager(dg.ConfigurableIOManager):
         build = self.storage.store().get(kind, build_id)
         context.log.info(f"input {context.asset_key.to_user_string()}: {kind} "
                          f"{build_id[:12]} ({how})")
-        context.add_input_metadata({"build_id": build_id, "resolved": how})
+        context.add_input_metadata({BUILD_ID: build_id, "resolved": how})
         return build

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
-from lvm_pipeline.checkpoint import kind_for
 from lvm_pipeline.guards.result import GuardResult, verdict
-from lvm_pipeline.lineage import EVAL, INDEX, PAYLOAD, TRAIN, recorded_inputs, report_lineage
+from lvm_pipeline.lineage import PAYLOAD, as_upstream, recorded_inputs, report_lineage
 
 
 def check_lineage(store: ArtifactStore, build: Build, name: str = "check_lineage") -> GuardResult:
@@ -60,8 +59,7 @@ def check_report_lineage(store: ArtifactStore, report: Build,
         except ArtifactError as err:
             problems.append(str(err))
         upstream = dict(report.manifest.get("upstream", {}))
-        named = {k: recorded[k] for k in (PAYLOAD, INDEX, EVAL, TRAIN)}
-        named.update({kind_for(n): b for n, b in recorded["models"].items()})
+        named = as_upstream(recorded)
         if upstream != named:
             problems.append(f"the manifest's upstream {upstream} differs from the recorded "
                             f"lineage {named}")
