@@ -157,6 +157,17 @@ def materialize_all(data_dir: Path, selection=None, corpus=None, training=None,
             selection=selection, instance=active, raise_on_error=False, **kwargs)
 
 
+def metadata_values(materialization: dg.AssetMaterialization) -> dict:
+    """A materialization's metadata as plain values (``MetadataValue.value``)."""
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def materialized_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Each asset the run materialized → its metadata values."""
+    return {e.asset_key.to_user_string(): metadata_values(e.materialization)
+            for e in result.get_asset_materialization_events()}
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     """Names of the assets the run materialized."""
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

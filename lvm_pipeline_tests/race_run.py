@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from lvm_pipeline_tests import race
-from lvm_pipeline_tests.conftest import materialize_all, step_errors
+from lvm_pipeline_tests.conftest import materialize_all, materialized_metadata, step_errors
 
 SELECTIONS = {"A": dg.AssetSelection.assets("corpus").downstream(),
               "B": dg.AssetSelection.assets("aligned_training_sequences").downstream()}
@@ -29,10 +29,8 @@ def main(role: str, data_dir: str, barriers: str, out: str, corpus: str | None =
     corpus_config = {"source": "text_dir", "path": corpus} if corpus else None
     result = materialize_all(Path(data_dir), selection=SELECTIONS[role], corpus=corpus_config,
                              training=TRAINING)
-    built = {e.asset_key.to_user_string(): {k: v.value for k, v in
-                                            e.materialization.metadata.items()
-                                            if isinstance(v.value, (str, int, float))}
-             for e in result.get_asset_materialization_events()}
+    built = {asset: {k: v for k, v in meta.items() if isinstance(v, (str, int, float))}
+             for asset, meta in materialized_metadata(result).items()}
     Path(out).write_text(json.dumps({"success": result.success, "errors": step_errors(result),
                                      "built": built}))
     return 0 if result.success else 1

@@ -16,10 +16,17 @@ import pytest
 
 from lvm_pipeline.artifacts import ArtifactStore, Build
 from lvm_pipeline.definitions import defs
+from lvm_pipeline.defs.storage import materialization_in_run
 from lvm_pipeline.lineage import LineageError, report_lineage
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline_tests import race
-from lvm_pipeline_tests.conftest import instance_at, materialize_all, step_errors
+from lvm_pipeline_tests.conftest import (
+    instance_at,
+    materialize_all,
+    materialized_metadata,
+    metadata_values,
+    step_errors,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -62,13 +69,6 @@ def test_storage_resolves_the_data_dir_when_a_step_opens_it(tmp_path, monkeypatc
         assert storage.store().root == (tmp_path / name).resolve()
 
 
-def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
-    """Each asset the run materialized → its metadata values."""
-    return {e.asset_key.to_user_string(): {k: v.value for k, v in
-                                           e.materialization.metadata.items()}
-            for e in result.get_asset_materialization_events()}
-
-
 def test_rebuilding_identical_content_keeps_the_data_version(small_run_copy):
     """Same corpus config → same bytes → same build id → same DataVersion, so Dagster sees
     nothing downstream as changed."""
@@ -92,7 +92,7 @@ def test_a_report_over_inputs_of_two_payloads_is_refused_naming_both(small_run_c
     rebuilt = materialize_all(small_run_copy, corpus={"max_chunks": 300},
                               selection=["corpus", "payload", "aligned_eval", "faiss_index"])
     assert rebuilt.success, step_errors(rebuilt)
-    new_payload = _materializations(rebuilt)["payload"]["build_id"]
+    new_payload = materialized_metadata(rebuilt)["payload"]["build_id"]
     assert new_payload != old_payload
     report = materialize_all(small_run_copy, selection=["retrieval_report"])
     error = step_errors(report)["retrieval_report"]
@@ -163,14 +163,10 @@ def test_two_overlapping_runs_each_finish_with_their_own_builds(small_run_copy, 
 
 def _run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
     """What run ``run_id`` materialized, read back from the instance: asset → metadata."""
-    out = {}
-    for key in instance.get_asset_keys():
-        for record in instance.fetch_materializations(key, limit=20).records:
-            if record.run_id == run_id:
-                meta = record.asset_materialization.metadata
-                out[key.to_user_string()] = {k: v.value for k, v in meta.items()}
-                break
-    return out
+    entries = {key: materialization_in_run(instance, key, run_id)
+               for key in instance.get_asset_keys()}
+    return {key.to_user_string(): metadata_values(entry.asset_materialization)
+            for key, entry in entries.items() if entry is not None}
 
 
 def test_a_webserver_run_racing_an_lvm_run_each_use_their_own_builds(small_run_copy, tmp_path,
