@@ -68,7 +68,8 @@ def main() -> None:
             torch.manual_seed(args.seed)
             model = LVM(preset(variant, args.size, d_in=payload.dim,
                                context_skip=not args.no_context_skip))
-            result = train(model, payload.vectors, train_sets["train"], train_sets["val"], config)
+            result = train(model, payload.vectors, train_sets["train"], train_sets["val"], config,
+                           article_of_row=payload.chunks["article_index"].to_numpy())
             key = f"{variant}/{loss}"
             predictions[key] = model_predictor(result.model)(
                 gather(payload.vectors, eval_set.context_rows))

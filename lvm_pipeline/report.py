@@ -141,7 +141,8 @@ def build_report(
     scored = eval_set if windows is None else eval_set.subset(windows)
     baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
     trained = fit_trained_baselines(payload.vectors, train_sets["train"], train_sets["val"],
-                                    recipe_of(recipes))
+                                    recipe_of(recipes),
+                                    article_of_row=payload.chunks["article_index"].to_numpy())
     baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
     predictions = {name: _predict_all(p, payload.vectors, scored, config.batch_size)
                    for name, p in {**predictors, **baselines}.items()}

@@ -39,6 +39,10 @@ class TrainConfig:
     # other articles and are easy; payload rows include the chunks retrieval actually confuses.
     negatives: str = "payload"
     payload_negatives: int = 4096
+    # Negatives drawn per query from its own article (its target and context masked), pooled
+    # over the batch: on real text the truth's closest impostors are the same page's chunks,
+    # which random payload rows rarely are (docs/evaluation.md, "A recipe on real text").
+    article_negatives: int = 16
     # The context mix (LVMConfig.context_skip) learns this many times faster than the network:
     # it has 5 parameters and settles the blend before the network can overfit a correction.
     mix_lr_multiplier: float = 30.0

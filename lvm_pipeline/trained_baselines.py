@@ -124,12 +124,14 @@ def recipe_of(train_configs: list[dict[str, Any]]) -> TrainConfig:
 
 def fit_trained_baselines(vectors: np.ndarray, train_set: SequenceSet, val_set: SequenceSet,
                           config: TrainConfig = BASELINE_TRAINING,
-                          max_train_windows: int = MAX_TRAIN_WINDOWS, progress: Progress = silent
+                          max_train_windows: int = MAX_TRAIN_WINDOWS, progress: Progress = silent,
+                          article_of_row: np.ndarray | None = None
                           ) -> dict[str, TrainedBaseline]:
     """Train ``learned_blend`` and ``linear_infonce`` on ``train_set`` (at most
     ``max_train_windows`` of them, a seeded sample) with early stopping on ``val_set``.
 
-    vectors: (R, D) float32 payload the sets index into. Deterministic for a given
+    vectors: (R, D) float32 payload the sets index into; ``article_of_row`` (R,) its
+    ``article_index`` per row, for a recipe with ``article_negatives``. Deterministic for a given
     ``config.seed``: both start at copy-last and the trainer seeds every shuffle and negative
     draw by (seed, epoch, step).
     """
@@ -138,8 +140,9 @@ def fit_trained_baselines(vectors: np.ndarray, train_set: SequenceSet, val_set: 
     out = {}
     for i, name in enumerate(TRAINED_BASELINES):
         model = ContextBlend(BlendConfig(d_in=vectors.shape[1], linear=name == "linear_infonce"))
-        out[name] = TrainedBaseline(train(model, vectors, train_set, val_set, config), config,
-                                    len(train_set))
+        result = train(model, vectors, train_set, val_set, config,
+                       article_of_row=article_of_row)
+        out[name] = TrainedBaseline(result, config, len(train_set))
         progress(i + 1, len(TRAINED_BASELINES),
                  val_mrr_at_10=out[name].record()["best_val_mrr_at_10"])
     return out

@@ -27,7 +27,14 @@ import numpy as np
 import torch
 
 from lvm_pipeline.artifacts import ArtifactStore, Build, sha256_json
-from lvm_pipeline.batching import autocast, batches, epoch_order, payload_negatives
+from lvm_pipeline.batching import (
+    ArticleRows,
+    article_negatives,
+    autocast,
+    batches,
+    epoch_order,
+    payload_negatives,
+)
 from lvm_pipeline.checkpoint import kind_for, publish_checkpoint
 from lvm_pipeline.device import pick_device
 from lvm_pipeline.distributed import SINGLE, Distributed
@@ -110,6 +117,7 @@ def train(
     progress: Progress = silent,
     work_dir: Path | None = None,
     ranks: Distributed = SINGLE,
+    article_of_row: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; return it holding the weights of the epoch with the best val
     MRR@10 (stopping after ``patience`` epochs without a better one).
@@ -117,12 +125,20 @@ def train(
     vectors: (R, D) float32 payload (a memory map is fine); the sets index into it.
     ``ranks``: this process's rank in data-parallel training; ``config.batch_size`` is the
     global batch, split over the ranks. Only rank 0 reports progress and writes the resume file.
+    ``article_of_row``: (R,) the payload's ``article_index`` per row; needed by
+    ``config.article_negatives``.
     """
     if len(train_set) < 2:
         raise ValueError(f"{len(train_set)} training windows: need at least 2 (InfoNCE needs "
                          "a negative); use a larger corpus")
     if len(val_set) == 0:
         raise ValueError("the val split has no windows; early stopping needs some")
+    articles = None
+    if config.article_negatives and config.loss != "reference":
+        if article_of_row is None or len(article_of_row) != len(vectors):
+            raise ValueError(f"article_negatives={config.article_negatives} needs the payload's "
+                             f"article_index per row ({len(vectors)} rows)")
+        articles = ArticleRows.of(article_of_row)
     device = pick_device(config.device)
     scan_backend = resolve_backend(config.scan_backend, device)  # raises, never falls back
     use_scan_backend(model, scan_backend)
@@ -176,6 +192,12 @@ def train(
                 rng = np.random.default_rng([config.seed, epoch, step_in_epoch])
                 negatives, mask = payload_negatives(vectors, train_set, local,
                                                     config.payload_negatives, rng)
+            if articles is not None:
+                rng = np.random.default_rng([config.seed, epoch, step_in_epoch, 1])
+                own, own_mask = article_negatives(vectors, train_set, idx, local,
+                                                  config.article_negatives, articles, rng)
+                negatives = own if negatives is None else torch.cat([negatives, own])
+                mask = own_mask if mask is None else torch.cat([mask, own_mask], dim=1)
             context, target, rank_targets, negatives, mask = _to(
                 device, context, target, rank_targets, negatives, mask)
             with autocast(device):
@@ -243,7 +265,7 @@ def train_variant(
                            "payload": payload.build_id, "sequences": sequences.build_id})
     work_dir = store.root / kind_for(variant) / ".work" / run_key[:16]
     result = train(model, payload.vectors, sets["train"], sets["val"], config, progress,
-                   work_dir, ranks)
+                   work_dir, ranks, payload.chunks["article_index"].to_numpy())
     if not ranks.is_main:
         return None, result
     build = publish_checkpoint(store, result.model, {

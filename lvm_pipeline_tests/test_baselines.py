@@ -96,7 +96,9 @@ QUICK = TrainConfig(epochs=20, batch_size=32)
 def test_trained_baselines_learn_the_blend_copy_last_misses_and_are_seeded(store):
     payload = _second_to_last_rule_payload(store)
     sets = build_windows(payload, SplitConfig(), drop_near_duplicates=False)
-    fitted = fit_trained_baselines(payload.vectors, sets["train"], sets["val"], QUICK)
+    articles = payload.chunks["article_index"].to_numpy()
+    fitted = fit_trained_baselines(payload.vectors, sets["train"], sets["val"], QUICK,
+                                   article_of_row=articles)
     assert set(fitted) == set(TRAINED_BASELINES)
     blend = fitted["learned_blend"]
     assert int(np.argmax(blend.model.context_mix.detach().numpy())) == 3  # the second-to-last
@@ -115,7 +117,8 @@ def test_trained_baselines_learn_the_blend_copy_last_misses_and_are_seeded(store
     assert record["n_train_windows"] == len(sets["train"]) and record["train_config"]["epochs"] == 20
     # Seeded: a second fit, on a capped sample of the windows, is reproducible to the bit.
     capped = [fit_trained_baselines(payload.vectors, sets["train"], sets["val"], QUICK,
-                                    max_train_windows=200)["linear_infonce"] for _ in range(2)]
+                                    max_train_windows=200, article_of_row=articles
+                                    )["linear_infonce"] for _ in range(2)]
     assert capped[0].n_train_windows == 200
     first, second = (c.model.state_dict() for c in capped)
     for key in first:

@@ -100,5 +100,6 @@ def test_a_resume_file_carrying_code_is_refused_not_run(tmp_path, synthetic_payl
     model = LVM(preset("mamba_s", "tiny", d_in=synthetic_payload.dim))
     with pytest.raises(Exception, match="Weights only load failed"):
         train(model, synthetic_payload.vectors, sets["train"], sets["val"],
-              TrainConfig(epochs=1, batch_size=16), work_dir=work)
+              TrainConfig(epochs=1, batch_size=16), work_dir=work,
+              article_of_row=synthetic_payload.chunks["article_index"].to_numpy())
     assert not marker.exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_pipeline.batching import batches, payload_negatives
+from lvm_pipeline.batching import ArticleRows, article_negatives, batches, payload_negatives
 from lvm_pipeline.losses import compute_loss, infonce_loss, reference_loss
 from lvm_pipeline.models import LVM, preset
 from lvm_pipeline.schedule import lr_at
@@ -44,6 +44,11 @@ def test_unknown_loss_lists_the_valid_ones():
         TrainConfig(loss="l1")
 
 
+def articles_of(payload) -> np.ndarray:
+    """The payload's article per row, which the default recipe's own-article negatives need."""
+    return payload.chunks["article_index"].to_numpy()
+
+
 def _setup(synthetic_payload):
     sets = build_windows(synthetic_payload, SplitConfig())
     torch.manual_seed(0)
@@ -54,7 +59,8 @@ def _setup(synthetic_payload):
 def test_training_keeps_the_epoch_with_the_best_val_retrieval(synthetic_payload):
     model, sets = _setup(synthetic_payload)
     cfg = TrainConfig(epochs=6, batch_size=16, patience=10)
-    result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
+    result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+                   article_of_row=articles_of(synthetic_payload))
     mrr = [h["val_mrr_at_10"] for h in result.history]
     assert result.best_epoch == int(np.argmax(mrr))
     assert all(0 <= h["val_r_at_5"] <= 1 for h in result.history)
@@ -96,7 +102,8 @@ def test_early_stopping_waits_patience_epochs(synthetic_payload):
     model, sets = _setup(synthetic_payload)
     # lr 0 never improves on epoch 0's val MRR: stop after epoch 0 + patience 2 epochs.
     cfg = TrainConfig(epochs=20, batch_size=16, patience=2, lr=0.0)
-    result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
+    result = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+                   article_of_row=articles_of(synthetic_payload))
     assert result.stopped_early and len(result.history) == 3
 
 
@@ -107,7 +114,8 @@ class Interrupt(Exception):
 def test_interrupted_training_resumes_to_the_same_weights(synthetic_payload, tmp_path):
     cfg = TrainConfig(epochs=4, batch_size=16, patience=10)
     model, sets = _setup(synthetic_payload)
-    straight = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg)
+    straight = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+                     article_of_row=articles_of(synthetic_payload))
 
     def stop_after_epoch_2(done, total, **_):
         if done == 2:
@@ -116,10 +124,11 @@ def test_interrupted_training_resumes_to_the_same_weights(synthetic_payload, tmp
     model, _ = _setup(synthetic_payload)
     with pytest.raises(Interrupt):
         train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
-              stop_after_epoch_2, work_dir=tmp_path)
+              stop_after_epoch_2, work_dir=tmp_path, article_of_row=articles_of(synthetic_payload))
     # The epoch-2 checkpoint was not written (the interrupt came first): resume from epoch 1.
     model, _ = _setup(synthetic_payload)
     resumed = train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+                    article_of_row=articles_of(synthetic_payload),
                     work_dir=tmp_path)
     assert resumed.resumed_from_epoch == 1
     assert [h["val_loss"] for h in resumed.history] == pytest.approx(
@@ -133,5 +142,34 @@ def test_interrupted_training_resumes_to_the_same_weights(synthetic_payload, tmp
 def test_a_corpus_smaller_than_a_batch_trains_on_one_batch_and_says_so(synthetic_payload):
     model, sets = _setup(synthetic_payload)
     result = train(model, synthetic_payload.vectors, sets["train"], sets["val"],
-                   TrainConfig(batch_size=100000, epochs=1))
+                   TrainConfig(batch_size=100000, epochs=1),
+                   article_of_row=articles_of(synthetic_payload))
     assert result.batch_size == len(sets["train"])
+
+
+def test_article_negatives_come_from_the_querys_own_article(synthetic_payload):
+    _, sets = _setup(synthetic_payload)
+    articles = articles_of(synthetic_payload)
+    idx = np.arange(32)
+    negatives, mask = article_negatives(synthetic_payload.vectors, sets["train"], idx, idx, 8,
+                                        ArticleRows.of(articles), np.random.default_rng(0))
+    rows = rows_of(synthetic_payload.vectors, negatives.numpy())
+    own_article = articles[sets["train"].target_row[idx]]
+    assert negatives.shape == (32 * 8, synthetic_payload.dim) and mask.shape == (32, 32 * 8)
+    # query i drew rows i·8 … i·8+7, all from its own article
+    assert (articles[rows].reshape(32, 8) == own_article[:, None]).all()
+    own = np.concatenate([sets["train"].target_row[idx, None], sets["train"].context_rows[idx]], 1)
+    expected = (rows[None, None, :] == own[:, :, None]).any(axis=1)
+    assert (mask.numpy() == expected).all() and expected.any()
+
+
+def test_article_negatives_need_the_payloads_articles(synthetic_payload):
+    model, sets = _setup(synthetic_payload)
+    with pytest.raises(ValueError, match="article_negatives=4 needs the payload's article_index"):
+        train(model, synthetic_payload.vectors, sets["train"], sets["val"],
+              TrainConfig(epochs=1, batch_size=16, article_negatives=4))
+
+
+def rows_of(vectors: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The payload row of each vector in ``found`` (exact copies)."""
+    return np.argmax(found @ vectors.T, axis=1)

@@ -35,6 +35,7 @@ class TrainParams(dg.Config):
     loss: str = _DEFAULT.loss
     temperature: float = _DEFAULT.temperature
     negatives: str = _DEFAULT.negatives
+    article_negatives: int = _DEFAULT.article_negatives
     seed: int = _DEFAULT.seed
     device: str = _DEFAULT.device
     # How the Mamba scan runs (models/scan.py); the checkpoint records what "auto" chose.
@@ -53,7 +54,8 @@ class TrainParams(dg.Config):
             raise ValueError(f"world_size must be >= 1, got {self.world_size}")
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            loss=self.loss, temperature=self.temperature,
-                           negatives=self.negatives, seed=self.seed, device=self.device,
+                           negatives=self.negatives, article_negatives=self.article_negatives,
+                           seed=self.seed, device=self.device,
                            scan_backend=self.scan_backend)
 
 
