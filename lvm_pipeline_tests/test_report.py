@@ -27,6 +27,8 @@ from lvm_pipeline.sequences import (
 )
 from lvm_pipeline.train_config import TrainConfig
 from lvm_pipeline.training import train_variant
+from lvm_pipeline.trends import PAIRED, UNPAIRED, compare_reports
+from lvm_pipeline.trends import markdown as trends_markdown
 from lvm_pipeline_tests.conftest import publish_synthetic_payload
 
 
@@ -105,3 +107,27 @@ def test_a_query_sample_is_seeded_recorded_and_keeps_window_indices(inputs):
     assert "MRR@10 − learned_blend:" in text
     with pytest.raises(ValueError, match="sample_queries must be None"):
         EvalConfig(sample_queries=0)
+
+
+def test_reports_of_different_queries_compare_unpaired_from_their_own_intervals(inputs):
+    store = inputs[0]
+    full, full_results, eval_set = _report(inputs)
+    sampled, sampled_results, _ = _report(inputs, EvalConfig(sample_queries=15, sample_seed=3))
+    now = publish_report(store, full, full_results, eval_set)
+    before = publish_report(store, sampled, sampled_results, eval_set)
+    comparison = compare_reports(now, before)
+    assert not comparison["paired"] and comparison["method"] == UNPAIRED
+    assert comparison["n_queries"] == {"now": len(eval_set), "before": 15}
+    row = comparison["figures"]["mamba_s"]["mrr_at_10"]
+    a = full["confidence"]["intervals"]["mamba_s"]["mrr_at_10"]
+    b = sampled["confidence"]["intervals"]["mamba_s"]["mrr_at_10"]
+    half = np.hypot((a["high"] - a["low"]) / 2, (b["high"] - b["low"]) / 2)
+    assert row["change"] == pytest.approx(a["value"] - b["value"])
+    assert (row["low"], row["high"]) == pytest.approx((row["change"] - half, row["change"] + half))
+    assert "oracle" not in comparison["figures"]
+    # The same queries pair: a report against itself changed by exactly nothing.
+    same = compare_reports(now, now)
+    assert same["paired"] and same["method"] == PAIRED
+    assert all(r["change"] == 0 and r["verdict"] in (None, "indistinguishable")
+               for by_metric in same["figures"].values() for r in by_metric.values())
+    assert "unpaired" in trends_markdown(comparison) and "| mamba_s |" in trends_markdown(same)
