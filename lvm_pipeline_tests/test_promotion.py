@@ -16,6 +16,7 @@ from lvm_pipeline.checkpoint import kind_for, load_checkpoint, publish_checkpoin
 from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from lvm_pipeline.cli.events import failure_lines
 from lvm_pipeline.defs.promotion import promoted_key, read_promotion, read_promotions
+from lvm_pipeline.defs.resources import GuardsResource, PromotionResource
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.promotion import Promotion, PromotionConfig, compare
 from lvm_pipeline.report import KIND as REPORT_KIND
@@ -26,6 +27,9 @@ from lvm_pipeline_tests.conftest import (
     materialize_all,
     record_build,
 )
+
+# The report re-runs the embedder canary; 8 texts instead of 64 where it is not the point.
+QUICK_CANARY = {"guards": GuardsResource(canary_sample=8)}
 
 # --------------------------------------------------------------------------- the rule
 
@@ -83,10 +87,11 @@ def second_retrain(small_run, tmp_path_factory) -> tuple[Path, dict, object]:
     first = read_report(store.current(REPORT_KIND))["lineage"]["models"]
     ruined = _variant_of(store, store.get(kind_for("mamba_s"), first["mamba_s"]), 1.0, 0)
     nudged = _variant_of(store, store.get(kind_for("mamba_h"), first["mamba_h"]), 1e-6, 1)
-    with instance_at(data_dir) as instance:
-        record_build(instance, "mamba_s", ruined)
-        record_build(instance, "mamba_h", nudged)
-    result = materialize_all(data_dir, selection=["retrieval_report"])
+    with instance_at(data_dir) as instance:  # what two training steps would have recorded
+        for variant, build in (("mamba_s", ruined), ("mamba_h", nudged)):
+            record_build(instance, variant, build)
+            store.set_current(build)
+    result = materialize_all(data_dir, selection=["retrieval_report"], resources=QUICK_CANARY)
     return data_dir, {"first": first, "ruined": ruined.build_id, "nudged": nudged.build_id}, result
 
 
@@ -113,7 +118,7 @@ def test_a_worse_candidate_keeps_the_promoted_model_and_the_run_says_by_how_much
     assert f"against promoted {builds['first']['mamba_s'][:12]}" in gate.description
     assert "95% paired bootstrap over" in gate.description
     meta = {k: v.value for k, v in gate.metadata.items()}
-    assert meta["mamba_s/mrr_at_10_difference"] < 0 and meta["mamba_h/mrr_at_10_difference"] == 0
+    assert meta["mamba_s/mrr_at_10_difference"] < 0 and abs(meta["mamba_h/mrr_at_10_difference"]) < 0.02
     assert meta["figure"] < meta["threshold"] == 0.0  # the worst upper end, against -margin
     assert "mamba_h: candidate" in meta["decisions"] and "promoted" in meta["decisions"]
     # `lvm run` prints the failed check's description among its failure lines.
@@ -133,12 +138,11 @@ def test_a_worse_candidate_keeps_the_promoted_model_and_the_run_says_by_how_much
 
 
 def test_a_large_margin_promotes_the_worse_candidate(second_retrain, tmp_path):
-    from lvm_pipeline.defs.resources import PromotionResource
-
     data_dir = tmp_path / "data"
     shutil.copytree(second_retrain[0], data_dir)
     result = materialize_all(data_dir, selection=["retrieval_report"],
-                             resources={"promotion": PromotionResource(margin=1.0)})
+                             resources={**QUICK_CANARY,
+                                        "promotion": PromotionResource(margin=1.0)})
     assert result.success
     with instance_at(data_dir) as instance:
         assert read_promotion(instance, "mamba_s").build_id == second_retrain[1]["ruined"]
@@ -167,7 +171,8 @@ def test_promote_and_rollback_by_hand_are_recorded_and_listed(second_retrain, cl
     ruined, good = builds["ruined"], builds["first"]["mamba_s"]
     assert main(["models", "--promoted", "--data-dir", str(cli_data)]) == EXIT_OK
     table = capsys.readouterr().out
-    assert f"mamba_s         {good[:12]}" in table and "gate     gate (run " in table
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert rows["mamba_s"][1:2] == [good[:12]] and rows["mamba_s"][3:6] == ["gate", "gate", "(run"]
     assert main(["promote", "mamba_s", ruined[:12], "--reason", "try it",
                  "--data-dir", str(cli_data)]) == EXIT_OK
     assert f"mamba_s: promoted {ruined[:12]} (was {good[:12]})" in capsys.readouterr().out
@@ -186,7 +191,7 @@ def test_promote_and_rollback_by_hand_are_recorded_and_listed(second_retrain, cl
     assert main(["rollback", "mamba_h", "--data-dir", str(cli_data)]) == EXIT_OK
     assert _promoted_json(cli_data, capsys)["mamba_h"]["build_id"] == builds["first"]["mamba_h"]
     # A re-run of the gate on the same report does not undo the rollbacks.
-    materialize_all(cli_data, selection=["retrieval_report"])
+    materialize_all(cli_data, selection=["retrieval_report"], resources=QUICK_CANARY)
     listed = _promoted_json(cli_data, capsys)
     assert listed["mamba_h"]["build_id"] == builds["first"]["mamba_h"]
     assert listed["mamba_s"]["build_id"] == good

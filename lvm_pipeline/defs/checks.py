@@ -20,7 +20,7 @@ import dagster as dg
 from lvm_pipeline import guards as rules
 from lvm_pipeline.artifacts import ArtifactError, Build
 from lvm_pipeline.defs.metadata import progress_for
-from lvm_pipeline.defs.promotion import read_promotion, read_promotions, record_promotion
+from lvm_pipeline.defs.promotion import read_promotions, record_promotion
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
@@ -233,9 +233,9 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
     the margin); fails, naming each variant held back, its difference and interval, when one
     is. The promotions it makes are recorded in the instance (defs/promotion.py)."""
     config = promotion.config()
+    promoted = read_promotions(context.instance)
     try:
-        decisions = gate_report(storage.store(), retrieval_report,
-                                read_promotions(context.instance), config,
+        decisions = gate_report(storage.store(), retrieval_report, promoted, config,
                                 progress_for(context, "scoring promoted models"))
     except ArtifactError as err:
         return to_check_result(rules.GuardResult(
@@ -244,8 +244,8 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
     for decision in decisions:
         if decision.promote:
             record_promotion(context.instance, promoted_after(
-                decision, read_promotion(context.instance, decision.variant), by,
-                retrieval_report.build_id), decision.difference)
+                decision, promoted.get(decision.variant), by, retrieval_report.build_id),
+                decision.difference)
     held = [d for d in decisions if d.held]
     compared = [d.difference["high"] for d in decisions if d.difference is not None]
     metadata: dict[str, Any] = {
@@ -258,7 +258,7 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
     for d in decisions:
         if d.difference is not None:
             metadata[f"{d.variant}/mrr_at_10_difference"] = float(d.difference["value"])
-    lines = [d.line() for d in held] or [
-        f"{sum(d.promote for d in decisions)} of {len(decisions)} candidates promoted, the rest "
-        "were already"]
-    return dg.AssetCheckResult(passed=not held, description="; ".join(lines), metadata=metadata)
+    lines = [d.line() for d in held] + [d.line() for d in decisions if d.promote]
+    return dg.AssetCheckResult(
+        passed=not held, metadata=metadata,
+        description="; ".join(lines) or "every candidate is the promoted build of its variant")
