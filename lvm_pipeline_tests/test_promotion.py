@@ -17,7 +17,7 @@ from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from lvm_pipeline.cli.events import failure_lines
 from lvm_pipeline.defs.promotion import promoted_key, read_promotion, read_promotions
 from lvm_pipeline.defs.resources import GuardsResource, PromotionResource
-from lvm_pipeline.models import VARIANTS
+from lvm_pipeline.models import LVM, VARIANTS, preset
 from lvm_pipeline.promotion import Promotion, PromotionConfig, compare
 from lvm_pipeline.report import KIND as REPORT_KIND
 from lvm_pipeline.report import read_report
@@ -197,26 +197,67 @@ def test_promote_and_rollback_by_hand_are_recorded_and_listed(second_retrain, cl
     assert listed["mamba_s"]["build_id"] == good
 
 
-def test_promote_refuses_unknown_builds_and_builds_of_another_variant(second_retrain, cli_data,
-                                                                       capsys):
-    _, builds, _ = second_retrain
-    assert main(["promote", "mamba_s", "0123456789ab", "--data-dir", str(cli_data)]) == EXIT_FAILED
+def _untrained(store: ArtifactStore, variant: str, seed: int) -> Build:
+    """A checkpoint build without training (what the CLI checks needs no good weights)."""
+    torch.manual_seed(seed)
+    return publish_checkpoint(store, LVM(preset(variant, "tiny", d_in=16)),
+                              {"variant": variant, "size": "tiny", "payload_build_id": "p" * 64},
+                              {})
+
+
+@pytest.fixture
+def untrained(tmp_path, monkeypatch) -> tuple[Path, dict[str, Build]]:
+    """Two mamba_s checkpoints and a mamba_h one in a fresh data dir; CLI calls set
+    LVM_DATA_DIR / DAGSTER_HOME."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+    store = ArtifactStore(tmp_path / "data")
+    return store.root, {"s1": _untrained(store, "mamba_s", 0), "s2": _untrained(store, "mamba_s", 1),
+                        "h": _untrained(store, "mamba_h", 2)}
+
+
+def test_promote_by_hand_then_roll_back_step_by_step(untrained, capsys):
+    data_dir, builds = untrained
+    s1, s2 = builds["s1"].build_id, builds["s2"].build_id
+    assert main(["promote", "mamba_s", s1[:8], "--data-dir", str(data_dir)]) == EXIT_OK
+    assert main(["promote", "mamba_s", s2, "--reason", "newer", "--data-dir", str(data_dir)]) == 0
+    assert f"mamba_s: promoted {s2[:12]} (was {s1[:12]})" in capsys.readouterr().out
+    listed = _promoted_json(data_dir, capsys)
+    assert listed["mamba_s"]["build_id"] == s2 and listed["mamba_s"]["earlier"] == [s1]
+    assert listed["mamba_s"]["reason"] == "newer" and listed["mamba_h"] is None
+    assert main(["promote", "mamba_s", s2, "--data-dir", str(data_dir)]) == EXIT_OK
+    assert "already the promoted build" in capsys.readouterr().out
+    assert main(["rollback", "mamba_s", "--data-dir", str(data_dir)]) == EXIT_OK
+    assert f"rolled back from {s2[:12]} to {s1[:12]}" in capsys.readouterr().out
+    assert main(["rollback", "mamba_s", "--data-dir", str(data_dir)]) == EXIT_FAILED
+    assert "no earlier promoted build to roll back to" in capsys.readouterr().err
+    # Every change is a materialization of promoted_models/mamba_s in the instance.
+    with instance_at(data_dir) as instance:
+        history = instance.fetch_materializations(promoted_key("mamba_s"), limit=10).records
+        assert [r.asset_materialization.metadata["action"].value for r in history] == [
+            "rollback", "manual", "manual"]
+        assert read_promotion(instance, "mamba_s").demoted == (s2,)
+
+
+def test_promote_refuses_unknown_builds_and_builds_of_another_variant(untrained, capsys):
+    data_dir, builds = untrained
+    assert main(["promote", "mamba_s", "0123456789ab", "--data-dir", str(data_dir)]) == EXIT_FAILED
     err = capsys.readouterr().err
     assert "lvm promote:" in err and "no models/mamba_s builds start with '0123456789ab'" in err
-    assert main(["promote", "mamba_s", builds["nudged"][:12],
-                 "--data-dir", str(cli_data)]) == EXIT_USAGE
-    assert f"build {builds['nudged'][:12]} is a mamba_h checkpoint" in capsys.readouterr().err
-    assert main(["promote", "mamba_s", "abc", "--data-dir", str(cli_data)]) == EXIT_FAILED
+    h = builds["h"].build_id
+    assert main(["promote", "mamba_s", h[:12], "--data-dir", str(data_dir)]) == EXIT_USAGE
+    assert f"build {h[:12]} is a mamba_h checkpoint" in capsys.readouterr().err
+    assert main(["promote", "mamba_s", "abc", "--data-dir", str(data_dir)]) == EXIT_FAILED
     assert "at least 6 characters" in capsys.readouterr().err
-    assert main(["promote", "mamba_q", "abcdef", "--data-dir", str(cli_data)]) == EXIT_USAGE
+    assert main(["promote", "mamba_q", "abcdef", "--data-dir", str(data_dir)]) == EXIT_USAGE
     capsys.readouterr()
     # A damaged checkpoint is never promoted.
-    ruined = ArtifactStore(cli_data).get(kind_for("mamba_s"), builds["ruined"])
-    (ruined.path / "model.safetensors").write_bytes(b"not weights")
-    assert main(["promote", "mamba_s", builds["ruined"], "--data-dir", str(cli_data)]) == EXIT_FAILED
+    (builds["s1"].path / "model.safetensors").write_bytes(b"not weights")
+    assert main(["promote", "mamba_s", builds["s1"].build_id,
+                 "--data-dir", str(data_dir)]) == EXIT_FAILED
     assert "is damaged" in capsys.readouterr().err
-    # Nothing above changed the promoted build.
-    assert _promoted_json(cli_data, capsys)["mamba_s"]["build_id"] == builds["first"]["mamba_s"]
+    # Nothing above promoted anything.
+    assert set(_promoted_json(data_dir, capsys).values()) == {None}
 
 
 def test_rollback_of_a_never_promoted_variant_says_so(tmp_path, monkeypatch, capsys):

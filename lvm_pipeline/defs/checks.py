@@ -252,7 +252,7 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
         "rule": "promoted unless the upper end of the 95 % paired interval of candidate − "
                 "promoted MRR@10 is below −margin",
         "decisions": dg.MetadataValue.md("\n".join(f"- {d.line()}" for d in decisions)),
-        "threshold": -config.margin}
+        "threshold": -config.margin or 0.0}  # not -0.0 in tables
     if compared:
         metadata["figure"] = min(compared)  # the worst upper end: what the threshold is held to
     for d in decisions:
