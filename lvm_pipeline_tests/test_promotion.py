@@ -122,7 +122,8 @@ def test_a_worse_candidate_keeps_the_promoted_model_and_the_run_says_by_how_much
     assert meta["figure"] < meta["threshold"] == 0.0  # the worst upper end, against -margin
     assert "mamba_h: candidate" in meta["decisions"] and "promoted" in meta["decisions"]
     # `lvm run` prints the failed check's description among its failure lines.
-    [line] = [x for x in failure_lines(result.all_events) if "check_candidates_not_worse" in x]
+    [line] = [x for x in failure_lines(result.all_events)
+              if x.startswith("check check_candidates_not_worse on retrieval_report FAILED")]
     assert "mamba_s" in line and "MRR@10 -" in line and "[" in line
     with instance_at(data_dir) as instance:
         promoted = read_promotions(instance)
