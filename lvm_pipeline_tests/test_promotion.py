@@ -303,3 +303,16 @@ def test_report_compare_without_an_earlier_report_says_so(small_run_copy, monkey
     monkeypatch.delenv("LVM_DATA_DIR", raising=False)
     assert main(["report", "--compare", "--data-dir", str(small_run_copy)]) == EXIT_FAILED
     assert "no report was materialized before it" in capsys.readouterr().err
+
+
+def test_selections_never_include_the_promotion_records():
+    """promoted_models/* are external assets: Dagster refuses a run that selects them, so
+    `lvm materialize '*'` leaves them out and selecting one alone is a usage error."""
+    from lvm_pipeline.cli.common import UsageError
+    from lvm_pipeline.cli.materialize import resolve_selection
+
+    everything = {k.to_user_string() for k in resolve_selection("*")}
+    assert "retrieval_report" in everything and not any(k.startswith("promoted_models")
+                                                        for k in everything)
+    with pytest.raises(UsageError, match="selects no asset"):
+        resolve_selection("key:promoted_models/mamba_s")
