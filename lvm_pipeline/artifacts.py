@@ -296,6 +296,22 @@ class ArtifactStore:
                                 f"expected {build_id}")
         return Build(kind=kind, path=path, manifest=manifest)
 
+    def find(self, kind: str, prefix: str) -> Build:
+        """The ``kind`` build whose id starts with ``prefix`` (what a person types: the first
+        12 characters `lvm` prints); raises naming the folder when none or several match."""
+        prefix = prefix.strip().lower()
+        if len(prefix) < 6:
+            raise ArtifactError(f"{kind} build {prefix!r}: give at least 6 characters of the "
+                                "build id")
+        ids = [read_json(folder / MANIFEST).get("build_id", "")
+               for folder in sorted((self.root / kind).glob("*"))
+               if not folder.name.startswith(".") and (folder / MANIFEST).exists()]
+        matches = [build_id for build_id in ids if build_id.startswith(prefix)]
+        if len(matches) != 1:
+            raise ArtifactError(f"{self.root / kind}: {'several' if matches else 'no'} {kind} "
+                                f"builds start with {prefix!r}")
+        return self.get(kind, matches[0])
+
     def build_folders(self) -> list[Path]:
         """Every published build folder under the root, current or not (not staging or
         resume folders, whose names start with a dot, and not the Dagster instance)."""

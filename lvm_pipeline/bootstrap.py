@@ -131,6 +131,14 @@ def confidence(ranks: dict[str, np.ndarray], models: list[str], baselines: list[
             "mrr_at_10_resolution_per_model": half}
 
 
+def paired_differences(a: np.ndarray, b: np.ndarray,
+                       config: BootstrapConfig = BootstrapConfig()) -> dict[str, dict[str, Any]]:
+    """Each of :data:`METRICS` of a − b, a and b (Q,) ranks of the same queries by two
+    predictors: ``{metric: {"value", "low", "high", "verdict"}}`` (the promotion gate's
+    candidate − promoted, a report against an earlier one on the same eval set)."""
+    return confidence({"a": a, "b": b}, ["a"], ["b"], config)["differences"]["a"]["b"]
+
+
 def unpaired_difference_interval(a: np.ndarray, b: np.ndarray,
                                  config: BootstrapConfig = BootstrapConfig()) -> tuple[float, float]:
     """The interval of mean(a) − mean(b) with a and b (Q,) resampled independently: what the

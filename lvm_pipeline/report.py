@@ -59,11 +59,12 @@ from lvm_pipeline.baselines import Predictor, baseline_predictors, oracle
 from lvm_pipeline.bootstrap import BootstrapConfig, confidence
 from lvm_pipeline.checkpoint import load_checkpoint
 from lvm_pipeline.evaluation import EvalConfig, QuerySetResult, evaluate, latency_ms
-from lvm_pipeline.lineage import as_upstream, report_lineage
-from lvm_pipeline.payload import Payload
+from lvm_pipeline.index import load_index
+from lvm_pipeline.lineage import as_upstream, recorded_inputs, report_lineage
+from lvm_pipeline.payload import Payload, payload_of
 from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.report_render import render_markdown, write_plots
-from lvm_pipeline.sequences import SequenceSet, gather
+from lvm_pipeline.sequences import SequenceSet, gather, load_sets
 from lvm_pipeline.trained_baselines import fit_trained_baselines, recipe_of
 from lvm_pipeline.vectors import sample_rows
 
@@ -217,5 +218,41 @@ def publish_report(store: ArtifactStore, report: dict[str, Any],
                                             "oracle_ok": report["oracle_ok"]}, upstream)
 
 
+def read_report(build: Build) -> dict[str, Any]:
+    return json.loads(build.file("report.json").read_text())
+
+
+def scored_queries(report: dict[str, Any], eval_set: SequenceSet) -> SequenceSet:
+    """The eval windows ``report`` scored, in its order (all, or its recorded sample)."""
+    windows = report["query_sample"]["windows"]
+    return eval_set if windows is None else eval_set.subset(np.asarray(windows))
+
+
+def query_ranks(build: Build) -> dict[str, np.ndarray]:
+    """Each predictor of a report build → its rank of truth (Q,) per scored query, in the
+    report's query order (from queries.parquet)."""
+    table = pd.read_parquet(build.file("queries.parquet"), columns=["predictor", "rank"])
+    return {name: group["rank"].to_numpy() for name, group in table.groupby("predictor", sort=False)}
+
+
+def rescore(store: ArtifactStore, report_build: Build, checkpoints: dict[str, Build],
+            progress: Progress = silent) -> dict[str, np.ndarray]:
+    """Ranks of truth (Q,) of other checkpoints on a published report's queries, through its
+    index and with its search settings, exactly as :func:`build_report` scored its models (same
+    predictor, batching and :func:`~lvm_pipeline.evaluation.evaluate`), so they pair query by
+    query with :func:`query_ranks` (the promotion gate scores the promoted model this way)."""
+    report = read_report(report_build)
+    inputs = recorded_inputs(store, report["lineage"])
+    payload = payload_of(store, inputs["index"])
+    index = load_index(inputs["index"], payload)
+    scored = scored_queries(report, load_sets(inputs["eval_set"])["eval"])
+    config = EvalConfig(exclude_context=report["exclude_context"], device=report["search_device"])
+    predictions = {name: _predict_all(model_predictor(load_checkpoint(build)[0]),
+                                      payload.vectors, scored, config.batch_size)
+                   for name, build in checkpoints.items()}
+    results = evaluate(predictions, payload.vectors, index, scored, config, progress)
+    return {name: r.ranks for name, r in results.items()}
+
+
 def current_report(store: ArtifactStore) -> dict[str, Any]:
-    return json.loads(store.current(KIND).file("report.json").read_text())
+    return read_report(store.current(KIND))

@@ -29,14 +29,17 @@ CHECKS = {"check_payload_integrity@payload", "check_payload_embedder_canary@payl
           "check_splits_disjoint@aligned_training_sequences",
           "check_eval_sequences_aligned@aligned_eval", "check_eval_truth_keys@aligned_eval",
           "check_splits_disjoint@aligned_eval", "check_index_matches_payload@faiss_index",
-          "check_report_lineage@retrieval_report", "check_report_oracle@retrieval_report"}
+          "check_report_lineage@retrieval_report", "check_report_oracle@retrieval_report",
+          "check_candidates_not_worse@retrieval_report"}
+# External assets: the promotion records (defs/promotion.py), written by the gate, not a step.
+PROMOTED_KEYS = {f"promoted_models/{v}" for v in VARIANTS}
 
 
 def test_definitions_load_with_every_asset_check_and_job():
     from lvm_pipeline.definitions import defs
 
     keys = {k.to_user_string() for k in defs().resolve_asset_graph().get_all_asset_keys()}
-    assert keys == ALL_KEYS
+    assert keys == ALL_KEYS | PROMOTED_KEYS
     graph = defs().resolve_asset_graph()
     checks = {f"{c.name}@{c.asset_key.to_user_string()}" for c in graph.asset_check_keys}
     assert checks == CHECKS

@@ -1,5 +1,6 @@
 """build_report on a synthetic payload with one tiny checkpoint: the trained baselines, the
-paired bootstrap and the query sample in report.json, report.md and queries.parquet."""
+paired bootstrap and the query sample in report.json, report.md and queries.parquet; trends
+between two reports and the promotion gate on the same artifacts."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lvm_pipeline.artifacts import ArtifactStore
 from lvm_pipeline.bootstrap import VERDICTS
+from lvm_pipeline.checkpoint import load_checkpoint, publish_checkpoint
 from lvm_pipeline.diagnosis import diagnose
 from lvm_pipeline.evaluation import EvalConfig
 from lvm_pipeline.index import IndexConfig, load_index, publish_index
-from lvm_pipeline.report import build_report, publish_report
+from lvm_pipeline.promotion import Promotion, PromotionConfig, gate_report
+from lvm_pipeline.report import build_report, publish_report, query_ranks, rescore
 from lvm_pipeline.report_render import render_markdown
 from lvm_pipeline.sequences import (
     EVAL_KIND,
@@ -27,6 +31,8 @@ from lvm_pipeline.sequences import (
 )
 from lvm_pipeline.train_config import TrainConfig
 from lvm_pipeline.training import train_variant
+from lvm_pipeline.trends import PAIRED, UNPAIRED, compare_reports
+from lvm_pipeline.trends import markdown as trends_markdown
 from lvm_pipeline_tests.conftest import publish_synthetic_payload
 
 
@@ -105,3 +111,58 @@ def test_a_query_sample_is_seeded_recorded_and_keeps_window_indices(inputs):
     assert "MRR@10 − learned_blend:" in text
     with pytest.raises(ValueError, match="sample_queries must be None"):
         EvalConfig(sample_queries=0)
+
+
+def test_reports_of_different_queries_compare_unpaired_from_their_own_intervals(inputs):
+    store = inputs[0]
+    full, full_results, eval_set = _report(inputs)
+    sampled, sampled_results, _ = _report(inputs, EvalConfig(sample_queries=15, sample_seed=3))
+    now = publish_report(store, full, full_results, eval_set)
+    before = publish_report(store, sampled, sampled_results, eval_set)
+    comparison = compare_reports(now, before)
+    assert not comparison["paired"] and comparison["method"] == UNPAIRED
+    assert comparison["n_queries"] == {"now": len(eval_set), "before": 15}
+    row = comparison["figures"]["mamba_s"]["mrr_at_10"]
+    a = full["confidence"]["intervals"]["mamba_s"]["mrr_at_10"]
+    b = sampled["confidence"]["intervals"]["mamba_s"]["mrr_at_10"]
+    half = np.hypot((a["high"] - a["low"]) / 2, (b["high"] - b["low"]) / 2)
+    assert row["change"] == pytest.approx(a["value"] - b["value"])
+    assert (row["low"], row["high"]) == pytest.approx((row["change"] - half, row["change"] + half))
+    assert "oracle" not in comparison["figures"]
+    # The same queries pair: a report against itself changed by exactly nothing.
+    same = compare_reports(now, now)
+    assert same["paired"] and same["method"] == PAIRED
+    assert all(r["change"] == 0 and r["verdict"] in (None, "indistinguishable")
+               for by_metric in same["figures"].values() for r in by_metric.values())
+    assert "unpaired" in trends_markdown(comparison) and "| mamba_s |" in trends_markdown(same)
+
+
+def test_the_gate_scores_the_promoted_checkpoint_on_the_reports_queries(inputs):
+    """gate_report on real artifacts: the first report promotes; a report over a ruined
+    candidate holds it against the promoted one, which is re-scored on the same queries."""
+    store, *_, models = inputs
+    good = models["mamba_s"]
+    report, results, eval_set = _report(inputs)
+    first = publish_report(store, report, results, eval_set)
+    [decision] = gate_report(store, first, {})
+    assert decision.promote and decision.reason == "first promotion of mamba_s"
+    promoted = Promotion("mamba_s", good.build_id, "gate", "gate (run r1)", decision.reason)
+    # The promoted checkpoint re-scored through the report's index ranks exactly as the report.
+    np.testing.assert_array_equal(rescore(store, first, {"mamba_s": good})["mamba_s"],
+                                  query_ranks(first)["mamba_s"])
+    model, info = load_checkpoint(good)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    ruined = publish_checkpoint(store, model, info, dict(good.manifest["upstream"]))
+    worse_inputs = (*inputs[:5], {"mamba_s": ruined})
+    report, results, eval_set = _report(worse_inputs)
+    second = publish_report(store, report, results, eval_set)
+    [held] = gate_report(store, second, {"mamba_s": promoted})
+    assert held.held and held.candidate == ruined.build_id and held.promoted == good.build_id
+    assert held.difference["high"] < 0 and "stays promoted" in held.reason
+    [tolerated] = gate_report(store, second, {"mamba_s": promoted}, PromotionConfig(margin=1.0))
+    assert tolerated.promote
+    demoted = promoted.succeeded_by(ruined.build_id, "manual", "me", "").rolled_back("me")
+    [refused] = gate_report(store, second, {"mamba_s": demoted})
+    assert refused.held and "a rollback demoted it" in refused.reason

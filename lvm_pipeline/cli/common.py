@@ -110,6 +110,14 @@ def open_instance_lock(home: Path) -> Iterator[None]:
         yield
 
 
+def open_instance(home: Path) -> Any:
+    """The Dagster instance at ``home`` (a ``DagsterInstance``; use it in a ``with``)."""
+    import dagster as dg
+
+    with open_instance_lock(home):
+        return dg.DagsterInstance.from_config(str(home))
+
+
 # ----------------------------------------------------------------------------- run options
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -233,8 +241,7 @@ def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any]
     config = {**run_config, "loggers": {CONSOLE_LOGGER: {"config": {"log_level": log_level}}}}
     print(f"lvm {command}: data dir {data_dir}, Dagster instance {home}", file=sys.stderr)
     start = time.perf_counter()
-    with open_instance_lock(home):
-        instance = dg.DagsterInstance.from_config(str(home))
+    instance = open_instance(home)
     previous = os.environ.get(BARS_ENV)
     os.environ[BARS_ENV] = "1" if sys.stderr.isatty() else "0"
     try:

@@ -40,7 +40,9 @@ def resolve_selection(selection: str) -> list:
     graph = defs().resolve_asset_graph()
     valid = sorted(k.to_user_string() for k in graph.materializable_asset_keys)
     try:
-        keys = dg.AssetSelection.from_string(selection).resolve(graph)
+        # Only what a run can build: not the promoted_models records (defs/promotion.py).
+        keys = dg.AssetSelection.from_string(selection).resolve(graph) & set(
+            graph.materializable_asset_keys)
     except Exception as err:  # Dagster raises several types for a bad string or unknown key
         reason = " ".join(str(err).split())[:200]
         raise UsageError(f"cannot select {selection!r} ({reason}); assets: {', '.join(valid)}"

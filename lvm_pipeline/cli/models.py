@@ -1,4 +1,5 @@
-"""``lvm models``: the five variants of a preset size, their sizes and one Mamba block's keys.
+"""``lvm models``: the five variants of a preset size, their sizes and one Mamba block's keys;
+``lvm models --promoted``: which checkpoint of each is promoted (lvm_pipeline/cli/promote.py).
 
 Parameter counts are measured by building each model (on PyTorch's ``meta`` device, so nothing
 is allocated) at two input dims: 384 (all-MiniLM-L6-v2, the default embedder) and 768
@@ -65,6 +66,12 @@ def render(size: str, records: list[dict[str, Any]]) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.promoted:
+        from lvm_pipeline.cli.common import resolve_data_dir
+        from lvm_pipeline.cli.promote import promoted_table
+
+        print(promoted_table(resolve_data_dir(args.data_dir), args.json))
+        return EXIT_OK
     records = describe(args.preset)
     if args.json:
         print(json.dumps({"preset": args.preset, "input_dims": INPUT_DIMS, "variants": records},
@@ -81,4 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "parameter count, one Mamba block's state_dict keys.")
     parser.add_argument("--preset", choices=SIZES, default="tiny", help="preset size")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--promoted", action="store_true",
+                        help="instead: each variant's promoted checkpoint build, when and how it "
+                             "was promoted (gate, manual, rollback) and by whom")
     parser.set_defaults(func=cmd_models)

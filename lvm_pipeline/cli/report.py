@@ -1,4 +1,5 @@
-"""``lvm report`` and ``lvm diagnose``: read the latest retrieval report."""
+"""``lvm report`` and ``lvm diagnose``: read the latest retrieval report (``--compare``: its
+change since an earlier one)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import sys
 
 from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
+
+# ``--compare`` without a build: the report materialized before the current one.
+PREVIOUS = "previous"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -28,8 +32,58 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise CliError(f"{lineage.message}: {'; '.join(lineage.examples)} "
                            "(--allow-stale prints it anyway)")
         print(f"lvm report: WARNING {lineage.message}", file=sys.stderr)
+    if args.compare is not None:
+        from lvm_pipeline.trends import compare_reports, markdown
+
+        current = store.current(KIND)
+        previous = (_previous_report(args, current.build_id) if args.compare == PREVIOUS
+                    else _named_report(store, args.compare))
+        comparison = compare_reports(current, previous)
+        print(json.dumps(comparison, indent=2) if args.json else markdown(comparison))
+        return EXIT_OK
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else render_markdown(report))
     return EXIT_OK
+
+
+def _named_report(store, build: str):
+    from lvm_pipeline.artifacts import ArtifactError
+    from lvm_pipeline.report import KIND
+
+    try:
+        return store.find(KIND, build)
+    except ArtifactError as err:
+        raise CliError(str(err)) from None
+
+
+def _previous_report(args: argparse.Namespace, current: str):
+    """The report materialized before ``current`` (another build), from the instance's
+    history of ``retrieval_report``: what the UI's plots show as the point before."""
+    import dagster as dg
+
+    from lvm_pipeline.artifacts import ArtifactStore
+    from lvm_pipeline.cli.common import open_instance, prepare_environment
+    from lvm_pipeline.defs.storage import BUILD_ID
+    from lvm_pipeline.report import KIND
+
+    data_dir = resolve_data_dir(args.data_dir)
+    seen_current, cursor = False, None
+    with open_instance(prepare_environment(data_dir)) as instance:
+        while True:
+            page = instance.fetch_materializations(dg.AssetKey("retrieval_report"), limit=100,
+                                                   cursor=cursor)
+            for record in page.records:
+                build_id = record.asset_materialization.metadata[BUILD_ID].value
+                if build_id == current:
+                    seen_current = True
+                elif seen_current:
+                    return ArtifactStore(data_dir).get(KIND, build_id)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    where = ("no report was materialized before it" if seen_current else
+             "the Dagster instance has no materialization of it")
+    raise CliError(f"nothing to compare report {current[:12]} with: {where}",
+                   hint="`lvm report --compare BUILD` to name one")
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -49,6 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--allow-stale", action="store_true",
                         help="print the report even when its payload, index, eval set or "
                              "checkpoints are no longer the current ones (with a warning)")
+    report.add_argument("--compare", nargs="?", const=PREVIOUS, metavar="BUILD",
+                        help="print each headline figure's change against the report "
+                             "materialized before this one (or report build BUILD), with "
+                             "intervals (lvm_pipeline/trends.py)")
     report.set_defaults(func=cmd_report)
     diagnose = add_command(sub, "diagnose", "Show what one model (or baseline) retrieves: rank of "
                                             "truth, margins, impostors and example queries with "

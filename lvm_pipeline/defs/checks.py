@@ -13,18 +13,27 @@ it, so ``lvm check`` and the UI show why.
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 
 from lvm_pipeline import guards as rules
 from lvm_pipeline.artifacts import ArtifactError, Build
-from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.metadata import progress_for
+from lvm_pipeline.defs.promotion import read_promotions, record_promotion
+from lvm_pipeline.defs.resources import (
+    EmbedderResource,
+    GuardsResource,
+    PromotionResource,
+    StorageResource,
+)
 from lvm_pipeline.defs.schedules import CHECK_WITH_ITS_ASSET
 from lvm_pipeline.defs.storage import OPTIONAL_INPUT
 from lvm_pipeline.index import KIND as INDEX_KIND
 from lvm_pipeline.index import load_index
 from lvm_pipeline.payload import KIND as PAYLOAD_KIND
 from lvm_pipeline.payload import load_payload, payload_of
+from lvm_pipeline.promotion import gate_report, promoted_after
 from lvm_pipeline.report import KIND as REPORT_KIND
 from lvm_pipeline.report import ORACLE_MIN_R_AT_1
 from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND
@@ -213,3 +222,43 @@ def check_report_oracle(retrieval_report: Build) -> dg.AssetCheckResult:
         f"oracle R@1 {oracle['r_at_1']:.3f} >= {ORACLE_MIN_R_AT_1}",
         metadata={"figure": oracle["r_at_1"], "threshold": ORACLE_MIN_R_AT_1,
                   "rule": "the truth vector searched in the index comes back at rank 1"})
+
+
+@dg.asset_check(asset="retrieval_report", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
+def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval_report: Build,
+                               storage: StorageResource,
+                               promotion: PromotionResource) -> dg.AssetCheckResult:
+    """The promotion gate: each checkpoint the report scored replaces the promoted model of its
+    variant unless the paired bootstrap on the report's queries shows it worse (by more than
+    the margin); fails, naming each variant held back, its difference and interval, when one
+    is. The promotions it makes are recorded in the instance (defs/promotion.py)."""
+    config = promotion.config()
+    promoted = read_promotions(context.instance)
+    try:
+        decisions = gate_report(storage.store(), retrieval_report, promoted, config,
+                                progress_for(context, "scoring promoted models"))
+    except ArtifactError as err:
+        return to_check_result(rules.GuardResult(
+            "check_candidates_not_worse", False, LOAD_RULE, None, None, f"INPUT REFUSED: {err}"))
+    by = f"gate (run {context.run.run_id})"
+    for decision in decisions:
+        if decision.promote:
+            record_promotion(context.instance, promoted_after(
+                decision, promoted.get(decision.variant), by, retrieval_report.build_id),
+                decision.difference)
+    held = [d for d in decisions if d.held]
+    compared = [d.difference["high"] for d in decisions if d.difference is not None]
+    metadata: dict[str, Any] = {
+        "rule": "promoted unless the upper end of the 95 % paired interval of candidate − "
+                "promoted MRR@10 is below −margin",
+        "decisions": dg.MetadataValue.md("\n".join(f"- {d.line()}" for d in decisions)),
+        "threshold": -config.margin or 0.0}  # not -0.0 in tables
+    if compared:
+        metadata["figure"] = min(compared)  # the worst upper end: what the threshold is held to
+    for d in decisions:
+        if d.difference is not None:
+            metadata[f"{d.variant}/mrr_at_10_difference"] = float(d.difference["value"])
+    lines = [d.line() for d in held] + [d.line() for d in decisions if d.promote]
+    return dg.AssetCheckResult(
+        passed=not held, metadata=metadata,
+        description="; ".join(lines) or "every candidate is the promoted build of its variant")

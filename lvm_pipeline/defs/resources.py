@@ -1,6 +1,6 @@
 """Resources: where artifacts live and how inputs find their builds (both in defs/storage.py),
-which encoder embeds, how articles split, guard thresholds, and the Pipes client that launches
-multi-process training.
+which encoder embeds, how articles split, guard thresholds, the promotion gate's margin, and
+the Pipes client that launches multi-process training.
 
 Each is a typed ``ConfigurableResource`` that tests swap (``materialize(..., resources=...)``)
 and that the UI's launchpad can override per run.
@@ -14,6 +14,7 @@ import dagster as dg
 from lvm_pipeline.defs.storage import OPTIONAL_INPUT, BuildIOManager, StorageResource
 from lvm_pipeline.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderConfig
 from lvm_pipeline.guards import GuardConfig
+from lvm_pipeline.promotion import PromotionConfig
 from lvm_pipeline.sequences import SplitConfig
 from lvm_pipeline.synthetic_payload import SPEC_PREFIX, SyntheticEncoder, SyntheticPayloadConfig
 
@@ -85,6 +86,16 @@ class GuardsResource(dg.ConfigurableResource):
                               for f in dataclasses.fields(GuardConfig)})
 
 
+class PromotionResource(dg.ConfigurableResource):
+    """The promotion gate's tolerance (lvm_pipeline/promotion.py): ``margin`` is the MRR@10 a
+    candidate may lose against the promoted model and still be promoted."""
+
+    margin: float = PromotionConfig.margin
+
+    def config(self) -> PromotionConfig:
+        return PromotionConfig(margin=self.margin)
+
+
 def storage_resources(root: str = "", mirror_url: str = "") -> dict[str, dg.ConfigurableResource]:
     """The storage resource and the two IO managers over it, which must share one root: what a
     test or the CLI replaces to run against another data dir (empty root: ``LVM_DATA_DIR``)."""
@@ -102,6 +113,7 @@ def resources() -> dg.Definitions:
         "embedder": EmbedderResource(),
         "splits": SplitResource(),
         "guards": GuardsResource(),
+        "promotion": PromotionResource(),
         # Launches torchrun for data-parallel training (world_size > 1) and streams its
         # logs and reported metadata back into the materialization.
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
