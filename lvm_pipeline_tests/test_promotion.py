@@ -190,6 +190,7 @@ def test_promote_and_rollback_by_hand_are_recorded_and_listed(second_retrain, cl
     assert "no earlier promoted build to roll back to" in capsys.readouterr().err
     # mamba_h was promoted by the gate over its first build: rolling back restores that one.
     assert main(["rollback", "mamba_h", "--data-dir", str(cli_data)]) == EXIT_OK
+    assert f"to {builds['first']['mamba_h'][:12]}" in capsys.readouterr().out
     assert _promoted_json(cli_data, capsys)["mamba_h"]["build_id"] == builds["first"]["mamba_h"]
     # A re-run of the gate on the same report does not undo the rollbacks.
     materialize_all(cli_data, selection=["retrieval_report"], resources=QUICK_CANARY)
