@@ -120,6 +120,41 @@ def test_a_rebuild_embeds_only_what_changed_and_matches_an_empty_cache_build(tmp
     assert sha256_file(rebuilt.file(VECTORS)) == sha256_file(fresh.file(VECTORS))
 
 
+class CountingEmbedder:
+    """The real embedder, recording the texts it is asked to embed."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.dim, self.embedded = inner, inner.dim, []
+
+    def encode_batches(self, texts):
+        self.embedded += texts
+        return self.inner.encode_batches(texts)
+
+    def identity(self):
+        return self.inner.identity()
+
+    def output_identity(self):
+        return self.inner.output_identity()
+
+
+def test_with_the_bundled_encoder_a_1pct_edit_embeds_only_its_chunks_byte_identically(tmp_path):
+    """The same with the real encoder, whose batches differ between the three builds."""
+    from lvm_pipeline.embedding import Embedder, EmbedderConfig
+
+    real = Embedder(EmbedderConfig())
+    original = articles(100, chunks=2, seed=3)
+    edited, changed = edit(original, 0.01)
+    store = ArtifactStore(tmp_path / "warm")
+    build_payload(store, publish_corpus(store, original), real)
+    counting = CountingEmbedder(real)
+    rebuilt, stats = build_payload(store, publish_corpus(store, edited), counting)
+    assert sorted(counting.embedded) == sorted(changed) and stats.hits == 198
+    cold = ArtifactStore(tmp_path / "cold")
+    fresh, _ = build_payload(cold, publish_corpus(cold, edited), real)
+    assert sha256_file(rebuilt.file(VECTORS)) == sha256_file(fresh.file(VECTORS))
+    assert rebuilt.build_id == fresh.build_id
+
+
 def test_another_encoder_never_reads_the_first_encoders_vectors(store):
     texts = [t for a in articles(10) for t in a]
     cache = EmbeddingCache.of_store(store)
@@ -158,6 +193,25 @@ def test_the_canary_re_embeds_its_sample_instead_of_reading_the_cache(store):
     assert stats.hits == len(texts) and not encoder.embedded  # all served by the cache
     result = check_embedder_canary(load_payload(build), encoder, GuardConfig(canary_sample=8))
     assert not result.passed and "ENCODER MISMATCH" in result.message
+
+
+def test_the_payload_step_reports_cache_hits_and_misses(tmp_path):
+    """Two materializations of an unchanged corpus: the second embeds nothing, builds the same
+    payload, and says so in its metadata and its log."""
+    from lvm_pipeline_tests.conftest import instance_at, materialize_all, materialized_metadata
+
+    data_dir = tmp_path / "data"
+    runs = [materialize_all(data_dir, selection=["corpus", "payload"], corpus={"max_chunks": 40})
+            for _ in range(2)]
+    assert all(r.success for r in runs)
+    first, second = (materialized_metadata(r)["payload"] for r in runs)
+    n = first["n_rows"]
+    assert (first["cache_hits"], first["cache_misses"], first["cache_hit_rate"]) == (0, n, 0.0)
+    assert (second["cache_hits"], second["cache_misses"], second["cache_hit_rate"]) == (n, 0, 1.0)
+    assert first["build_id"] == second["build_id"]
+    with instance_at(data_dir) as instance:
+        logs = [e.user_message for e in instance.all_logs(runs[1].run_id)]
+    assert any(f"{n}/{n} texts from the cache (100.0 %), 0 embedded" in line for line in logs)
 
 
 def flip_last_byte(path: Path) -> None:
@@ -221,3 +275,27 @@ def test_prune_refuses_while_a_build_fills_the_cache(store):
     cache = EmbeddingCache.of_store(store)
     with cache._lock(fcntl.LOCK_SH), pytest.raises(CacheError, match="is filling"):
         cache.prune(store)
+
+
+def test_lvm_cache_shows_entries_size_and_the_last_hit_rate_and_prunes(store, capsys):
+    from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, main
+
+    data_dir = ["--data-dir", str(store.root)]
+    assert main(["cache", *data_dir]) == EXIT_FAILED
+    assert "lvm cache: no embedding cache under" in capsys.readouterr().err
+    original = articles(4)
+    first, _ = build_payload(store, publish_corpus(store, original), HashEncoder())
+    rebuilt, _ = build_payload(store, publish_corpus(store, edit(original, 0.25)[0]),
+                               HashEncoder())
+    assert main(["cache", *data_dir]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "15 entries" in out and " MB" in out  # 12 texts, then 3 of them edited
+    assert (f"last build: payload {rebuilt.build_id[:12]}" in out and "9/12 texts" in out
+            and "hit rate 75.0 %" in out)
+    shutil.rmtree(first.path)
+    assert main(["cache", "--prune", *data_dir]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "removed 3 entries" in out and ": 12 entries" in out
+    with EmbeddingCache.of_store(store)._lock(fcntl.LOCK_SH):
+        assert main(["cache", "--prune", *data_dir]) == EXIT_FAILED
+    assert "a payload build is filling the embedding cache" in capsys.readouterr().err
