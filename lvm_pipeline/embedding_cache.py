@@ -32,12 +32,14 @@ Why these rules:
   That equals what an empty cache would give only if a text's vector does not depend on the
   other texts of its batch. The embedder batches texts of one token length only (no padding;
   see ``Embedder.encode_batches``): with padding, 5 of 60 texts changed by up to 9e-8 between
-  batches; with one length per batch, batches of 2 or more texts of a length gave the same
-  bytes whatever their size or company (measured on the bundled encoder on CPU, and held by
-  tests: a 1 %-edited rebuild is byte-identical to a cold build). Known gap: a text alone in
-  its batch (a length of which only one text is missing) can run other GEMM shapes, and 1 of
-  8 such texts differed by 6.5e-8 (an xfail test records it); such a rebuild's vectors then
-  match a cold build's to cosine 1 - 1e-14, not byte for byte.
+  batches; with one length per batch, texts of 13-21 tokens gave the same bytes alone and in
+  batches of 5, 8, 11 and 24 (the bundled encoder on CPU; a test holds a 1 %-edited rebuild
+  byte-identical to a cold build). Known gap: a batch of very short texts runs other GEMM
+  shapes. On 48 texts of 6-43 tokens, each embedded alone, as a pair with itself and in one
+  batch of all, 4 differed, all 6-9 tokens long (one batch of 6-18 token rows; the one
+  measured differed by 6.5e-8); every text of 12 tokens or more matched. An xfail test
+  records it. The chunker's 8-word minimum keeps most chunks above that length, but a rebuild
+  that embeds so short a text in another batch is not guaranteed byte-identical.
 
 The canary (:mod:`lvm_pipeline.guards.canary`) never reads the cache: it calls the encoder
 itself, so a cache that serves wrong vectors is caught like an encoder that makes them.
