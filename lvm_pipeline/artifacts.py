@@ -32,6 +32,9 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+# Top-level folders of a data root that hold no builds: the Dagster instance, and the
+# embedding cache (lvm_pipeline.embedding_cache: its shards verify themselves when read).
+NOT_BUILDS = ("dagster_home", "embedding_cache")
 # Short enough for readable folder names, long enough (64 bits) that two builds never collide.
 BUILD_DIR_CHARS = 16
 
@@ -314,10 +317,10 @@ class ArtifactStore:
 
     def build_folders(self) -> list[Path]:
         """Every published build folder under the root, current or not (not staging or
-        resume folders, whose names start with a dot, and not the Dagster instance)."""
+        resume folders, whose names start with a dot, and not :data:`NOT_BUILDS`)."""
         folders = []
         for manifest in sorted(self.root.rglob(MANIFEST)):
             parts = manifest.parent.relative_to(self.root).parts
-            if parts and parts[0] != "dagster_home" and not any(p.startswith(".") for p in parts):
+            if parts and parts[0] not in NOT_BUILDS and not any(p.startswith(".") for p in parts):
                 folders.append(manifest.parent)
         return folders

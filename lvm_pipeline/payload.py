@@ -44,7 +44,8 @@ from lvm_pipeline.artifacts import (
     sha256_file,
 )
 from lvm_pipeline.corpus import text_sha256
-from lvm_pipeline.embedding import Embedder, l2_normalise
+from lvm_pipeline.embedding import l2_normalise
+from lvm_pipeline.embedding_cache import BatchEncoder, CacheStats, EmbeddingCache
 from lvm_pipeline.progress import Progress, silent
 
 KIND = "payload"
@@ -142,16 +143,23 @@ def adjacent_cosine(vectors: np.ndarray, article_index: np.ndarray) -> float:
 def build_payload(
     store: ArtifactStore,
     corpus: Build,
-    embedder: Embedder,
+    embedder: BatchEncoder,
     progress: Progress = silent,
     dtype: str = "float32",
-) -> Build:
-    """Embed every chunk of a corpus build and publish the payload, stored as ``dtype``."""
+) -> tuple[Build, CacheStats]:
+    """Embed every chunk of a corpus build and publish the payload, stored as ``dtype``.
+
+    Vectors come from the store's embedding cache where it has them for this encoder, and the
+    rest are embedded and added to it (:mod:`lvm_pipeline.embedding_cache`): the same bytes
+    as from an empty cache. Returns the build and what the cache served.
+    """
     if dtype not in PAYLOAD_DTYPES:
         raise ValueError(f"unknown payload dtype {dtype!r}; valid: {', '.join(PAYLOAD_DTYPES)}")
     corpus_chunks = pd.read_parquet(corpus.file("chunks.parquet"))
     table = chunk_table(corpus_chunks)
-    vectors = embedder.encode(table["text"].tolist(), progress=progress).astype(dtype)
+    cache = EmbeddingCache.of_store(store)
+    vectors, stats = cache.embed(embedder, table["text"].tolist(), progress=progress)
+    vectors = vectors.astype(dtype)
     with store.stage(KIND) as staged:
         np.save(staged / VECTORS, vectors)
         table.to_parquet(staged / CHUNKS, index=False)
@@ -166,7 +174,9 @@ def build_payload(
             "adjacent_cosine_mean": adjacent_cosine(vectors, table["article_index"].to_numpy()),
             "corpus_build_id": corpus.build_id,
         }
-        return store.publish(KIND, staged, manifest, upstream={"corpus": corpus.build_id})
+        build = store.publish(KIND, staged, manifest, upstream={"corpus": corpus.build_id})
+    cache.record_build(build.build_id, stats)
+    return build, stats
 
 
 class PickleRefusedError(ArtifactError):

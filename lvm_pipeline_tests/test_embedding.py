@@ -39,6 +39,32 @@ def test_vectors_are_unit_norm_in_input_order(embedder):
     np.testing.assert_allclose(v[1], one[0], atol=1e-5)
 
 
+BATCH_TEXTS_WORDS = ["the", "tide", "rose", "over", "harbour", "wall", "while", "ships",
+                     "waited", "outside", "in", "fog"]
+
+
+def batch_texts() -> list[str]:
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(BATCH_TEXTS_WORDS, size=int(rng.integers(2, 40)))) + f" {i}."
+            for i in range(48)]
+
+
+def test_a_texts_vector_is_the_same_bytes_whatever_batch_it_is_in(embedder):
+    """The embedding cache serves each text's vector from whichever batch first embedded it,
+    so a payload is byte-identical to an empty cache's only if the batch does not matter."""
+    texts = batch_texts()
+    np.testing.assert_array_equal(embedder.encode(texts[::5]), embedder.encode(texts)[::5])
+
+
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-01: a batch of one short text (6-9 "
+                   "tokens) runs other GEMM shapes; row 7 (6 tokens) differed by 6.5e-8 "
+                   "(see embedding_cache)")
+def test_a_text_embedded_alone_is_the_same_bytes_as_in_a_batch(embedder):
+    texts = batch_texts()
+    np.testing.assert_array_equal(np.stack([embedder.encode([t])[0] for t in texts[:8]]),
+                                  embedder.encode(texts)[:8])
+
+
 def test_unknown_embedder_says_it_never_downloads():
     with pytest.raises(EmbedderError, match=r"unknown embedder 'no-such-model'.*never download"):
         Embedder(EmbedderConfig(model="no-such-model"))
@@ -70,7 +96,7 @@ def test_length_batches_cover_every_text_once_within_the_token_budget():
     assert sorted(flat.tolist()) == list(range(500))
     for b in batches:
         assert len(b) <= 64 and (len(b) == 1 or len(b) * lengths[b].max() <= 1024)
-        assert lengths[b[0]] == lengths[b].max()  # longest first, so the budget is exact
+        assert (lengths[b] == lengths[b[0]]).all()  # one length per batch: nothing padded
     assert [len(b) for b in length_batches(np.array([5000, 3]), 1024, 64)] == [1, 1]
 
 

@@ -30,6 +30,7 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, corpus: Bu
             storage: StorageResource, embedder: EmbedderResource) -> dg.Output:
     """One L2-normalised vector per chunk (vectors.npy) and the table naming each row."""
     store = storage.store()
+    cache: dict[str, object] = {}
     if config.path and config.import_npy:
         raise ValueError("payload config: give `path` or `import_npy`, not both")
     if config.path:
@@ -49,8 +50,10 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, corpus: Bu
                              "`path`, `lvm run --payload OUT`)")
         context.log.info(f"embedding with {model.config.model} on {model.device} "
                          f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
-        build = build_payload(store, corpus, model, progress_for(context, "embedding"),
-                              config.dtype)
+        build, stats = build_payload(store, corpus, model, progress_for(context, "embedding"),
+                                     config.dtype)
+        context.log.info(stats.line())
+        cache = stats.metadata()
     loaded = load_payload(build, verify=False)  # just hashed by publish
     m, e = build.manifest, build.manifest["embedder"]
     return build_output(
@@ -59,5 +62,5 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, corpus: Bu
         embedder_weights_sha256=e.get("weights_sha256", "unknown"),
         embedder_device=e.get("device", "unknown"),
         source=m.get("imported_from", {}).get("path", "embedded from the corpus"),
-        adjacent_cosine_mean=m["adjacent_cosine_mean"],
+        adjacent_cosine_mean=m["adjacent_cosine_mean"], **cache,
         preview=markdown_preview(loaded.chunks[["row", "article_id", "chunk_index", "text"]]))
