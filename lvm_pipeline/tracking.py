@@ -97,8 +97,9 @@ def _import_mlflow() -> Any:
 
 @contextlib.contextmanager
 def _store_lock(data_dir: Path) -> Iterator[None]:
-    """Held while the default store is opened: opening a new one creates its tables, and two
-    processes doing that at once fail (as Dagster's SQLite instance does, cli/common.py)."""
+    """Held while the default store is opened: opening a new one runs its migrations, which
+    two processes must not run at once on one file (Dagster's SQLite instance failed so,
+    cli/common.py)."""
     import fcntl
 
     store_dir(data_dir).mkdir(parents=True, exist_ok=True)
