@@ -5,7 +5,7 @@
 # that, for comparison. pip's cache is warm for all three (each was downloaded before), so the
 # times are resolve + unpack + install, not download.
 #
-#   nice -n 19 bash benchmarks/bench_install.sh [PYTHON] [VENV]    # ~3-6 min on 2 busy cores
+#   nice -n 19 bash benchmarks/bench_install.sh [PYTHON] [VENV]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${1:-python3}

@@ -11,8 +11,8 @@ Three measurements, each against no tracking in the same run:
   figures through the progress callback, the build's tags and summary. Also the tracking
   calls alone (no training), the overhead without the training's noise.
 
-    python benchmarks/bench_tracking.py                 # ~2-4 min on 2 busy cores
-    python benchmarks/bench_tracking.py --smoke         # tiny sizes (~1 min)
+    python benchmarks/bench_tracking.py                 # defaults: 3 repeats, 3 rounds
+    python benchmarks/bench_tracking.py --smoke         # tiny sizes, one of each
 """
 
 from __future__ import annotations
