@@ -50,6 +50,16 @@ def _format(metrics: dict[str, Any]) -> str:
                     for k, v in metrics.items())
 
 
+def tee(*targets: Progress) -> Progress:
+    """One Progress that reports to each of ``targets`` in turn (the console and a tracker)."""
+
+    def report(done: int, total: int, **metrics: Any) -> None:
+        for target in targets:
+            target(done, total, **metrics)
+
+    return report
+
+
 def make_progress(
     task: str,
     log: Callable[[str], None] | None = None,

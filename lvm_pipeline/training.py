@@ -222,8 +222,9 @@ def train(
             best = {"mrr_at_10": val["mrr_at_10"], "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if ranks.is_main:
-            progress(epoch + 1, config.epochs, loss=record["train_loss"], val_cos=val["cos"],
-                     val_mrr_at_10=val["mrr_at_10"])
+            # The epoch's figures, named as in the history (a tracker logs them per epoch).
+            progress(epoch + 1, config.epochs,
+                     **{k: v for k, v in record.items() if k != "epoch"})
         if work_dir is not None and ranks.is_main:
             save_resume(work_dir, {"model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(), "epoch": epoch,

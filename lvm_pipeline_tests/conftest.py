@@ -20,6 +20,7 @@ import pytest
 from lvm_pipeline.artifacts import ArtifactStore, sha256_file
 from lvm_pipeline.corpus import text_sha256
 from lvm_pipeline.payload import CHUNKS, KIND, VECTORS, Payload, load_payload
+from lvm_pipeline.tracking import STORE_DIR
 
 # The small default run of the end-to-end tests: a few hundred real chunks, short training.
 SMALL_CORPUS = {"max_chunks": 450}
@@ -104,11 +105,14 @@ def synthetic_payload(store: ArtifactStore) -> Payload:
 
 def small_run_resources(data_dir: Path) -> dict:
     """The definitions' resources with the artifact root (and the IO managers over it) moved
-    to ``data_dir``."""
+    to ``data_dir``, and MLflow tracking off: a new tracking store costs seconds to create,
+    in every data dir a test materializes into. The small run keeps it on (test_tracking.py
+    reads its runs back)."""
     from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.resources import storage_resources
+    from lvm_pipeline.defs.resources import TrackingResource, storage_resources
 
-    return {**defs().resources, **storage_resources(str(data_dir))}
+    return {**defs().resources, **storage_resources(str(data_dir)),
+            "tracking": TrackingResource(enabled=False)}
 
 
 def instance_at(data_dir: Path) -> dg.DagsterInstance:
@@ -199,8 +203,10 @@ def assert_untouched(root: Path, before: dict[str, tuple[str, int]]) -> None:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
     """The whole graph materialized once on the small default (real sample, real embedder)."""
+    from lvm_pipeline.defs.resources import TrackingResource
+
     data_dir = tmp_path_factory.mktemp("small_run") / "data"
-    result = materialize_all(data_dir)
+    result = materialize_all(data_dir, resources={"tracking": TrackingResource()})
     assert result.success, "the small default run failed"
     return data_dir, result
 
@@ -214,10 +220,12 @@ def small_run_copy(small_run, tmp_path: Path) -> Path:
 
 
 def snapshot_files(root: Path) -> dict[str, tuple[str, int]]:
-    """sha256 and mtime of every artifact file under ``root`` (proves nothing was rewritten)."""
+    """sha256 and mtime of every artifact file under ``root`` (proves nothing was rewritten);
+    the Dagster instance and the MLflow store are records, not artifacts."""
     return {p.relative_to(root).as_posix(): (sha256_file(p), p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*"))
             if p.is_file() and "dagster_home" not in p.parts and ".work" not in p.parts
+            and STORE_DIR not in p.parts
             and p.name != "CURRENT"}
 
 

@@ -15,12 +15,18 @@ import torch
 from lvm_pipeline.artifacts import ArtifactStore
 from lvm_pipeline.checkpoint import INFO, kind_for, load_checkpoint
 from lvm_pipeline.defs.assets.models import mamba_s
-from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, storage_resources
+from lvm_pipeline.defs.resources import (
+    EmbedderResource,
+    GuardsResource,
+    TrackingResource,
+    storage_resources,
+)
 from lvm_pipeline.distributed import Distributed
 from lvm_pipeline.losses import compute_loss
 from lvm_pipeline.models import LVM, preset
 from lvm_pipeline.payload import current_payload
 from lvm_pipeline.sequences import TRAIN_KIND, SplitConfig, build_windows, native_info, publish_sequences
+from lvm_pipeline.tracking import default_uri
 from lvm_pipeline.training import TrainConfig, train_variant
 from lvm_pipeline.validation import evaluate_val
 from lvm_pipeline_tests.conftest import LookupEncoder, record_build
@@ -134,7 +140,8 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
         [mamba_s, dg.AssetSpec("aligned_training_sequences")], instance=instance,
         resources={**storage_resources(str(store.root)), "guards": GuardsResource(),
                    "embedder": _SyntheticEmbedder(root=str(store.root)),
-                   "pipes_subprocess_client": dg.PipesSubprocessClient()},
+                   "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                   "tracking": TrackingResource()},
         run_config={"ops": {"mamba_s": {"config": {**params, "world_size": 2}}}})
     assert result.success
 
@@ -167,3 +174,12 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
         "model.safetensors"]["sha256"]
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("training mamba_s: 3/3" in m and "val_cos=" in m for m in messages), messages
+
+    # The tracked run has each epoch the worker trained (from its reported history).
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=default_uri(store.root))
+    run = client.get_run(metadata["mlflow_run_id"].value)
+    assert run.data.tags["lvm.build_id"] == build.build_id
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] \
+        == [(h["epoch"], pytest.approx(h["val_loss"])) for h in info["history"]]

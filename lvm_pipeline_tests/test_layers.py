@@ -12,7 +12,8 @@ import lvm_pipeline
 DOMAIN = ["artifacts", "corpus", "sample_corpus", "embedding", "embedding_cache", "payload",
           "sequences", "guards", "alignment", "models", "training", "checkpoint", "index",
           "evaluation", "report", "report_render", "lineage", "progress", "device",
-          "distributed", "train_worker", "trained_baselines", "bootstrap", "sequence_use"]
+          "distributed", "train_worker", "trained_baselines", "bootstrap", "sequence_use",
+          "tracking"]
 
 
 def test_domain_modules_never_import_dagster():

@@ -150,6 +150,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                           help="training epochs per model (default 20)")
     training.add_argument("--device", choices=("cpu", "cuda", "auto"),
                           help="training device (default cpu)")
+    parser.add_argument("--no-tracking", action="store_true",
+                        help="record no MLflow runs of the trainings and the report (env "
+                             "LVM_TRACKING=off; default: <data dir>/mlflow/mlflow.db, or "
+                             "MLFLOW_TRACKING_URI)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
                         help="what the console shows besides step results and progress: "
                              "INFO adds the assets' log lines, DEBUG every Dagster event "
@@ -193,13 +197,16 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
             raise UsageError(f"--preset/--epochs/--device configure the models, which "
                              f"{selection_label} does not include")
     config = run_config(corpus, training, payload, index, only=ops)
-    if args.payload:
-        config.update(embedder_for_payload(args.payload))
+    resources = embedder_for_payload(args.payload) if args.payload else {}
+    if args.no_tracking:
+        resources["tracking"] = {"config": {"enabled": False}}
+    if resources:
+        config["resources"] = resources
     return config
 
 
 def embedder_for_payload(path: str) -> dict[str, Any]:
-    """Run config that points the embedder (and so the canary) at a synthetic payload's
+    """Resource config that points the embedder (and so the canary) at a synthetic payload's
     generator; nothing for a real payload, whose encoder the user configures."""
     from lvm_pipeline.artifacts import ArtifactError
     from lvm_pipeline.payload import find_payload_build
@@ -210,7 +217,7 @@ def embedder_for_payload(path: str) -> dict[str, Any]:
         raise UsageError(str(err)) from None
     if not recorded.get("synthetic"):
         return {}
-    return {"resources": {"embedder": {"config": {"model": recorded["id"]}}}}
+    return {"embedder": {"config": {"model": recorded["id"]}}}
 
 
 # ----------------------------------------------------------------------------- execution

@@ -15,6 +15,7 @@ import pandas as pd
 from lvm_pipeline.artifacts import Build, code_version
 from lvm_pipeline.defs.storage import BUILD_ID, KIND
 from lvm_pipeline.progress import Progress, make_progress
+from lvm_pipeline.tracking import TrackedRun
 
 # Measured once per process: the package's version and a hash of its source, the same string
 # every manifest records. Dagster compares it with the materialization's to say "code changed".
@@ -55,3 +56,9 @@ def markdown_preview(frame: pd.DataFrame, rows: int = 5, width: int = 80) -> dg.
 def progress_for(context: dg.AssetExecutionContext, task: str) -> Progress:
     """Progress lines in the run's log (and a bar when the run is attached to a terminal)."""
     return make_progress(task, log=context.log.info)
+
+
+def tracked_metadata(run: TrackedRun) -> dict[str, Any]:
+    """The MLflow run that recorded this materialization (nothing when tracking is off), so the
+    UI leads from an asset to its run."""
+    return {} if run.run_id is None else {"mlflow_run_id": run.run_id}

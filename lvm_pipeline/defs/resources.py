@@ -1,13 +1,18 @@
 """Resources: where artifacts live and how inputs find their builds (both in defs/storage.py),
-which encoder embeds, how articles split, guard thresholds, the promotion gate's margin, and
-the Pipes client that launches multi-process training.
+which encoder embeds, how articles split, guard thresholds, the promotion gate's margin, where
+trainings and reports are tracked (MLflow), and the Pipes client that launches multi-process
+training.
 
 Each is a typed ``ConfigurableResource`` that tests swap (``materialize(..., resources=...)``)
 and that the UI's launchpad can override per run.
 """
 
+import contextlib
 import dataclasses
 import functools
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -17,6 +22,7 @@ from lvm_pipeline.guards import GuardConfig
 from lvm_pipeline.promotion import PromotionConfig
 from lvm_pipeline.sequences import SplitConfig
 from lvm_pipeline.synthetic_payload import SPEC_PREFIX, SyntheticEncoder, SyntheticPayloadConfig
+from lvm_pipeline.tracking import DEFAULT_EXPERIMENT, TrackedRun, TrackingConfig, start_run
 
 
 @functools.lru_cache(maxsize=4)
@@ -96,6 +102,32 @@ class PromotionResource(dg.ConfigurableResource):
         return PromotionConfig(margin=self.margin)
 
 
+class TrackingResource(dg.ConfigurableResource):
+    """MLflow runs of the trainings and the reports (lvm_pipeline/tracking.py).
+
+    ``enabled`` False, or env ``LVM_TRACKING=off`` (what `lvm run --no-tracking` sets), records
+    nothing. ``tracking_uri`` empty: ``MLFLOW_TRACKING_URI``, else SQLite under the data dir.
+    """
+
+    enabled: bool = True
+    tracking_uri: str = ""
+    experiment: str = DEFAULT_EXPERIMENT
+
+    def config(self) -> TrackingConfig:
+        return TrackingConfig(enabled=self.enabled, uri=self.tracking_uri,
+                              experiment=self.experiment)
+
+    @contextlib.contextmanager
+    def start_run(self, context: dg.AssetExecutionContext, data_dir: Path,
+                  params: Mapping[str, Any] | None = None,
+                  tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+        """A run named after the asset, tagged with the Dagster run that made it."""
+        name = context.asset_key.to_user_string()
+        with start_run(self.config(), data_dir, name, params, {
+                "dagster.run_id": context.run_id, "dagster.asset": name, **(tags or {})}) as run:
+            yield run
+
+
 def storage_resources(root: str = "", mirror_url: str = "") -> dict[str, dg.ConfigurableResource]:
     """The storage resource and the two IO managers over it, which must share one root: what a
     test or the CLI replaces to run against another data dir (empty root: ``LVM_DATA_DIR``)."""
@@ -114,6 +146,7 @@ def resources() -> dg.Definitions:
         "splits": SplitResource(),
         "guards": GuardsResource(),
         "promotion": PromotionResource(),
+        "tracking": TrackingResource(),
         # Launches torchrun for data-parallel training (world_size > 1) and streams its
         # logs and reported metadata back into the materialization.
         "pipes_subprocess_client": dg.PipesSubprocessClient(),

@@ -7,18 +7,29 @@ materialization, and rank 0 publishes the checkpoint once.
 """
 
 import sys
+from dataclasses import asdict
+from typing import Any
 
 import dagster as dg
 
 from lvm_pipeline.artifacts import Build
 from lvm_pipeline.checkpoint import kind_for
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
-from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for, tracked_metadata
+from lvm_pipeline.defs.resources import (
+    EmbedderResource,
+    GuardsResource,
+    StorageResource,
+    TrackingResource,
+)
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed, training_guards
-from lvm_pipeline.models import SIZES, VARIANTS
+from lvm_pipeline.models import SIZES, VARIANTS, preset
 from lvm_pipeline.models.scan import BACKENDS
+from lvm_pipeline.payload import KIND as PAYLOAD_KIND
 from lvm_pipeline.payload import payload_of
+from lvm_pipeline.progress import tee
+from lvm_pipeline.sequences import TRAIN_KIND
+from lvm_pipeline.tracking import TrackedRun
 from lvm_pipeline.train_worker import extras_for
 from lvm_pipeline.training import TrainConfig, train_variant
 
@@ -65,10 +76,20 @@ def torchrun_command(world_size: int) -> list[str]:
             f"--nproc-per-node={world_size}", "-m", "lvm_pipeline.train_worker"]
 
 
+def tracked_params(variant: str, config: TrainParams, d_in: int) -> dict[str, Any]:
+    """What an MLflow run of this training records as parameters: the variant, its model
+    preset (as the checkpoint will record it) and the training config."""
+    return {"variant": variant, "size": config.size, "world_size": config.world_size,
+            "model": preset(variant, config.size, d_in=d_in).to_dict(),
+            "train": asdict(config.to_domain())}
+
+
 def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient,
                         variant: str, config: TrainParams, storage: StorageResource,
-                        sequences: Build, min_alignment_cosine: float) -> dg.Output:
-    """Run the worker on ``world_size`` processes; its report plus the build's hashes."""
+                        sequences: Build, min_alignment_cosine: float,
+                        tracked: TrackedRun) -> dg.Output:
+    """Run the worker on ``world_size`` processes; its report plus the build's hashes (and,
+    from the checkpoint's history, the epochs' figures in the tracked run)."""
     command = torchrun_command(config.world_size)
     context.log.info(f"launching {' '.join(command)}")
     store = storage.store()
@@ -77,9 +98,12 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
     reported = client.run(context=context, command=command, extras=extras
                           ).get_materialize_result()
     build = store.get(kind_for(variant), reported.metadata["build_id"].value)
-    return build_output(build, {k: v for k, v in reported.metadata.items() if k != "build_id"},
-                        payload_build_id=build.manifest["payload_build_id"],
-                        sequences_build_id=sequences.build_id, launcher="torchrun")
+    figures = {k: v for k, v in reported.metadata.items() if k != "build_id"}
+    tracked.log_history(figures["history"].value)
+    tracked.record_build(build, {k: v.value for k, v in figures.items()})
+    return build_output(build, figures, payload_build_id=build.manifest["payload_build_id"],
+                        sequences_build_id=sequences.build_id, launcher="torchrun",
+                        **tracked_metadata(tracked))
 
 
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
@@ -88,7 +112,7 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
               code_version=CODE_VERSION, automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams, sequences: Build,
                     storage: StorageResource, embedder: EmbedderResource,
-                    guards: GuardsResource,
+                    guards: GuardsResource, tracking: TrackingResource,
                     pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.Output:
         store = storage.store()
         # The payload these sequences index, by the id their manifest records (lineage).
@@ -97,17 +121,25 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
         # (leakage into eval is the report's to refuse: eval is not an input of training).
         require_passed([*payload_guards(payload, embedder.load(), guards.config()),
                         *training_guards(payload, sequences, None, guards.config())])
-        if config.world_size > 1:
-            return train_with_torchrun(context, pipes_subprocess_client, variant, config,
-                                       storage, sequences, guards.config().min_alignment_cosine)
-        build, result = train_variant(
-            store, variant, config.size, payload, sequences, config.to_domain(),
-            guards.config().min_alignment_cosine, progress_for(context, f"training {variant}"))
+        with tracking.start_run(context, store.root, tracked_params(variant, config, payload.dim),
+                                {f"lvm.upstream.{PAYLOAD_KIND}": payload.build_id,
+                                 f"lvm.upstream.{TRAIN_KIND}": sequences.build_id}) as tracked:
+            if config.world_size > 1:
+                return train_with_torchrun(context, pipes_subprocess_client, variant, config,
+                                           storage, sequences,
+                                           guards.config().min_alignment_cosine, tracked)
+            build, result = train_variant(
+                store, variant, config.size, payload, sequences, config.to_domain(),
+                guards.config().min_alignment_cosine,
+                tee(progress_for(context, f"training {variant}"), tracked.progress))
+            tracked.log_history(result.history[:result.resumed_from_epoch])  # before the resume
+            tracked.record_build(build, result.summary())
         context.log.info(f"{variant}: trained with scan backend {result.scan_backend} on "
                          f"{result.device}")
         return build_output(build, result.summary(), payload_build_id=payload.build_id,
                             sequences_build_id=sequences.build_id, launcher="in_process",
-                            history=dg.MetadataValue.json(result.history))
+                            history=dg.MetadataValue.json(result.history),
+                            **tracked_metadata(tracked))
 
     _checkpoint.__doc__ = (f"{variant}: the `{variant}` LVM trained on aligned_training_sequences "
                            "(val split for early stopping); safetensors + checkpoint.json.")

@@ -1,11 +1,18 @@
 """The ``retrieval_report`` asset: every model and baseline scored on the eval split."""
 
+from dataclasses import asdict
+
 import dagster as dg
 
 from lvm_pipeline.artifacts import Build
 from lvm_pipeline.bootstrap import markdown as confidence_markdown
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
-from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
+from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for, tracked_metadata
+from lvm_pipeline.defs.resources import (
+    EmbedderResource,
+    GuardsResource,
+    StorageResource,
+    TrackingResource,
+)
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.evaluation import EvalConfig
 from lvm_pipeline.guards import evaluation_guards, payload_guards, require_passed
@@ -39,7 +46,8 @@ class ReportParams(dg.Config):
 def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
                      eval_build: Build, index_build: Build, train_build: Build,
                      storage: StorageResource, embedder: EmbedderResource,
-                     guards: GuardsResource, **models: Build) -> dg.Output:
+                     guards: GuardsResource, tracking: TrackingResource,
+                     **models: Build) -> dg.Output:
     """R@k, MRR, rank of truth, margins, contrastive accuracy, paraphrase ratio and latency for
     the five models and the baselines (copy-last, mean-of-context, ridge, learned blend, linear
     InfoNCE map, oracle)."""
@@ -51,19 +59,24 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
     require_passed([*payload_guards(payload, embedder.load(), guards.config()),
                     *evaluation_guards(payload, eval_build, [train_build], guards.config())])
     eval_set = load_sets(eval_build)["eval"]
-    report, results = build_report(
-        payload, index_build, load_index(index_build, payload), eval_build, eval_set,
-        train_build, load_sets(train_build), models,
-        EvalConfig(device=config.device, sample_queries=config.sample_queries,
-                   sample_seed=config.sample_seed), progress_for(context, "evaluating"))
-    build = publish_report(store, report, results, eval_set)
-    headline = {f"{name}/{metric}": float(figures[metric])
-                for group in ("models", "baselines") for name, figures in report[group].items()
-                for metric in HEADLINE_METRICS}
+    eval_config = EvalConfig(device=config.device, sample_queries=config.sample_queries,
+                             sample_seed=config.sample_seed)
+    with tracking.start_run(context, store.root, {"eval": asdict(eval_config)}) as tracked:
+        report, results = build_report(
+            payload, index_build, load_index(index_build, payload), eval_build, eval_set,
+            train_build, load_sets(train_build), models, eval_config,
+            progress_for(context, "evaluating"))
+        build = publish_report(store, report, results, eval_set)
+        headline = {f"{name}/{metric}": float(figures[metric])
+                    for group in ("models", "baselines")
+                    for name, figures in report[group].items() for metric in HEADLINE_METRICS}
+        tracked.record_build(build, {"n_queries": report["n_queries"], **headline})
+        tracked.log_build_files(build, sorted(n for n in build.manifest["files"]
+                                              if n.startswith("plots/") or n.endswith(".md")))
     return build_output(
         build, {"table": dg.MetadataValue.md(markdown_table(report)), **headline},
         payload_build_id=payload.build_id, n_queries=report["n_queries"],
         oracle_ok=report["oracle_ok"], lineage=dg.MetadataValue.json(report["lineage"]),
         confidence=dg.MetadataValue.md(confidence_markdown(report["confidence"])),
         sequence_use=dg.MetadataValue.md(sequence_use_markdown(report["sequence_use"])),
-        plots=dg.MetadataValue.md(embedded_images_markdown(build)))
+        plots=dg.MetadataValue.md(embedded_images_markdown(build)), **tracked_metadata(tracked))
