@@ -100,7 +100,10 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
                                        storage, sequences, guards.config().min_alignment_cosine)
         build, result = train_variant(
             store, variant, config.size, payload, sequences, config.to_domain(),
-            guards.config().min_alignment_cosine, progress_for(context, f"training {variant}"))
+            guards.config().min_alignment_cosine,
+            # Every call logged: the loop spaces its in-epoch reports itself (training.py
+            # IN_EPOCH_PROGRESS_S), and an epoch's figures must never be thinned out.
+            progress_for(context, f"training {variant}", every_s=0.0))
         context.log.info(f"{variant}: trained with scan backend {result.scan_backend} on "
                          f"{result.device}")
         return build_output(build, result.summary(), payload_build_id=payload.build_id,
