@@ -48,8 +48,8 @@ class ChunkingConfig:
 # presets and keeps `lvm run` short on two CPU cores (README.md gives the run's time,
 # benchmarks/RESULTS.md "CPU embedding" the embedding rate), and the per-article cap keeps one
 # huge module docstring from dominating the sample. A user's corpus is read whole unless a
-# limit is asked for: cutting it silently turned a documentation folder of 25,649 paragraphs
-# into 17,157 chunks, and would stop a Wikipedia dump at 6,000.
+# limit is asked for: applied silently, these limits cut a third of a documentation folder
+# and would stop a Wikipedia dump after a few hundred articles (issue 13).
 SAMPLE_LIMITS = {"max_chunks": 6000, "max_chunks_per_article": 40}
 LIMITS = ("max_articles", "max_chunks", "max_chunks_per_article")
 
