@@ -113,7 +113,7 @@ def _event_record(event: dg.DagsterEvent) -> logging.LogRecord:
 
 
 # Our console's lines: `lvm …` headers and results, step/check results, indented log lines.
-_OUR_LINE = re.compile(r"^(lvm |▶ |✓ |✗ |- |! |  \S)")
+_OUR_LINE = re.compile(r"^(lvm |▶ |✓ |✗ |- |! |  \S|Details: )")
 
 
 @pytest.mark.slow
