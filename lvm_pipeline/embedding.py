@@ -12,6 +12,7 @@ from the Hugging Face cache (``HF_HUB_OFFLINE`` is forced on).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -101,7 +102,8 @@ class EmbedderConfig:
     # (~2x) and of 4096 or 16384 tokens.
     max_batch_tokens: int = 8192
     batch_size: int = 512
-    device: str = "cpu"
+    # "auto": CUDA when torch sees a GPU, else the CPU; identity() records the device used.
+    device: str = "auto"
     # Weights and activations: ``auto`` is bfloat16 on CUDA (the forward pass is most of the
     # payload's build time; unit vectors keep cosine > 0.999 to float32's, the canary's bar is
     # 0.99) and float32 elsewhere (CPUs gain nothing from half precision here).
@@ -130,13 +132,17 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         try:
-            self.model = SentenceTransformer(str(self.model_dir), device=self.device)
+            with _no_loading_bars():
+                self.model = SentenceTransformer(str(self.model_dir), device=self.device)
         except Exception as err:
             raise EmbedderError(f"embedder {config.model!r} at {self.model_dir} failed to load: "
                                 f"{err}") from err
         self.dim = int(self.model.get_embedding_dimension()
                        if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
+        # sentence-transformers 6 renamed ``tokenize`` to ``preprocess`` and warns on every
+        # run that calls the old name; older releases (>= 3.0 is supported) only have it.
+        self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
         self.precision = resolve_precision(config.precision, self.device)
         import torch
 
@@ -212,11 +218,11 @@ class Embedder:
         thread while the caller runs this one (the Rust tokenizer releases the GIL), so on a
         GPU the tokenizer is off the critical path."""
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.model.tokenize, [texts[i] for i in plan[0]])
+            pending = pool.submit(self._preprocess, [texts[i] for i in plan[0]])
             for k, idx in enumerate(plan):
                 features = pending.result()
                 if k + 1 < len(plan):
-                    pending = pool.submit(self.model.tokenize, [texts[i] for i in plan[k + 1]])
+                    pending = pool.submit(self._preprocess, [texts[i] for i in plan[k + 1]])
                 yield idx, features
 
     def _forward_features(self, features: dict[str, Any]) -> np.ndarray:
@@ -242,6 +248,22 @@ class Embedder:
         """One batch through sentence-transformers (its tokenization, pooling, modules)."""
         return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
                                  normalize_embeddings=False, show_progress_bar=False)
+
+
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """Hide transformers' "Loading weights" tqdm bar while a model loads: it is drawn straight
+    to stderr, between a run's own lines, for a load that takes under a second. Scoped to the
+    load, so a notebook's own transformers bars stay as they were."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_precision(requested: str, device: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 class Progress(Protocol):
     def __call__(self, done: int, total: int, **metrics: Any) -> None:
-        """Report ``done`` of ``total`` units with optional named figures (loss, val_cos…)."""
+        """Report ``done`` of ``total`` units with optional named figures (loss, val_cos…);
+        ``total`` 0: not known yet (a corpus read whole), until a call with ``done == total``."""
 
 
 def silent(done: int, total: int, **metrics: Any) -> None:
@@ -26,7 +27,7 @@ def silent(done: int, total: int, **metrics: Any) -> None:
 
 # The shape of the lines make_progress logs ("task: done/total (rate/s) metrics"): a console
 # that draws bars recognises them with this and leaves them to the bar.
-_PROGRESS_LINE = re.compile(r"^[^:\n]+: \d+/\d+ \([\d.]+/s\)")
+_PROGRESS_LINE = re.compile(r"^[^:\n]+: \d+/(\d+|\?) \([\d.]+/s\)")
 
 
 # Set by `lvm run` / `lvm materialize` when they start on a terminal: Dagster's compute-log
@@ -73,23 +74,24 @@ def make_progress(
 
     def report(done: int, total: int, **metrics: Any) -> None:
         now = time.perf_counter()
+        finished = 0 < total <= done
         if show_bar:
             if state["bar"] is None:
                 from tqdm import tqdm
 
-                state["bar"] = tqdm(total=total, desc=task, file=sys.stderr, leave=True)
+                state["bar"] = tqdm(total=total or None, desc=task, file=sys.stderr, leave=True)
             pbar = state["bar"]
-            pbar.total = total
+            pbar.total = total or None
             pbar.update(done - pbar.n)
             if metrics:
                 pbar.set_postfix_str(_format(metrics))
-            if done >= total:
+            if finished:
                 pbar.close()
                 state["bar"] = None
-        if log is not None and (done >= total or now - state["last"] >= every_s):
+        if log is not None and (finished or now - state["last"] >= every_s):
             state["last"] = now
             rate = done / max(now - state["start"], 1e-9)
             extra = f" {_format(metrics)}" if metrics else ""
-            log(f"{task}: {done}/{total} ({rate:.1f}/s){extra}")
+            log(f"{task}: {done}/{total or '?'} ({rate:.1f}/s){extra}")
 
     return report

@@ -164,7 +164,11 @@ class TrackedRun:
 
     def progress(self, done: int, total: int, **metrics: Any) -> None:
         """A :class:`~lvm_pipeline.progress.Progress`: unit ``done`` (an epoch, for training)
-        logs its figures at step ``done - 1``, the 0-based index the checkpoint's history uses."""
+        logs its figures at step ``done - 1``, the 0-based index the checkpoint's history uses.
+        The trainer's in-epoch reports (``windows_done``…) are feedback on the terminal and in
+        the run's log, not an epoch's figures, and are not logged."""
+        if "windows_done" in metrics:
+            return
         self.log_metrics(metrics, step=done - 1)
 
 

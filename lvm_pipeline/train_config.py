@@ -56,7 +56,8 @@ class TrainConfig:
     # val retrieval got worse from the first epoch on; docs/evaluation.md).
     val_queries: int = 2048
     seed: int = 0
-    device: str = "cpu"
+    # "auto": CUDA when torch sees a GPU, else the CPU; the result records the device used.
+    device: str = "auto"
     # How the Mamba scan runs (models/scan.py); "auto" = the fastest the device allows.
     scan_backend: str = "auto"
 

@@ -26,6 +26,7 @@ from dagster_pipes import (
 )
 
 from lvm_pipeline.artifacts import ArtifactStore
+from lvm_pipeline.device import pick_device
 from lvm_pipeline.distributed import init_from_env, shutdown
 from lvm_pipeline.payload import payload_of
 from lvm_pipeline.progress import make_progress, silent
@@ -66,14 +67,15 @@ def run(extras: dict[str, Any], pipes: PipesContext | None) -> None:
         raise ValueError(f"train_worker: unknown TrainConfig field(s) {sorted(unknown)}; "
                          f"valid: {sorted(names)}")
     config = TrainConfig(**extras["train_config"])
-    ranks = init_from_env(config.device)
+    device = pick_device(config.device)  # "auto" resolved once, before the process group
+    ranks = init_from_env(device)
     try:
         store = ArtifactStore(extras["data_dir"])
         sequences = store.get(TRAIN_KIND, extras["sequences_build_id"])
         payload = payload_of(store, sequences)
         progress = silent
         if pipes is not None:
-            pipes.log.info(f"torchrun: {ranks.world_size} processes, device {config.device}, "
+            pipes.log.info(f"torchrun: {ranks.world_size} processes, device {device}, "
                            f"global batch {config.batch_size}")
             progress = make_progress(f"training {extras['variant']}", log=pipes.log.info,
                                      every_s=0.0, bar=False)

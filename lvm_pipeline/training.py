@@ -56,6 +56,10 @@ from lvm_pipeline.validation import evaluate_val
 __all__ = ["RESUME_FILE", "TrainConfig", "TrainResult", "evaluate_val", "param_groups", "train",
            "train_variant"]
 
+# Seconds between progress reports inside an epoch: one tiny-preset epoch at the reference's
+# scale runs for minutes on two CPU cores, and without them nothing shows until it ends.
+IN_EPOCH_PROGRESS_S = 10.0
+
 
 def param_groups(model: LVM, config: TrainConfig) -> list[dict[str, Any]]:
     """Weight decay on matrices only (not norms, biases, A_log, D); the context mix gets
@@ -118,6 +122,7 @@ def train(
     work_dir: Path | None = None,
     ranks: Distributed = SINGLE,
     article_of_row: np.ndarray | None = None,
+    progress_every_s: float = IN_EPOCH_PROGRESS_S,
 ) -> TrainResult:
     """Train ``model`` in place; return it holding the weights of the epoch with the best val
     MRR@10 (stopping after ``patience`` epochs without a better one).
@@ -127,6 +132,9 @@ def train(
     global batch, split over the ranks. Only rank 0 reports progress and writes the resume file.
     ``article_of_row``: (R,) the payload's ``article_index`` per row; needed by
     ``config.article_negatives``.
+    ``progress`` gets ``(epochs done, epochs)`` with ``loss``, ``val_cos`` and
+    ``val_mrr_at_10`` after each epoch, and, at most every ``progress_every_s`` seconds within
+    one, ``(epochs done, epochs)`` with :func:`in_epoch_figures` (``windows_done``…).
     """
     if len(train_set) < 2:
         raise ValueError(f"{len(train_set)} training windows: need at least 2 (InfoNCE needs "
@@ -178,6 +186,7 @@ def train(
             break
         model.train()
         train_loss, n_batches = 0.0, 0
+        epoch_start = last_report = time.perf_counter()
         order = epoch_order(len(train_set), config.seed, epoch)
         for step_in_epoch, (idx, context, target) in enumerate(
                 batches(vectors, train_set, batch_size, order, drop_last=True)):
@@ -211,6 +220,12 @@ def train(
             optimizer.step()
             train_loss += loss.item()  # CPU-GPU sync point, once per step is fine at these sizes
             n_batches += 1
+            now = time.perf_counter()
+            if (ranks.is_main and n_batches < steps_per_epoch
+                    and now - last_report >= progress_every_s):
+                last_report = now
+                progress(epoch, config.epochs, **in_epoch_figures(
+                    n_batches * batch_size, steps_per_epoch * batch_size, now - epoch_start))
         train_loss = ranks.sum([train_loss], device)[0] / ranks.world_size
         val = evaluate_val(model, vectors, val_set, config, device, ranks)
         record = {"epoch": epoch, "train_loss": train_loss / max(n_batches, 1),
@@ -237,6 +252,14 @@ def train(
                        stopped_early=stopped_early, resumed_from_epoch=resumed_from,
                        device=device, seconds=time.perf_counter() - t0, batch_size=batch_size,
                        scan_backend=scan_backend, world_size=ranks.world_size)
+
+
+def in_epoch_figures(done: int, total: int, seconds: float) -> dict[str, Any]:
+    """The progress figures of an unfinished epoch: windows done of ``total``, windows/s, and
+    the epoch's time left at that rate (the val pass after it not included)."""
+    rate = done / max(seconds, 1e-9)
+    return {"windows_done": done, "epoch_windows": total, "windows_per_s": round(rate, 1),
+            "epoch_eta_s": round((total - done) / max(rate, 1e-9), 1)}
 
 
 def train_variant(

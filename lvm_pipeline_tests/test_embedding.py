@@ -25,6 +25,9 @@ def embedder() -> Embedder:
 
 def test_bundled_model_loads_offline_with_a_measured_fingerprint(embedder, monkeypatch):
     assert embedder.dim == 384
+    # device "auto" by default, and the identity records the device it resolved to.
+    assert EmbedderConfig().device == "auto"
+    assert embedder.identity()["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     weights = resolve_model_dir(DEFAULT_EMBEDDER) / "model.safetensors"
     digest = hashlib.sha256(b"model.safetensors" + weights.read_bytes()).hexdigest()
     assert embedder.fingerprint["weights_sha256"] == digest

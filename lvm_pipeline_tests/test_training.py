@@ -173,3 +173,44 @@ def test_article_negatives_need_the_payloads_articles(synthetic_payload):
 def rows_of(vectors: np.ndarray, found: np.ndarray) -> np.ndarray:
     """The payload row of each vector in ``found`` (exact copies)."""
     return np.argmax(found @ vectors.T, axis=1)
+
+
+def test_a_long_epoch_reports_windows_done_rate_and_time_left(synthetic_payload):
+    """In-epoch progress goes through the same callback as the epochs' (so into the run's
+    log and the terminal's bar), spaced by ``progress_every_s``; 0 reports every batch."""
+    model, sets = _setup(synthetic_payload)
+    calls = []
+    cfg = TrainConfig(epochs=2, batch_size=16, patience=10)
+    train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+          lambda done, total, **m: calls.append((done, total, m)), progress_every_s=0.0,
+          article_of_row=articles_of(synthetic_payload))
+    steps = len(sets["train"]) // 16
+    in_epoch = [c for c in calls if "windows_done" in c[2]]
+    epochs = [c for c in calls if "loss" in c[2]]
+    assert [c[0] for c in epochs] == [1, 2] and len(in_epoch) == 2 * (steps - 1)
+    # Epoch 0's reports: 0 epochs done, windows counted up to (not including) the last batch.
+    first = [m for done, total, m in in_epoch if done == 0]
+    assert [m["windows_done"] for m in first] == [16 * k for k in range(1, steps)]
+    assert all(m["epoch_windows"] == 16 * steps and m["windows_per_s"] > 0
+               and m["epoch_eta_s"] >= 0 for m in first)
+    # The interval spaces them: one no epoch lasts reports nothing within an epoch.
+    calls.clear()
+    model, _ = _setup(synthetic_payload)
+    train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+          lambda done, total, **m: calls.append((done, total, m)), progress_every_s=math.inf,
+          article_of_row=articles_of(synthetic_payload))
+    assert [c[0] for c in calls] == [1, 2] and all("loss" in m for _, _, m in calls)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_says_so(synthetic_payload):
+    assert TrainConfig().device == "auto"
+    model, sets = _setup(synthetic_payload)
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    assert train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
+                 article_of_row=articles_of(synthetic_payload)).device == "cpu"
+    with pytest.raises(ValueError, match=r"device 'cuda' requested but torch .* sees no CUDA "
+                                         r"GPU; use device 'cpu'"):
+        train(model, synthetic_payload.vectors, sets["train"], sets["val"],
+              TrainConfig(epochs=1, batch_size=16, device="cuda"),
+              article_of_row=articles_of(synthetic_payload))

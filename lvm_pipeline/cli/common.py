@@ -127,7 +127,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
     corpus = parser.add_argument_group("corpus (configures the `corpus` asset)")
     corpus.add_argument("--max-chunks", type=int, metavar="N",
-                        help="stop reading the corpus after N chunks (default 6000)")
+                        help="stop reading at the end of the article that reaches N chunks; "
+                             "0: no limit (default: 6000 for the offline sample, none for "
+                             "--corpus)")
+    corpus.add_argument("--max-chunks-per-article", type=int, metavar="N",
+                        help="keep at most the first N chunks of each article; 0: no limit "
+                             "(default: 40 for the offline sample, none for --corpus)")
     corpus.add_argument("--corpus", metavar="PATH",
                         help="read articles from PATH instead of the offline sample")
     corpus.add_argument("--corpus-source", choices=("wikipedia", "text_dir"),
@@ -149,7 +154,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--epochs", type=int, metavar="N",
                           help="training epochs per model (default 20)")
     training.add_argument("--device", choices=("cpu", "cuda", "auto"),
-                          help="training device (default cpu)")
+                          help="device of the five trainings and of the embedder; auto: CUDA "
+                               "when torch sees a GPU, else the CPU (default auto; the device "
+                               "used is logged and recorded)")
     parser.add_argument("--no-tracking", action="store_true",
                         help="record no MLflow runs of the trainings and the report (env "
                              "LVM_TRACKING=off; default: <data dir>/mlflow/mlflow.db, or "
@@ -169,8 +176,11 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
     from lvm_pipeline.models import VARIANTS
 
     corpus: dict[str, Any] = {}
-    if args.max_chunks is not None:
-        corpus["max_chunks"] = args.max_chunks
+    for option in ("max_chunks", "max_chunks_per_article"):
+        if getattr(args, option) is not None:
+            if getattr(args, option) < 0:
+                raise UsageError(f"--{option.replace('_', '-')} must be >= 0 (0: no limit)")
+            corpus[option] = getattr(args, option)
     if args.corpus:
         corpus.update(source=args.corpus_source, path=str(Path(args.corpus).resolve()))
     payload: dict[str, Any] = {}
@@ -180,24 +190,36 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
         payload["dtype"] = args.payload_dtype
     index = {"type": args.index} if args.index else {}
     training: dict[str, Any] = {}
-    for option, field in (("preset", "size"), ("epochs", "epochs"), ("device", "device")):
+    for option, field in (("preset", "size"), ("epochs", "epochs")):
         if getattr(args, option) is not None:
             training[field] = getattr(args, option)
+    selected = set(VARIANTS if ops is None else ops)
     if ops is not None:
         if corpus and "corpus" not in ops:
-            raise UsageError(f"--max-chunks/--corpus configure `corpus`, which {selection_label} "
-                             "does not include")
+            raise UsageError(f"--max-chunks/--max-chunks-per-article/--corpus configure "
+                             f"`corpus`, which {selection_label} does not include")
         if payload and "payload" not in ops:
             raise UsageError(f"--payload/--payload-dtype configure `payload`, which "
                              f"{selection_label} does not include")
         if index and "faiss_index" not in ops:
             raise UsageError(f"--index configures `faiss_index`, which {selection_label} does "
                              "not include")
-        if training and not set(VARIANTS) & set(ops):
-            raise UsageError(f"--preset/--epochs/--device configure the models, which "
+        if training and not set(VARIANTS) & selected:
+            raise UsageError(f"--preset/--epochs configure the models, which "
                              f"{selection_label} does not include")
+        if args.device and not {"payload", *VARIANTS} & selected:
+            raise UsageError(f"--device configures the embedder (`payload`, and the canary "
+                             f"of the models' guards) and the models, which {selection_label} "
+                             "does not include")
+    if args.device and set(VARIANTS) & selected:
+        training["device"] = args.device
     config = run_config(corpus, training, payload, index, only=ops)
-    resources = embedder_for_payload(args.payload) if args.payload else {}
+    embedder = embedder_for_payload(args.payload) if args.payload else {}
+    if args.device:
+        embedder["device"] = args.device
+    resources: dict[str, Any] = {}
+    if embedder:
+        resources["embedder"] = {"config": embedder}
     if args.no_tracking:
         resources["tracking"] = {"config": {"enabled": False}}
     if resources:
@@ -206,7 +228,7 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
 
 
 def embedder_for_payload(path: str) -> dict[str, Any]:
-    """Resource config that points the embedder (and so the canary) at a synthetic payload's
+    """Embedder config that points the embedder (and so the canary) at a synthetic payload's
     generator; nothing for a real payload, whose encoder the user configures."""
     from lvm_pipeline.artifacts import ArtifactError
     from lvm_pipeline.payload import find_payload_build
@@ -217,7 +239,7 @@ def embedder_for_payload(path: str) -> dict[str, Any]:
         raise UsageError(str(err)) from None
     if not recorded.get("synthetic"):
         return {}
-    return {"embedder": {"config": {"model": recorded["id"]}}}
+    return {"model": recorded["id"]}
 
 
 # ----------------------------------------------------------------------------- execution

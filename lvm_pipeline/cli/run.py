@@ -19,6 +19,8 @@ examples:
   lvm run                                  the offline sample, tiny presets (benchmarks/RESULTS.md)
   lvm run --max-chunks 500 --epochs 2      a quick smoke run
   lvm run --corpus enwiki.parquet --preset paper --device cuda
+  lvm run --corpus notes/ --corpus-source text_dir --max-chunks-per-article 100
+                                           a folder of .txt files (read whole unless a limit is set)
 
 exit codes: 0 success, 1 a check or step failed (each reason printed, plus the run id to open
 in `lvm ui`), 2 a usage error.

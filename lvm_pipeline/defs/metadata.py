@@ -53,9 +53,11 @@ def markdown_preview(frame: pd.DataFrame, rows: int = 5, width: int = 80) -> dg.
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def progress_for(context: dg.AssetExecutionContext, task: str) -> Progress:
-    """Progress lines in the run's log (and a bar when the run is attached to a terminal)."""
-    return make_progress(task, log=context.log.info)
+def progress_for(context: dg.AssetExecutionContext, task: str, every_s: float = 5.0
+                 ) -> Progress:
+    """Progress lines in the run's log, at most every ``every_s`` seconds and at the end (and
+    a bar when the run is attached to a terminal)."""
+    return make_progress(task, log=context.log.info, every_s=every_s)
 
 
 def tracked_metadata(run: TrackedRun) -> dict[str, Any]:

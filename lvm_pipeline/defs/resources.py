@@ -42,7 +42,7 @@ class EmbedderResource(dg.ConfigurableResource):
     model: str = DEFAULT_EMBEDDER
     max_batch_tokens: int = EmbedderConfig.max_batch_tokens
     batch_size: int = EmbedderConfig.batch_size
-    device: str = "cpu"
+    device: str = EmbedderConfig.device
     precision: str = EmbedderConfig.precision
 
     def config(self) -> EmbedderConfig:

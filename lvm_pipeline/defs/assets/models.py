@@ -131,7 +131,10 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
             build, result = train_variant(
                 store, variant, config.size, payload, sequences, config.to_domain(),
                 guards.config().min_alignment_cosine,
-                tee(progress_for(context, f"training {variant}"), tracked.progress))
+                # Every call logged: the loop spaces its in-epoch reports itself (training.py
+                # IN_EPOCH_PROGRESS_S), and an epoch's figures must never be thinned out.
+                tee(progress_for(context, f"training {variant}", every_s=0.0),
+                    tracked.progress))
             tracked.log_history(result.history[:result.resumed_from_epoch])  # before the resume
             tracked.record_build(build, result.summary())
         context.log.info(f"{variant}: trained with scan backend {result.scan_backend} on "
