@@ -29,17 +29,18 @@ theme, and drift noise are Gaussian with per-coordinate variance falling as
 participation ratio of ~32 of 768 dims), so cosines spread the way real ones do.
 
 Why the themes and the spectrum: with isotropic 768-d noise and no shared structure (the
-generator before issue 12 §5), the next chunk was always the nearest non-context row
-(copy-last R@1 0.9996 at reference scale, every variant's val MRR@10 0.998), while in real
-payloads the best impostor beats the truth in most queries. Themes put chunks of other
-articles near (the nearest other-article row), revisits put non-adjacent chunks of the same
-article near, and a theme change between two chunks makes the truth lose to them. The defaults are calibrated (by hand, a grid of a dozen configs) so that a
-payload of :data:`CALIBRATION_SHAPE` lands on :data:`TARGETS`, the statistics measured by
-:mod:`lvm_pipeline.neighbour_stats` on a real payload; every build's manifest records its own
-measured statistics beside those targets (``source.neighbour_targets``). ``adjacent_cosine``,
-``article_cosine`` and ``random_cosine`` are the mix's nominal values (revisits raise the
-measured ones a little); a larger payload has more impostors per query, so copy-last's MRR@10
-at the reference scale is lower than at the calibration shape (benchmarks/RESULTS.md).
+generator before issue 12 §5), the next chunk was always the nearest non-context row (copy-last
+R@1 0.9996 at reference scale, every variant's val MRR@10 0.998), while in real payloads the
+best impostor beats the truth in most queries. Themes put chunks of other articles near (the
+nearest other-article row), revisits put non-adjacent chunks of the same article near, and a
+theme change between two chunks makes the truth lose to them. The defaults are calibrated (by
+hand, a grid of a dozen configs) so that a payload of :data:`CALIBRATION_SHAPE` lands on
+:data:`TARGETS`, the statistics measured by :mod:`lvm_pipeline.neighbour_stats` on a real
+payload; every build's manifest records its own measured statistics beside those targets
+(``source.neighbour_targets``). ``adjacent_cosine``, ``article_cosine`` and ``random_cosine``
+are the mix's nominal values (revisits raise the measured ones a little); a larger payload has
+more impostors per query, so copy-last's MRR@10 at the reference scale is lower than at the
+calibration shape (benchmarks/RESULTS.md).
 
 Article lengths: the quantiles of a log-normal through the median and the p95, shuffled by the
 seed; the tail above the p95 is compressed (or stretched) linearly so that the lengths add up
