@@ -39,8 +39,8 @@ hand, a grid of a dozen configs) so that a payload of :data:`CALIBRATION_SHAPE` 
 payload; every build's manifest records its own measured statistics beside those targets
 (``source.neighbour_targets``). ``adjacent_cosine``, ``article_cosine`` and ``random_cosine``
 are the mix's nominal values (revisits raise the measured ones a little); a larger payload has
-more impostors per query, so copy-last's MRR@10 at the reference scale is lower than at the
-calibration shape (benchmarks/RESULTS.md).
+more impostors per query, so copy-last's ranks beyond the first spread out at the reference
+scale (benchmarks/RESULTS.md).
 
 Article lengths: the quantiles of a log-normal through the median and the p95, shuffled by the
 seed; the tail above the p95 is compressed (or stretched) linearly so that the lengths add up
