@@ -11,12 +11,16 @@ import pytest
 from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
 from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, main
 from lvm_pipeline.guards import GuardConfig, check_embedder_canary
+from lvm_pipeline.neighbour_stats import CALIBRATED, neighbour_statistics
 from lvm_pipeline.payload import import_payload, load_payload
 from lvm_pipeline.sequences import SplitConfig, build_windows
 from lvm_pipeline.synthetic_payload import (
+    CALIBRATION_SHAPE,
+    TARGETS,
     SyntheticEncoder,
     SyntheticPayloadConfig,
     article_lengths,
+    generate_vectors,
     publish_synthetic_payload,
 )
 
@@ -51,27 +55,72 @@ def test_impossible_shapes_are_refused_with_the_reason():
         SyntheticPayloadConfig(article_cosine=0.6)
     with pytest.raises(ValueError, match="unknown dtype"):
         SyntheticPayloadConfig(dtype="int8")
+    with pytest.raises(ValueError, match=r"adjacent_cosine 0\.3 is out of reach"):
+        SyntheticPayloadConfig(adjacent_cosine=0.3, theme_stay=0.9)
+    with pytest.raises(ValueError, match="theme_weight < 1 - article_cosine"):
+        SyntheticPayloadConfig(theme_weight=0.8)
 
 
-def test_vectors_have_the_reference_cosine_structure(small_build):
+def test_vectors_have_the_configured_cosine_structure(small_build):
     payload = load_payload(small_build)
     v = np.asarray(payload.vectors)
     article = payload.chunks["article_index"].to_numpy()
     assert v.shape == (7000, 768) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     adjacent = payload.manifest["adjacent_cosine_mean"]
-    assert abs(adjacent - 0.48) < 0.01
+    assert abs(adjacent - SMALL.adjacent_cosine) < 0.02  # revisits raise it a little
     rng = np.random.default_rng(0)
     i, j = rng.integers(0, len(v), 20000), rng.integers(0, len(v), 20000)
     cos = np.einsum("ij,ij->i", v[i], v[j])
     unrelated = cos[article[i] != article[j]].mean()
     far_same = cos[(article[i] == article[j]) & (np.abs(i - j) > 30)].mean()
-    assert abs(unrelated - 0.14) < 0.02 and abs(far_same - 0.30) < 0.03
+    assert abs(unrelated - SMALL.random_cosine) < 0.02
+    assert SMALL.article_cosine - 0.02 < far_same < SMALL.article_cosine + 0.12  # + revisits
     # Placeholder texts are unique per chunk, so text-hash leakage checks keep their meaning.
     assert payload.chunks["text_sha256"].is_unique
     windows = build_windows(payload, SplitConfig())
     assert sum(len(s) for s in windows.values()) == int(
         np.maximum(np.bincount(article) - 5, 0).sum())
+
+
+def _neighbours(config: SyntheticPayloadConfig, sample: int) -> dict:
+    lengths = article_lengths(config)
+    vectors = np.empty((config.chunks, config.dim), np.float32)
+    generate_vectors(config, lengths, vectors)
+    article = np.repeat(np.arange(len(lengths)), lengths)
+    chunk = np.arange(config.chunks) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return neighbour_statistics(vectors, article, chunk, sample)
+
+
+def test_defaults_reproduce_the_neighbour_statistics_of_a_real_payload():
+    """At the real corpus's shape, the calibrated structure lands on what was measured there:
+    impostors as close as real ones, and copy-last as weak."""
+    stats = _neighbours(SyntheticPayloadConfig(**CALIBRATION_SHAPE), sample=600)
+    for name in CALIBRATED:
+        measured = stats[name] if name.startswith("copy_last") else stats[name]["mean"]
+        tolerance = 0.05 if name.startswith("copy_last") else 0.03
+        assert abs(measured - TARGETS[name]) < tolerance, (name, measured, TARGETS[name])
+    assert stats["truth_beats_impostor_share"] < 0.3  # the truth loses to an impostor mostly
+
+
+def test_without_the_calibrated_structure_the_next_chunk_is_always_nearest():
+    """What the calibration fixed: isotropic noise and no themes (the old generator) make
+    copy-last perfect, which no real payload is."""
+    old = SyntheticPayloadConfig(articles=100, chunks=7000, adjacent_cosine=0.48,
+                                 article_cosine=0.30, random_cosine=0.14, spectrum_decay=0.0,
+                                 theme_weight=0.0)
+    stats = _neighbours(old, sample=300)
+    assert stats["copy_last_mrr_at_10"] > 0.95 and stats["truth_beats_impostor_share"] > 0.95
+
+
+def test_manifest_records_the_neighbour_statistics_beside_the_targets(small_build):
+    recorded = small_build.manifest["source"]["neighbour_targets"]
+    assert {k: recorded[k] for k in CALIBRATED} == TARGETS
+    assert recorded["calibrated_at"] == CALIBRATION_SHAPE
+    measured = recorded["measured"]
+    assert set(measured) == set(CALIBRATED)
+    full = small_build.manifest["source"]["measured"]["neighbours"]
+    assert measured["copy_last_mrr_at_10"] == full["copy_last_mrr_at_10"] < 0.5
 
 
 def test_manifest_says_plainly_that_it_is_synthetic(small_build):

@@ -13,6 +13,11 @@ import sys
 
 from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
 
+# The config fields that are options (the structure's knobs: lvm_pipeline.synthetic_payload).
+FIELDS = ("articles", "chunks", "dim", "seed", "dtype", "median_chunks", "p95_chunks",
+          "adjacent_cosine", "article_cosine", "random_cosine", "spectrum_decay", "theme_weight",
+          "theme_stay", "theme_revisit", "chunks_per_theme")
+
 
 def cmd_synth_payload(args: argparse.Namespace) -> int:
     from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
@@ -23,10 +28,7 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
         raise CliError(f"OUT {args.out} and --data-dir {args.data_dir} differ; give one")
     out = resolve_data_dir(args.out or args.data_dir)
     try:
-        config = SyntheticPayloadConfig(
-            articles=args.articles, chunks=args.chunks, dim=args.dim, seed=args.seed,
-            dtype=args.dtype, median_chunks=args.median_chunks, p95_chunks=args.p95_chunks,
-            adjacent_cosine=args.adjacent_cosine)
+        config = SyntheticPayloadConfig(**{f: getattr(args, f) for f in FIELDS})
         store = ArtifactStore(out)
         store.ensure_writable()
         progress = make_progress("generating", lambda line: print(line, file=sys.stderr))
@@ -35,12 +37,16 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
     except (ValueError, ArtifactError) as err:
         raise CliError(str(err)) from None
     m = build.manifest["source"]["measured"]
+    targets = build.manifest["source"]["neighbour_targets"]
     size = build.manifest["files"]["vectors.npy"]["bytes"]
     print(f"synthetic payload {build.build_id[:12]} at {build.path}\n"
           f"  {config.chunks:,} chunks × {config.dim} {config.dtype} ({size / 1e9:.2f} GB) in "
           f"{config.articles:,} articles (length median {m['article_length_median']:.0f}, p95 "
           f"{m['article_length_p95']:.0f}, max {m['article_length_max']}); adjacent-chunk "
           f"cosine {m['adjacent_cosine_mean']:.3f}; {m['seconds']:.0f} s\n"
+          f"  neighbours (measured / real target): "
+          + ", ".join(f"{k} {v:.3f} / {targets[k]:.3f}" for k, v in targets["measured"].items())
+          + "\n"
           f"  use it: lvm run --payload {out}   (or benchmarks/bench_scale.py --data-dir {out})")
     return EXIT_OK
 
@@ -63,5 +69,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--p95-chunks", type=float, default=Defaults.p95_chunks,
                         help="95th percentile of article length in chunks")
     parser.add_argument("--adjacent-cosine", type=float, default=Defaults.adjacent_cosine,
-                        help="mean cosine between consecutive chunks of an article")
+                        help="nominal cosine between consecutive chunks of an article")
+    parser.add_argument("--article-cosine", type=float, default=Defaults.article_cosine,
+                        help="nominal cosine between far-apart chunks of one article")
+    parser.add_argument("--random-cosine", type=float, default=Defaults.random_cosine,
+                        help="nominal cosine between chunks of different articles")
+    parser.add_argument("--spectrum-decay", type=float, default=Defaults.spectrum_decay,
+                        help="variance of coordinate i falls as i**-decay (0: isotropic)")
+    parser.add_argument("--theme-weight", type=float, default=Defaults.theme_weight,
+                        help="variance share of the theme shared across articles (0: none)")
+    parser.add_argument("--theme-stay", type=float, default=Defaults.theme_stay,
+                        help="probability that a chunk keeps the previous chunk's theme")
+    parser.add_argument("--theme-revisit", type=float, default=Defaults.theme_revisit,
+                        help="probability that a theme change returns to an earlier theme of "
+                             "the article")
+    parser.add_argument("--chunks-per-theme", type=float, default=Defaults.chunks_per_theme,
+                        help="payload chunks per theme in the dictionary")
     parser.set_defaults(func=cmd_synth_payload)
