@@ -60,6 +60,9 @@ def test_a_run_is_written_to_the_data_dir_store_and_reads_back(tracked_dir, capf
                 "train": {"lr": 0.001, "epochs": 3}, "variant": "mamba_s"},
                 tags={"lvm.upstream.payload": "p" * 64}) as run:
             for epoch in range(3):
+                # An in-epoch report is terminal feedback, not a figure of the epoch.
+                run.progress(epoch, 3, windows_done=64, epoch_windows=128, windows_per_s=9.0,
+                             epoch_eta_s=7.0)
                 run.progress(epoch + 1, 3, train_loss=1.0 / (epoch + 1), val_cos=0.1 * epoch,
                              note="not a number", ok=True)
             (data_dir / "plot.png").write_bytes(b"png")

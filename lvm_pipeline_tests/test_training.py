@@ -186,7 +186,7 @@ def test_a_long_epoch_reports_windows_done_rate_and_time_left(synthetic_payload)
           article_of_row=articles_of(synthetic_payload))
     steps = len(sets["train"]) // 16
     in_epoch = [c for c in calls if "windows_done" in c[2]]
-    epochs = [c for c in calls if "loss" in c[2]]
+    epochs = [c for c in calls if "train_loss" in c[2]]
     assert [c[0] for c in epochs] == [1, 2] and len(in_epoch) == 2 * (steps - 1)
     # Epoch 0's reports: 0 epochs done, windows counted up to (not including) the last batch.
     first = [m for done, total, m in in_epoch if done == 0]
@@ -199,7 +199,7 @@ def test_a_long_epoch_reports_windows_done_rate_and_time_left(synthetic_payload)
     train(model, synthetic_payload.vectors, sets["train"], sets["val"], cfg,
           lambda done, total, **m: calls.append((done, total, m)), progress_every_s=math.inf,
           article_of_row=articles_of(synthetic_payload))
-    assert [c[0] for c in calls] == [1, 2] and all("loss" in m for _, _, m in calls)
+    assert [c[0] for c in calls] == [1, 2] and all("train_loss" in m for _, _, m in calls)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -124,7 +124,7 @@ class TrackingResource(dg.ConfigurableResource):
         """A run named after the asset, tagged with the Dagster run that made it."""
         name = context.asset_key.to_user_string()
         with start_run(self.config(), data_dir, name, params, {
-                "dagster.run_id": context.run_id, "dagster.asset": name, **(tags or {})}) as run:
+                "dagster.run_id": context.run.run_id, "dagster.asset": name, **(tags or {})}) as run:
             yield run
 
 
