@@ -163,7 +163,11 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
                 for a, b in zip(one.state_dict().values(), two.state_dict().values(), strict=True))
     print(f"2 processes vs 1: largest weight difference {worst:.2e} of the tensor's max")
     for (name, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5, msg=name)
+        # 2e-3: the default recipe's own-article negatives double the InfoNCE candidates
+        # (8,192+ per step), and context_mix learns at 30x the rate, so float summation order
+        # moves it by ~1.1e-3 of its max over 3 epochs (measured), while the val losses above
+        # still agree to 1e-4: the same training.
+        torch.testing.assert_close(b, a, rtol=2e-3, atol=1e-5, msg=name)
 
     # The materialization carries the worker's report and the build's hashes; the worker's
     # progress lines reached the run's log.
