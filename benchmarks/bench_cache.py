@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lvm_pipeline.store import kinds
+
 # `python benchmarks/bench_cache.py` puts benchmarks/ first on sys.path; the package beside it
 # (this checkout's, not another editable install) must win.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
@@ -38,11 +40,11 @@ EDIT_SUFFIX = " (revised this week)"
 
 
 def publish_chunks(store: Any, chunks: Any, info: dict[str, Any]) -> Any:
-    from lvm_pipeline.corpus import CHUNKS, KIND
+    from lvm_pipeline.corpus import CHUNKS
 
-    with store.stage(KIND) as staged:
+    with store.stage(kinds.CORPUS) as staged:
         chunks.to_parquet(staged / CHUNKS, index=False)
-        return store.publish(KIND, staged, info)
+        return store.publish(kinds.CORPUS, staged, info)
 
 
 def edited(chunks: Any, every: int) -> tuple[Any, int, int]:
@@ -58,10 +60,10 @@ def edited(chunks: Any, every: int) -> tuple[Any, int, int]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from lvm_pipeline.artifacts import ArtifactStore, sha256_file
     from lvm_pipeline.corpus import CorpusConfig, build_corpus
     from lvm_pipeline.embedding import Embedder, EmbedderConfig
     from lvm_pipeline.payload import VECTORS, build_payload
+    from lvm_pipeline.store import ArtifactStore, sha256_file
 
     if args.threads:
         torch.set_num_threads(args.threads)

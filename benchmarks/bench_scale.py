@@ -1,6 +1,6 @@
 """Reference scale on one machine: time and peak RSS of every stage over a 584k × 768 payload.
 
-Issue 7 §2-3. Makes the seeded synthetic payload (:mod:`lvm_pipeline.synthetic_payload`, the
+Issue 7 §2-3. Makes the seeded synthetic payload (:mod:`lvm_pipeline.synthetic.payload`, the
 reference's 8,447 articles / 584,545 chunks / 768-d) in ``--data-dir`` if it has none, then
 runs each stage of the graph **in a fresh process** (spawned), so each stage's peak RSS is its
 own (Linux ``VmHWM``; a sampler thread also records the peak anonymous and file-backed parts,
@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lvm_pipeline.store import kinds
 
 # `python benchmarks/bench_scale.py` puts benchmarks/ first on sys.path; the package beside it
 # (this checkout's, not another editable install) must win, in the spawned children too.
@@ -131,7 +133,7 @@ class Timer:
 
 
 def _store(ctx: dict[str, Any]):
-    from lvm_pipeline.artifacts import ArtifactStore
+    from lvm_pipeline.store import ArtifactStore
 
     return ArtifactStore(ctx["data_dir"])
 
@@ -145,10 +147,11 @@ def _payload(ctx: dict[str, Any], timer: Timer):
 
 def _eval_queries(ctx: dict[str, Any], payload):
     """The seeded ``--queries`` eval windows and their mean-of-context search queries."""
-    from lvm_pipeline.baselines import mean_of_context
-    from lvm_pipeline.sequences import EVAL_KIND, gather, load_sets
+    from lvm_pipeline.evaluation import mean_of_context
+    from lvm_pipeline.payload import gather
+    from lvm_pipeline.sequences import load_sets
 
-    eval_set = load_sets(_store(ctx).current(EVAL_KIND))["eval"]
+    eval_set = load_sets(_store(ctx).current(kinds.EVAL_SEQUENCES))["eval"]
     n = min(ctx["queries"], len(eval_set))
     keep = np.zeros(len(eval_set), dtype=bool)
     keep[np.random.default_rng(ctx["seed"]).choice(len(eval_set), size=n, replace=False)] = True
@@ -161,15 +164,14 @@ def _build_bytes(build) -> int:
 
 
 def stage_payload(ctx: dict[str, Any]) -> dict[str, Any]:
-    from lvm_pipeline.payload import KIND
-    from lvm_pipeline.synthetic_payload import SyntheticPayloadConfig, publish_synthetic_payload
+    from lvm_pipeline.synthetic import SyntheticPayloadConfig, publish_synthetic_payload
 
     store = _store(ctx)
     config = SyntheticPayloadConfig(articles=ctx["articles"], chunks=ctx["chunks"], dim=ctx["dim"],
                                     seed=ctx["seed"])
-    reused = store.has_current(KIND)
+    reused = store.has_current(kinds.PAYLOAD)
     if reused:
-        build = store.current(KIND)
+        build = store.current(kinds.PAYLOAD)
         if build.manifest["embedder"].get("id") != config.spec():
             raise ValueError(f"{ctx['data_dir']} holds another payload "
                              f"({build.manifest['embedder'].get('id')}); use an empty --data-dir")
@@ -185,15 +187,7 @@ def stage_payload(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_sequences(ctx: dict[str, Any]) -> dict[str, Any]:
-    from lvm_pipeline.sequences import (
-        EVAL_KIND,
-        TRAIN_KIND,
-        SplitConfig,
-        build_windows,
-        native_info,
-        publish_sequences,
-        windows,
-    )
+    from lvm_pipeline.sequences import SplitConfig, build_windows, native_info, publish_sequences, windows
 
     timer = Timer()
     payload = _payload(ctx, timer)
@@ -206,12 +200,12 @@ def stage_sequences(ctx: dict[str, Any]) -> dict[str, Any]:
     with timer("build_train"):  # split + near-duplicate drop (FAISS search)
         train_sets = build_windows(payload, config, facts, drop_near_duplicates=True)
     with timer("publish_train"):
-        train = publish_sequences(store, TRAIN_KIND, payload, train_sets,
+        train = publish_sequences(store, kinds.TRAIN_SEQUENCES, payload, train_sets,
                                   {**native_info(config), **facts})
     with timer("build_eval"):
         eval_sets = build_windows(payload, config, drop_near_duplicates=False)
     with timer("publish_eval"):
-        ev = publish_sequences(store, EVAL_KIND, payload, eval_sets, native_info(config))
+        ev = publish_sequences(store, kinds.EVAL_SEQUENCES, payload, eval_sets, native_info(config))
     store.set_current(train)
     store.set_current(ev)
     counts = {s: len(train_sets[s]) for s in ("train", "val")} | {"eval": len(eval_sets["eval"])}
@@ -238,8 +232,8 @@ def stage_guards(ctx: dict[str, Any]) -> dict[str, Any]:
         check_split_leakage,
         check_truth_keys,
     )
-    from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets
-    from lvm_pipeline.synthetic_payload import SyntheticEncoder, SyntheticPayloadConfig
+    from lvm_pipeline.sequences import load_sets
+    from lvm_pipeline.synthetic import SyntheticEncoder, SyntheticPayloadConfig
 
     timer = Timer()
     payload = _payload(ctx, timer)
@@ -247,8 +241,8 @@ def stage_guards(ctx: dict[str, Any]) -> dict[str, Any]:
     config = GuardConfig()
     encoder = SyntheticEncoder(SyntheticPayloadConfig.from_spec(payload.manifest["embedder"]["id"]))
     with timer("load_sets"):
-        train_sets = load_sets(store.current(TRAIN_KIND))
-        eval_sets = load_sets(store.current(EVAL_KIND))
+        train_sets = load_sets(store.current(kinds.TRAIN_SEQUENCES))
+        eval_sets = load_sets(store.current(kinds.EVAL_SEQUENCES))
     checks = [
         ("payload_integrity", lambda: check_payload_integrity(payload, encoder.dim, config)),
         ("embedder_canary", lambda: check_embedder_canary(payload, encoder, config)),
@@ -297,7 +291,7 @@ def stage_index(ctx: dict[str, Any]) -> dict[str, Any]:
     import faiss
 
     from lvm_pipeline.guards import check_index
-    from lvm_pipeline.index import IndexConfig, build_index, load_index, publish_index, recall_at_k
+    from lvm_pipeline.search import IndexConfig, build_index, load_index, publish_index, recall_at_k
 
     timer = Timer()
     payload = _payload(ctx, timer)
@@ -378,20 +372,14 @@ def stage_index(ctx: dict[str, Any]) -> dict[str, Any]:
 def stage_train(ctx: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from lvm_pipeline.artifacts import ArtifactStore
     from lvm_pipeline.guards import GuardConfig
-    from lvm_pipeline.sequences import (
-        TRAIN_KIND,
-        SplitConfig,
-        load_sets,
-        native_info,
-        publish_sequences,
-    )
+    from lvm_pipeline.sequences import SplitConfig, load_sets, native_info, publish_sequences
+    from lvm_pipeline.store import ArtifactStore
     from lvm_pipeline.training import TrainConfig, evaluate_val, train_variant
 
     timer = Timer()
     payload = _payload(ctx, timer)
-    sets = load_sets(_store(ctx).current(TRAIN_KIND))
+    sets = load_sets(_store(ctx).current(kinds.TRAIN_SEQUENCES))
     config = TrainConfig(epochs=1)
     n_train = len(sets["train"])
     full_steps = n_train // config.batch_size
@@ -402,7 +390,7 @@ def stage_train(ctx: dict[str, Any]) -> dict[str, Any]:
     # A store beside the real one: the trained-on subset and the checkpoint the report reads.
     sub_store = ArtifactStore(Path(ctx["data_dir"]) / SUBSET_STORE)
     sub_store.ensure_writable()
-    subset = publish_sequences(sub_store, TRAIN_KIND, payload,
+    subset = publish_sequences(sub_store, kinds.TRAIN_SEQUENCES, payload,
                                {"train": sets["train"].subset(keep), "val": sets["val"]},
                                {**native_info(SplitConfig()), "subset_of_windows": n_train,
                                 "note": "bench_scale.py: a seeded subset of the train windows, "
@@ -430,10 +418,10 @@ def stage_search(ctx: dict[str, Any]) -> dict[str, Any]:
     """The report's search on a CPU, both ways, same queries: the flat FAISS search + the exact
     rank pass (two passes; what an approximate index still takes) against the single exact pass
     over the memory-mapped payload (``evaluation.exact_pass``, what a flat index now takes)."""
-    from lvm_pipeline.evaluation import CONTAIN_K, exact_pass, search, truth_ranks
-    from lvm_pipeline.index import KIND as INDEX_KIND
-    from lvm_pipeline.index import load_index
+    from lvm_pipeline.evaluation import CONTAIN_K
     from lvm_pipeline.payload import release_pages
+    from lvm_pipeline.search import exact_pass, load_index, truth_ranks
+    from lvm_pipeline.search import top_k as search
 
     timer = Timer()
     payload = _payload(ctx, timer)
@@ -444,7 +432,7 @@ def stage_search(ctx: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"queries": len(queries)}
     reset_peak()
     with timer("two_pass_load_index"):
-        index = load_index(_store(ctx).current(INDEX_KIND), payload)
+        index = load_index(_store(ctx).current(kinds.INDEX), payload)
     with timer("two_pass_faiss_search"):
         scores2, hits2 = search(index, queries, CONTAIN_K, exclude)
     with timer("two_pass_exact_ranks"):
@@ -467,30 +455,28 @@ def stage_search(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_report(ctx: dict[str, Any]) -> dict[str, Any]:
-    from lvm_pipeline.artifacts import ArtifactStore
-    from lvm_pipeline.checkpoint import kind_for
-    from lvm_pipeline.index import KIND as INDEX_KIND
-    from lvm_pipeline.index import load_index
     from lvm_pipeline.report import build_report
-    from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets
+    from lvm_pipeline.search import load_index
+    from lvm_pipeline.sequences import load_sets
+    from lvm_pipeline.store import ArtifactStore
 
     timer = Timer()
     payload = _payload(ctx, timer)
     store = _store(ctx)
     with timer("load_index"):
-        index_build = store.current(INDEX_KIND)
+        index_build = store.current(kinds.INDEX)
         index = load_index(index_build, payload)
     eval_set, _ = _eval_queries(ctx, payload)
     sub_store = ArtifactStore(Path(ctx["data_dir"]) / SUBSET_STORE)
-    kind = kind_for(ctx["variant"])
+    kind = kinds.checkpoint(ctx["variant"])
     models = {ctx["variant"]: sub_store.current(kind)} if sub_store.has_current(kind) else {}
-    # A report compares predictors trained on one training set (lvm_pipeline/lineage.py): with
+    # A report compares predictors trained on one training set (lvm_pipeline/store/lineage.py): with
     # the train stage's checkpoint, the ridge baseline is fit on that checkpoint's subset too
     # (before 2026-12 it was fit on all train windows; RESULTS.md's report timings say which).
-    train_build = (sub_store.current(TRAIN_KIND) if models else store.current(TRAIN_KIND))
+    train_build = (sub_store if models else store).current(kinds.TRAIN_SEQUENCES)
     train_sets = load_sets(train_build)
     with timer("build_report"):  # ridge fit, predictions, one search, exact ranks, latency
-        report, _ = build_report(payload, index_build, index, store.current(EVAL_KIND), eval_set,
+        report, _ = build_report(payload, index_build, index, store.current(kinds.EVAL_SEQUENCES), eval_set,
                                  train_build, train_sets, models)
     rows = {**report["models"], **report["baselines"]}
     return {"queries": report["n_queries"], "predictors": list(rows), "oracle_ok":

@@ -1,4 +1,4 @@
-"""What MLflow tracking (lvm_pipeline/tracking.py) adds to a run: import, store, per training.
+"""What MLflow tracking (lvm_pipeline/runtime/tracking.py) adds to a run: import, store, per training.
 
 Three measurements, each against no tracking in the same run:
 - ``import``: fresh processes import the definitions (what a Dagster step process or `lvm run`
@@ -34,6 +34,8 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from a bare che
 
 from harness import env_info  # noqa: E402
 
+from lvm_pipeline.store import kinds  # noqa: E402
+
 _IMPORT = """
 import time
 t0 = time.perf_counter()
@@ -48,7 +50,7 @@ _STORE = """
 import sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from lvm_pipeline.tracking import TrackingConfig, _import_mlflow, start_run
+from lvm_pipeline.runtime.tracking import TrackingConfig, _import_mlflow, start_run
 _import_mlflow()
 t1 = time.perf_counter()
 with start_run(TrackingConfig(), Path(sys.argv[1]), "bench") as run:
@@ -85,16 +87,10 @@ def measure_store(repeats: int, work: Path) -> dict[str, Any]:
 
 
 def _setup(work: Path, articles: int, chunks: int) -> tuple[Any, Any, Any]:
-    from lvm_pipeline.artifacts import ArtifactStore
     from lvm_pipeline.payload import load_payload
-    from lvm_pipeline.sequences import (
-        TRAIN_KIND,
-        SplitConfig,
-        build_windows,
-        native_info,
-        publish_sequences,
-    )
-    from lvm_pipeline.synthetic_payload import SyntheticPayloadConfig, publish_synthetic_payload
+    from lvm_pipeline.sequences import SplitConfig, build_windows, native_info, publish_sequences
+    from lvm_pipeline.store import ArtifactStore
+    from lvm_pipeline.synthetic import SyntheticPayloadConfig, publish_synthetic_payload
 
     store = ArtifactStore(work / "data")
     payload = load_payload(publish_synthetic_payload(store, SyntheticPayloadConfig(
@@ -103,7 +99,7 @@ def _setup(work: Path, articles: int, chunks: int) -> tuple[Any, Any, Any]:
         p95_chunks=1.5 * chunks / articles)))
     sets = build_windows(payload, SplitConfig(), drop_near_duplicates=False)
     train_sets = {"train": sets["train"], "val": sets["val"]}
-    return store, payload, publish_sequences(store, TRAIN_KIND, payload, train_sets,
+    return store, payload, publish_sequences(store, kinds.TRAIN_SEQUENCES, payload, train_sets,
                                              native_info(SplitConfig()))
 
 
@@ -112,8 +108,7 @@ def measure_training(work: Path, rounds: int, epochs: int, articles: int,
     import torch
 
     from lvm_pipeline.defs.assets.models import TrainParams, tracked_params
-    from lvm_pipeline.progress import silent, tee
-    from lvm_pipeline.tracking import TrackingConfig, start_run
+    from lvm_pipeline.runtime import TrackingConfig, silent, start_run, tee
     from lvm_pipeline.training import train_variant
 
     store, payload, sequences = _setup(work, articles, chunks)

@@ -1,8 +1,8 @@
 """The one prepared GPU run for issue 7: evaluation and embedding at reference scale.
 
 1. Evaluation: a synthetic payload of the reference's shape (584,545 × 768, 8,447 articles,
-   lvm_pipeline.synthetic_payload) and 5,244 eval windows; ``evaluate()`` on CUDA (torch GEMM
-   + top-k, lvm_pipeline/torch_search.py) against ``evaluate()`` on the CPU (FAISS
+   lvm_pipeline.synthetic.payload) and 5,244 eval windows; ``evaluate()`` on CUDA (torch GEMM
+   + top-k, lvm_pipeline/search/torch_search.py) against ``evaluate()`` on the CPU (FAISS
    IndexFlatIP + numpy ranks) in the same run, with rank parity; then the exact pass in
    float32 / float16 / bfloat16 (rank agreement and recall@50 against float32) and a bare
    GEMM + top-k as the floor.
@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from harness import Budget, env_info  # noqa: E402
 
-from lvm_pipeline.torch_search import DevicePayload  # noqa: E402
+from lvm_pipeline.search import DevicePayload  # noqa: E402
 
 REFERENCE_QUERIES = 5244
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -79,13 +79,13 @@ def _timed(fn, repeats: int = 3) -> tuple[float, Any]:
 
 def stage_eval(args: argparse.Namespace, device: str, budget: Budget, work: Path
                ) -> dict[str, Any]:
-    from lvm_pipeline.artifacts import ArtifactStore
     from lvm_pipeline.evaluation import CONTAIN_K, EvalConfig, evaluate, predict
-    from lvm_pipeline.index import IndexConfig, build_index, recall_at_k
     from lvm_pipeline.models import LVM, preset
-    from lvm_pipeline.payload import load_payload
-    from lvm_pipeline.sequences import SplitConfig, build_windows, gather
-    from lvm_pipeline.synthetic_payload import SyntheticPayloadConfig, publish_synthetic_payload
+    from lvm_pipeline.payload import gather, load_payload
+    from lvm_pipeline.search import IndexConfig, build_index, recall_at_k
+    from lvm_pipeline.sequences import SplitConfig, build_windows
+    from lvm_pipeline.store import ArtifactStore
+    from lvm_pipeline.synthetic import SyntheticPayloadConfig, publish_synthetic_payload
 
     out: dict[str, Any] = {}
     config = SyntheticPayloadConfig(articles=args.articles, chunks=args.chunks, dim=args.dim,

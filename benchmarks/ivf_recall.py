@@ -18,12 +18,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from lvm_pipeline.artifacts import ArtifactStore
-from lvm_pipeline.baselines import mean_of_context
-from lvm_pipeline.evaluation import exact_pass
-from lvm_pipeline.index import IndexConfig, build_index, recall_at_k
-from lvm_pipeline.payload import current_payload
-from lvm_pipeline.sequences import gather, windows
+from lvm_pipeline.evaluation import mean_of_context
+from lvm_pipeline.payload import current_payload, gather
+from lvm_pipeline.search import IndexConfig, build_index, exact_pass, recall_at_k
+from lvm_pipeline.sequences import windows
+from lvm_pipeline.store import ArtifactStore
 
 
 def main() -> None:

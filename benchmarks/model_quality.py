@@ -19,15 +19,13 @@ from pathlib import Path
 
 import torch
 
-from lvm_pipeline.artifacts import ArtifactStore
-from lvm_pipeline.baselines import baseline_predictors
-from lvm_pipeline.evaluation import evaluate
-from lvm_pipeline.index import KIND as INDEX
-from lvm_pipeline.index import load_index
+from lvm_pipeline.evaluation import baseline_predictors, evaluate
 from lvm_pipeline.models import LVM, VARIANTS, preset
-from lvm_pipeline.payload import current_payload
+from lvm_pipeline.payload import current_payload, gather
 from lvm_pipeline.report import model_predictor
-from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, gather, load_sets
+from lvm_pipeline.search import load_index
+from lvm_pipeline.sequences import load_sets
+from lvm_pipeline.store import ArtifactStore, kinds
 from lvm_pipeline.training import TrainConfig, train
 
 COLUMNS = ("r_at_1", "r_at_5", "r_at_10", "mrr_at_10", "contain_at_50", "contrastive_accuracy")
@@ -52,9 +50,9 @@ def main() -> None:
 
     store = ArtifactStore(args.data_dir)
     payload = current_payload(store)
-    train_sets = load_sets(store.current(TRAIN_KIND))
-    eval_set = load_sets(store.current(EVAL_KIND))["eval"]
-    index = load_index(store.current(INDEX), payload)
+    train_sets = load_sets(store.current(kinds.TRAIN_SEQUENCES))
+    eval_set = load_sets(store.current(kinds.EVAL_SEQUENCES))["eval"]
+    index = load_index(store.current(kinds.INDEX), payload)
     predictions, runs = {}, {}
     for name, predictor in baseline_predictors(payload.vectors, train_sets["train"],
                                                train_sets["val"]).items():

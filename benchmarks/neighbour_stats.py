@@ -1,8 +1,8 @@
-"""Neighbour statistics of a data dir's current payload (lvm_pipeline.neighbour_stats): the
+"""Neighbour statistics of a data dir's current payload (lvm_pipeline.synthetic.neighbour_stats): the
 cosine of each sampled chunk to its next chunk, to its nearest non-adjacent neighbour in its own
 article and in the others, of two random chunks, and copy-last's exact ranks of the truth.
 
-What a synthetic payload is calibrated to (lvm_pipeline.synthetic_payload). Writes JSON, prints
+What a synthetic payload is calibrated to (lvm_pipeline.synthetic.payload). Writes JSON, prints
 a table:
 
     python benchmarks/neighbour_stats.py --data-dir /tmp/run_after --sample 2000
@@ -15,9 +15,9 @@ import json
 import time
 from pathlib import Path
 
-from lvm_pipeline.artifacts import ArtifactStore
-from lvm_pipeline.neighbour_stats import neighbour_statistics
 from lvm_pipeline.payload import current_payload
+from lvm_pipeline.store import ArtifactStore
+from lvm_pipeline.synthetic import neighbour_statistics
 
 
 def main() -> None:

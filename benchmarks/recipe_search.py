@@ -3,7 +3,7 @@
 Needs a data dir with a payload and sequences (``lvm run``, or ``lvm materialize`` of the data
 assets, makes one; docs/evaluation.md builds one from Debian's documentation with
 ``benchmarks/doc_corpus.py``). Each ``--recipe NAME:field=value,...`` overrides fields of
-:class:`~lvm_pipeline.train_config.TrainConfig` or of the model preset
+:class:`~lvm_pipeline.training.config.TrainConfig` or of the model preset
 (:class:`~lvm_pipeline.models.config.LVMConfig`); ``NAME:`` alone is the default recipe. Per
 recipe the script trains the baselines the report trains (``learned_blend``,
 ``linear_infonce``) with that same recipe, as the report does, and each requested variant;
@@ -15,7 +15,7 @@ network path alone (the head's correction, normalised), and writes JSON before p
 
 Columns: best epoch / epochs run; MRR@10 with its 95 % interval; the paired difference to
 ``learned_blend``, ``linear_infonce`` and ``copy_last`` (paired bootstrap, 1,000 resamples,
-the report's :func:`lvm_pipeline.bootstrap.confidence`); the network path alone's MRR@10.
+the report's :func:`lvm_pipeline.evaluation.bootstrap.confidence`); the network path alone's MRR@10.
 """
 
 from __future__ import annotations
@@ -31,19 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lvm_pipeline.artifacts import ArtifactStore
-from lvm_pipeline.baselines import copy_last_context
-from lvm_pipeline.bootstrap import confidence
-from lvm_pipeline.evaluation import ranks_only
-from lvm_pipeline.models import LVM, VARIANTS, preset
-from lvm_pipeline.models.config import LVMConfig
-from lvm_pipeline.payload import current_payload
-from lvm_pipeline.report import model_predictor
-from lvm_pipeline.sequence_use import model_parts
-from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, gather, load_sets
-from lvm_pipeline.trained_baselines import fit_trained_baselines
+from lvm_pipeline.embedding import unit_rows
+from lvm_pipeline.evaluation import confidence, copy_last_context, model_parts, ranks_only
+from lvm_pipeline.models import LVM, VARIANTS, LVMConfig, preset
+from lvm_pipeline.payload import current_payload, gather
+from lvm_pipeline.report import fit_trained_baselines, model_predictor
+from lvm_pipeline.sequences import load_sets
+from lvm_pipeline.store import ArtifactStore, kinds
 from lvm_pipeline.training import TrainConfig, train
-from lvm_pipeline.vectors import unit_rows
 
 BASELINES = ("copy_last", "learned_blend", "linear_infonce")
 TRAIN_FIELDS = {f.name: f.type for f in fields(TrainConfig)}
@@ -79,8 +74,8 @@ def main() -> None:
 
     store = ArtifactStore(args.data_dir)
     payload = current_payload(store)
-    sets = load_sets(store.current(TRAIN_KIND))
-    eval_set = load_sets(store.current(EVAL_KIND))["eval"]
+    sets = load_sets(store.current(kinds.TRAIN_SEQUENCES))
+    eval_set = load_sets(store.current(kinds.EVAL_SEQUENCES))["eval"]
     articles = payload.chunks["article_index"].to_numpy()
     context = gather(payload.vectors, eval_set.context_rows)  # (Q, 5, D)
     record: dict[str, Any] = {

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lvm_pipeline.artifacts import ArtifactStore, sha256_file
-from lvm_pipeline.corpus import text_sha256
-from lvm_pipeline.payload import CHUNKS, KIND, VECTORS, Payload, load_payload
-from lvm_pipeline.tracking import STORE_DIR
+from lvm_pipeline.corpus.chunking import text_sha256
+from lvm_pipeline.payload.payload import CHUNKS, VECTORS, Payload, load_payload
+from lvm_pipeline.runtime.tracking import STORE_DIR
+from lvm_pipeline.store import kinds
+from lvm_pipeline.store.artifacts import ArtifactStore, sha256_file
 
 # The small default run of the end-to-end tests: a few hundred real chunks, short training.
 SMALL_CORPUS = {"max_chunks": 450}
@@ -63,10 +64,10 @@ def publish_synthetic_payload(store: ArtifactStore, chunks_per_article: list[int
     table = synthetic_table(chunks_per_article)
     if vectors is None:
         vectors = synthetic_vectors(chunks_per_article, dim, seed)
-    with store.stage(KIND) as staged:
+    with store.stage(kinds.PAYLOAD) as staged:
         np.save(staged / VECTORS, vectors)
         table.to_parquet(staged / CHUNKS, index=False)
-        build = store.publish(KIND, staged, {
+        build = store.publish(kinds.PAYLOAD, staged, {
             "embedder": {"id": "synthetic", "dim": dim}, "dim": int(vectors.shape[1]),
             "norm": "l2", "metric": "ip", "n_rows": len(table),
             "n_articles": len(chunks_per_article)})
@@ -142,8 +143,8 @@ def materialize_all(data_dir: Path, selection=None, corpus=None, training=None,
 
     ``selection``: asset names or a ``dg.AssetSelection``; ``resources`` replace the
     definitions' ones (the storage root stays ``data_dir``)."""
+    from lvm_pipeline.cli.run_config import run_config
     from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.run_config import run_config
 
     loaded = defs()
     config = run_config(SMALL_CORPUS if corpus is None else corpus,

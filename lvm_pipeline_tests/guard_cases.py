@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lvm_pipeline.payload import Payload
-from lvm_pipeline.sequences import SequenceSet, SplitConfig, build_windows
+from lvm_pipeline.payload.payload import Payload
+from lvm_pipeline.sequences.windows import SequenceSet, SplitConfig, build_windows
 from lvm_pipeline_tests.conftest import synthetic_table, synthetic_vectors
 
 

@@ -54,7 +54,7 @@ def install(patch: Callable[[Any, str, Any], None], role: Callable[[], str | Non
     """Wrap the domain calls of the asset modules with the barriers (``patch`` is
     ``monkeypatch.setattr`` in a test, ``setattr`` in the webserver's code location)."""
     from lvm_pipeline.defs.assets import index, payload, report, sequences
-    from lvm_pipeline.defs.storage import BuildIOManager
+    from lvm_pipeline.defs.io_manager import BuildIOManager
 
     build_payload, handle_output = payload.build_payload, BuildIOManager.handle_output
     build_windows, publish_index = sequences.build_windows, index.publish_index

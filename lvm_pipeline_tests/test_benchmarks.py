@@ -17,7 +17,7 @@ import runpy, sys
 # None in sys.modules reads as "not installed" to both `import` and importlib.util.find_spec.
 for name in ("dagster", "dagster_pipes", "faiss", "pandas", "pyarrow", "safetensors",
              "sentence_transformers", "lvm_pipeline.training", "lvm_pipeline.payload",
-             "lvm_pipeline.artifacts"):
+             "lvm_pipeline.store.artifacts"):
     sys.modules[name] = None
 sys.path.insert(0, "benchmarks")  # what `python benchmarks/gpu_train.py` puts first
 sys.argv = ["gpu_train.py", *sys.argv[1:]]
@@ -58,7 +58,7 @@ runpy.run_path("benchmarks/gpu_eval.py", run_name="__main__")
 
 @pytest.mark.slow
 def test_gpu_eval_smoke_agrees_with_the_cpu_path_without_dagster(tmp_path):
-    from lvm_pipeline.embedding import resolve_model_dir
+    from lvm_pipeline.embedding.encoder import resolve_model_dir
 
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     proc = subprocess.run(

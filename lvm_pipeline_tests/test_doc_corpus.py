@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from lvm_pipeline.corpus import CorpusConfig, build_corpus
+from lvm_pipeline.corpus.build import CorpusConfig, build_corpus
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "doc_corpus.py"
 spec = importlib.util.spec_from_file_location("doc_corpus", SCRIPT)

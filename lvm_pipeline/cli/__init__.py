@@ -13,8 +13,8 @@ import argparse
 import importlib
 import sys
 
-from lvm_pipeline.artifacts import ArtifactError
 from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
+from lvm_pipeline.store import ArtifactError
 
 # One module per command (or group of related commands), each with `register(subparsers)`.
 COMMAND_MODULES = ("run", "materialize", "report", "models", "promote", "check", "verify",

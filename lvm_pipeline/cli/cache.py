@@ -9,8 +9,8 @@ from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from lvm_pipeline.artifacts import ArtifactStore
-    from lvm_pipeline.embedding_cache import EmbeddingCache
+    from lvm_pipeline.embedding import EmbeddingCache
+    from lvm_pipeline.store import ArtifactStore
 
     data_dir = resolve_data_dir(args.data_dir)
     store = ArtifactStore(data_dir)

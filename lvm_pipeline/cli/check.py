@@ -10,9 +10,9 @@ from lvm_pipeline.cli.common import CliError, add_command, resolve_data_dir
 def cmd_check(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from lvm_pipeline.artifacts import ArtifactStore
     from lvm_pipeline.cli.guarded import report, run_selection
     from lvm_pipeline.defs.checks import CHECKED_KINDS
+    from lvm_pipeline.store import ArtifactStore
 
     data_dir = resolve_data_dir(args.data_dir)
     store = ArtifactStore(data_dir)

@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from lvm_pipeline.cli.events import failure_lines
-from lvm_pipeline.progress import BARS_ENV
+from lvm_pipeline.runtime import BARS_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The instance template copied into a new DAGSTER_HOME (shipped inside the package, so an
 # installed wheel has it too; not in the repository root, where `dagster dev` would warn that
 # a dagster.yaml in the current folder is not used).
-INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "instance" / "dagster.yaml"
+INSTANCE_TEMPLATE = PROJECT_ROOT / "dagster.yaml"
 
 
 class CliError(Exception):
@@ -81,7 +81,7 @@ def prepare_environment(data_dir: Path) -> Path:
     ``dagster.yaml`` in the home is kept (that is where a Postgres instance is configured,
     docs/deploy.md); a missing one is copied from the package's template.
     """
-    from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
+    from lvm_pipeline.store import ArtifactError, ArtifactStore
 
     try:
         ArtifactStore(data_dir).ensure_writable()
@@ -123,7 +123,7 @@ def open_instance(home: Path) -> Any:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options that configure the corpus and the five trainings (``lvm run``, ``lvm
     materialize``); each maps onto one field of the assets' Dagster config."""
-    from lvm_pipeline.index import INDEX_TYPES
+    from lvm_pipeline.search import INDEX_TYPES
 
     corpus = parser.add_argument_group("corpus (configures the `corpus` asset)")
     corpus.add_argument("--max-chunks", type=int, metavar="N",
@@ -147,7 +147,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                          help="storage of embedded vectors (default float32; float16 halves "
                               "the payload)")
     payload.add_argument("--index", choices=INDEX_TYPES,
-                         help="FAISS index type (default flat, exact; see lvm_pipeline/index.py)")
+                         help="FAISS index type (default flat, exact; see lvm_pipeline/search/index.py)")
     training = parser.add_argument_group("training (configures the five model assets)")
     training.add_argument("--preset", choices=("tiny", "paper"),
                           help="model sizes (default tiny)")
@@ -172,7 +172,7 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
     """Run config for the ops in ``ops`` (default: all) from the options of
     :func:`add_run_options`; an option for an op outside ``ops`` is a usage error, because
     silently ignoring ``--epochs`` on a selection without models would surprise."""
-    from lvm_pipeline.defs.run_config import run_config
+    from lvm_pipeline.cli.run_config import run_config
     from lvm_pipeline.models import VARIANTS
 
     corpus: dict[str, Any] = {}
@@ -230,8 +230,8 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
 def embedder_for_payload(path: str) -> dict[str, Any]:
     """Embedder config that points the embedder (and so the canary) at a synthetic payload's
     generator; nothing for a real payload, whose encoder the user configures."""
-    from lvm_pipeline.artifacts import ArtifactError
     from lvm_pipeline.payload import find_payload_build
+    from lvm_pipeline.store import ArtifactError
 
     try:
         recorded = find_payload_build(path).manifest.get("embedder", {})

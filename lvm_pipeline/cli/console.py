@@ -5,7 +5,7 @@ step, event type), which buries the few things a person watches for. This logger
 for CLI runs only (the UI's run logs keep everything): one line per step start and result with
 its duration, one per check with its verdict, warnings and errors in full, the assets' own log
 lines at INFO, and progress. On a terminal, progress is the tqdm bars that
-:func:`lvm_pipeline.progress.make_progress` draws (embedding batches, training epochs with
+:func:`lvm_pipeline.runtime.progress.make_progress` draws (embedding batches, training epochs with
 loss and val cosine, index build, evaluation), and lines are written with ``tqdm.write`` so
 they scroll above the bars instead of breaking them; in a pipe or CI log, progress is the
 throttled ``task: done/total`` lines instead.
@@ -20,7 +20,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from lvm_pipeline.cli.events import step_failure_reason
-from lvm_pipeline.progress import bars_wanted, is_progress_line
+from lvm_pipeline.runtime import bars_wanted, is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
 
@@ -60,7 +60,7 @@ class ConsoleHandler(logging.Handler):
     @property
     def bars(self) -> bool:
         """Whether progress draws bars (then its lines are not repeated here); ``None``: what
-        :func:`~lvm_pipeline.progress.bars_wanted` says when the line is written."""
+        :func:`~lvm_pipeline.runtime.progress.bars_wanted` says when the line is written."""
         return bars_wanted() if self._bars is None else self._bars
 
     def emit(self, record: logging.LogRecord) -> None:

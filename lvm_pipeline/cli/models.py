@@ -82,7 +82,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lvm_pipeline.models.config import SIZES
+    from lvm_pipeline.models import SIZES
 
     parser = add_command(sub, "models", "List the five LVM variants of a preset size: config, "
                                         "parameter count, one Mamba block's state_dict keys.")

@@ -1,5 +1,5 @@
 """``lvm promote`` and ``lvm rollback``: set a variant's promoted checkpoint by hand, recorded in
-the Dagster instance like the gate's promotions (lvm_pipeline/defs/promotion.py); and the
+the Dagster instance like the gate's promotions (lvm_pipeline/defs/promoted_models.py); and the
 ``lvm models --promoted`` table."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from lvm_pipeline.cli.common import (
     prepare_environment,
     resolve_data_dir,
 )
+from lvm_pipeline.store import kinds
 
 HINT = "`lvm models --promoted`"
 
@@ -30,22 +31,21 @@ def _instance(data_dir: Path) -> Any:
 def _checkpoint(data_dir: Path, variant: str, build: str) -> Any:
     """The ``variant`` checkpoint build ``build`` (a prefix of its id), its files verified; a
     build of another variant is a usage error that says which variant it is."""
-    from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
-    from lvm_pipeline.checkpoint import kind_for
     from lvm_pipeline.models import VARIANTS
+    from lvm_pipeline.store import ArtifactError, ArtifactStore
 
     store = ArtifactStore(data_dir)
     try:
-        found = store.find(kind_for(variant), build)
+        found = store.find(kinds.checkpoint(variant), build)
     except ArtifactError as err:
         for other in VARIANTS:
             try:
-                elsewhere = store.find(kind_for(other), build)
+                elsewhere = store.find(kinds.checkpoint(other), build)
             except ArtifactError:
                 continue
             raise UsageError(f"build {build} is a {other} checkpoint ({elsewhere.path}), not a "
                              f"{variant} one") from None
-        raise CliError(str(err), hint=f"the builds under {store.root / kind_for(variant)}"
+        raise CliError(str(err), hint=f"the builds under {store.root / kinds.checkpoint(variant)}"
                        ) from None
     try:
         found.verify()
@@ -55,8 +55,8 @@ def _checkpoint(data_dir: Path, variant: str, build: str) -> Any:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from lvm_pipeline.defs.promotion import read_promotion, record_promotion
-    from lvm_pipeline.promotion import Promotion
+    from lvm_pipeline.defs.promoted_models import read_promotion, record_promotion
+    from lvm_pipeline.report import Promotion
 
     data_dir = resolve_data_dir(args.data_dir)
     build = _checkpoint(data_dir, args.variant, args.build)
@@ -75,7 +75,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from lvm_pipeline.defs.promotion import read_promotion, record_promotion
+    from lvm_pipeline.defs.promoted_models import read_promotion, record_promotion
 
     data_dir = resolve_data_dir(args.data_dir)
     with _instance(data_dir) as instance:
@@ -95,7 +95,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def promoted_table(data_dir: Path, as_json: bool) -> str:
     """Each variant → its promoted build, when, how (gate, manual, rollback), by whom, why."""
-    from lvm_pipeline.defs.promotion import read_promotions
+    from lvm_pipeline.defs.promoted_models import read_promotions
     from lvm_pipeline.models import VARIANTS
 
     with _instance(data_dir) as instance:

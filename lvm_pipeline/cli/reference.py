@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
+from lvm_pipeline.store import kinds
 
 TRAIN_ASSET = "aligned_training_sequences"
 
@@ -34,11 +35,11 @@ def cmd_import_training(args: argparse.Namespace) -> int:
 
 
 def cmd_export_training(args: argparse.Namespace) -> int:
-    from lvm_pipeline.alignment import export_training_npz
-    from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, code_version, utc_now
     from lvm_pipeline.guards import GuardError, check_alignment, check_truth_keys, require_passed
+    from lvm_pipeline.interop import export_training_npz
     from lvm_pipeline.payload import current_payload
-    from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND, load_sets, require_payload
+    from lvm_pipeline.sequences import load_sets, require_payload
+    from lvm_pipeline.store import ArtifactError, ArtifactStore, code_version, utc_now
 
     store = ArtifactStore(resolve_data_dir(args.data_dir))
     out = Path(args.path).expanduser().resolve()
@@ -46,7 +47,7 @@ def cmd_export_training(args: argparse.Namespace) -> int:
         raise CliError(f"{out.parent}: folder does not exist")
     try:
         payload = current_payload(store)
-        build = store.current(EVAL_KIND if args.split == "eval" else TRAIN_KIND)
+        build = store.current(kinds.EVAL_SEQUENCES if args.split == "eval" else kinds.TRAIN_SEQUENCES)
         require_payload(build, payload)
         sets = load_sets(build)
         # Exporting broken windows would hand the bug to whoever reads the file.

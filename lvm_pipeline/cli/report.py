@@ -8,23 +8,23 @@ import json
 import sys
 
 from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
+from lvm_pipeline.store import kinds
 
 # ``--compare`` without a build: the report materialized before the current one.
 PREVIOUS = "previous"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
     from lvm_pipeline.guards import check_lineage
-    from lvm_pipeline.report import KIND, current_report
-    from lvm_pipeline.report_render import render_markdown
+    from lvm_pipeline.report import current_report, render_markdown
+    from lvm_pipeline.store import ArtifactError, ArtifactStore
 
     store = ArtifactStore(resolve_data_dir(args.data_dir))
     try:
         report = current_report(store)
         # A report over an index, eval set or checkpoints that are no longer current describes
         # artifacts that are not the ones in use: say so instead of printing it as current.
-        lineage = check_lineage(store, store.current(KIND), "report lineage")
+        lineage = check_lineage(store, store.current(kinds.REPORT), "report lineage")
     except ArtifactError as err:
         raise CliError(str(err)) from None
     if not lineage.passed:
@@ -33,9 +33,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                            "(--allow-stale prints it anyway)")
         print(f"lvm report: WARNING {lineage.message}", file=sys.stderr)
     if args.compare is not None:
-        from lvm_pipeline.trends import compare_reports, markdown
+        from lvm_pipeline.report import compare_reports
+        from lvm_pipeline.report import comparison_markdown as markdown
 
-        current = store.current(KIND)
+        current = store.current(kinds.REPORT)
         previous = (_previous_report(args, current.build_id) if args.compare == PREVIOUS
                     else _named_report(store, args.compare))
         comparison = compare_reports(current, previous)
@@ -46,11 +47,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _named_report(store, build: str):
-    from lvm_pipeline.artifacts import ArtifactError
-    from lvm_pipeline.report import KIND
+    from lvm_pipeline.store import ArtifactError
 
     try:
-        return store.find(KIND, build)
+        return store.find(kinds.REPORT, build)
     except ArtifactError as err:
         raise CliError(str(err)) from None
 
@@ -60,10 +60,9 @@ def _previous_report(args: argparse.Namespace, current: str):
     history of ``retrieval_report``: what the UI's plots show as the point before."""
     import dagster as dg
 
-    from lvm_pipeline.artifacts import ArtifactStore
     from lvm_pipeline.cli.common import open_instance, prepare_environment
-    from lvm_pipeline.defs.storage import BUILD_ID
-    from lvm_pipeline.report import KIND
+    from lvm_pipeline.defs.io_manager import BUILD_ID
+    from lvm_pipeline.store import ArtifactStore
 
     data_dir = resolve_data_dir(args.data_dir)
     seen_current, cursor = False, None
@@ -76,7 +75,7 @@ def _previous_report(args: argparse.Namespace, current: str):
                 if build_id == current:
                     seen_current = True
                 elif seen_current:
-                    return ArtifactStore(data_dir).get(KIND, build_id)
+                    return ArtifactStore(data_dir).get(kinds.REPORT, build_id)
             if not page.has_more:
                 break
             cursor = page.cursor
@@ -87,8 +86,8 @@ def _previous_report(args: argparse.Namespace, current: str):
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
-    from lvm_pipeline.diagnosis import diagnose
+    from lvm_pipeline.report import diagnose
+    from lvm_pipeline.store import ArtifactError, ArtifactStore
 
     try:
         print(diagnose(ArtifactStore(resolve_data_dir(args.data_dir)), args.model, args.examples))
@@ -106,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--compare", nargs="?", const=PREVIOUS, metavar="BUILD",
                         help="print each headline figure's change against the report "
                              "materialized before this one (or report build BUILD), with "
-                             "intervals (lvm_pipeline/trends.py)")
+                             "intervals (lvm_pipeline/report/trends.py)")
     report.set_defaults(func=cmd_report)
     diagnose = add_command(sub, "diagnose", "Show what one model (or baseline) retrieves: rank of "
                                             "truth, margins, impostors and example queries with "

@@ -34,9 +34,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     code, _ = execute("run", data_dir, home, config, args.log_level, job_name="full_retrain")
     if code != EXIT_OK:
         return code
-    from lvm_pipeline.artifacts import ArtifactStore
-    from lvm_pipeline.report import current_report
-    from lvm_pipeline.report_render import render_markdown
+    from lvm_pipeline.report import current_report, render_markdown
+    from lvm_pipeline.store import ArtifactStore
 
     print(render_markdown(current_report(ArtifactStore(data_dir))))
     return EXIT_OK

@@ -3,7 +3,7 @@
 Writes a payload build (vectors.npy, chunks.parquet with placeholder texts, a manifest whose
 embedder block says ``synthetic``) into the data dir OUT, so that ``lvm run --payload OUT`` and
 ``benchmarks/bench_scale.py`` measure every later stage at 584k chunks without embedding
-anything. See :mod:`lvm_pipeline.synthetic_payload` for the structure.
+anything. See :mod:`lvm_pipeline.synthetic.payload` for the structure.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import sys
 
 from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
 
-# The config fields that are options (the structure's knobs: lvm_pipeline.synthetic_payload).
+# The config fields that are options (the structure's knobs: lvm_pipeline.synthetic.payload).
 FIELDS = ("articles", "chunks", "dim", "seed", "dtype", "median_chunks", "p95_chunks",
           "adjacent_cosine", "article_cosine", "random_cosine", "spectrum_decay", "theme_weight",
           "theme_stay", "theme_revisit", "chunks_per_theme")
 
 
 def cmd_synth_payload(args: argparse.Namespace) -> int:
-    from lvm_pipeline.artifacts import ArtifactError, ArtifactStore
-    from lvm_pipeline.progress import make_progress
-    from lvm_pipeline.synthetic_payload import SyntheticPayloadConfig, publish_synthetic_payload
+    from lvm_pipeline.runtime import make_progress
+    from lvm_pipeline.store import ArtifactError, ArtifactStore
+    from lvm_pipeline.synthetic import SyntheticPayloadConfig, publish_synthetic_payload
 
     if args.out and args.data_dir and resolve_data_dir(args.out) != resolve_data_dir(args.data_dir):
         raise CliError(f"OUT {args.out} and --data-dir {args.data_dir} differ; give one")
@@ -52,7 +52,7 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lvm_pipeline.synthetic_payload import SyntheticPayloadConfig as Defaults
+    from lvm_pipeline.synthetic import SyntheticPayloadConfig as Defaults
 
     parser = add_command(sub, "synth-payload", "Write a seeded synthetic payload (reference "
                                                "article structure, placeholder texts) to OUT.")

@@ -9,7 +9,7 @@ from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, CliError, add_command,
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from lvm_pipeline.artifacts import ArtifactStore, verify_store
+    from lvm_pipeline.store import ArtifactStore, verify_store
 
     data_dir = resolve_data_dir(args.data_dir)
     if not data_dir.is_dir():

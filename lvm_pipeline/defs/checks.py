@@ -18,9 +18,9 @@ from typing import Any
 import dagster as dg
 
 from lvm_pipeline import guards as rules
-from lvm_pipeline.artifacts import ArtifactError, Build
+from lvm_pipeline.defs.io_manager import OPTIONAL_INPUT
 from lvm_pipeline.defs.metadata import progress_for
-from lvm_pipeline.defs.promotion import read_promotions, record_promotion
+from lvm_pipeline.defs.promoted_models import read_promotions, record_promotion
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
@@ -28,20 +28,15 @@ from lvm_pipeline.defs.resources import (
     StorageResource,
 )
 from lvm_pipeline.defs.schedules import CHECK_WITH_ITS_ASSET
-from lvm_pipeline.defs.storage import OPTIONAL_INPUT
-from lvm_pipeline.index import KIND as INDEX_KIND
-from lvm_pipeline.index import load_index
-from lvm_pipeline.payload import KIND as PAYLOAD_KIND
 from lvm_pipeline.payload import load_payload, payload_of
-from lvm_pipeline.promotion import gate_report, promoted_after
-from lvm_pipeline.report import KIND as REPORT_KIND
-from lvm_pipeline.report import ORACLE_MIN_R_AT_1
-from lvm_pipeline.sequences import EVAL_KIND, TRAIN_KIND
+from lvm_pipeline.report import ORACLE_MIN_R_AT_1, gate_report, promoted_after
+from lvm_pipeline.search import load_index
+from lvm_pipeline.store import ArtifactError, Build, kinds
 
 # The artifact kind behind each checked asset (``lvm check`` runs the checks of those present).
-CHECKED_KINDS = {"payload": PAYLOAD_KIND, "aligned_training_sequences": TRAIN_KIND,
-                 "aligned_eval": EVAL_KIND, "faiss_index": INDEX_KIND,
-                 "retrieval_report": REPORT_KIND}
+CHECKED_KINDS = {"payload": kinds.PAYLOAD, "aligned_training_sequences": kinds.TRAIN_SEQUENCES,
+                 "aligned_eval": kinds.EVAL_SEQUENCES, "faiss_index": kinds.INDEX,
+                 "retrieval_report": kinds.REPORT}
 LOAD_RULE = "inputs load, match the sha256 of their manifests and index one payload"
 # The other sequence asset, for the leakage between them: None when it was never built.
 OTHER_SEQUENCES = {key: dg.AssetIn(key, input_manager_key=OPTIONAL_INPUT)

@@ -12,10 +12,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from lvm_pipeline.artifacts import Build, code_version
-from lvm_pipeline.defs.storage import BUILD_ID, KIND
-from lvm_pipeline.progress import Progress, make_progress
-from lvm_pipeline.tracking import TrackedRun
+from lvm_pipeline.defs.io_manager import BUILD_ID, KIND
+from lvm_pipeline.runtime import Progress, TrackedRun, make_progress
+from lvm_pipeline.store import Build, code_version
 
 # Measured once per process: the package's version and a hash of its source, the same string
 # every manifest records. Dagster compares it with the materialization's to say "code changed".

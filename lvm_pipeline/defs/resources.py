@@ -16,13 +16,13 @@ from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.defs.storage import OPTIONAL_INPUT, BuildIOManager, StorageResource
+from lvm_pipeline.defs.io_manager import OPTIONAL_INPUT, BuildIOManager, StorageResource
 from lvm_pipeline.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderConfig
 from lvm_pipeline.guards import GuardConfig
-from lvm_pipeline.promotion import PromotionConfig
+from lvm_pipeline.report import PromotionConfig
+from lvm_pipeline.runtime import DEFAULT_EXPERIMENT, TrackedRun, TrackingConfig, start_run
 from lvm_pipeline.sequences import SplitConfig
-from lvm_pipeline.synthetic_payload import SPEC_PREFIX, SyntheticEncoder, SyntheticPayloadConfig
-from lvm_pipeline.tracking import DEFAULT_EXPERIMENT, TrackedRun, TrackingConfig, start_run
+from lvm_pipeline.synthetic import SPEC_PREFIX, SyntheticEncoder, SyntheticPayloadConfig
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,7 +93,7 @@ class GuardsResource(dg.ConfigurableResource):
 
 
 class PromotionResource(dg.ConfigurableResource):
-    """The promotion gate's tolerance (lvm_pipeline/promotion.py): ``margin`` is the MRR@10 a
+    """The promotion gate's tolerance (lvm_pipeline/report/promotion.py): ``margin`` is the MRR@10 a
     candidate may lose against the promoted model and still be promoted."""
 
     margin: float = PromotionConfig.margin
@@ -103,7 +103,7 @@ class PromotionResource(dg.ConfigurableResource):
 
 
 class TrackingResource(dg.ConfigurableResource):
-    """MLflow runs of the trainings and the reports (lvm_pipeline/tracking.py).
+    """MLflow runs of the trainings and the reports (lvm_pipeline/runtime/tracking.py).
 
     ``enabled`` False, or env ``LVM_TRACKING=off`` (what `lvm run --no-tracking` sets), records
     nothing. ``tracking_uri`` empty: ``MLFLOW_TRACKING_URI``, else SQLite under the data dir.

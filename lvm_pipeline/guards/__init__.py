@@ -5,7 +5,7 @@ threshold and the first offending rows. The Dagster layer turns them into blocki
 checks, and the consuming assets (sequence builders, index, trainers, evaluator) call the same
 functions again through the suites (:mod:`lvm_pipeline.guards.suites`), because a blocking
 check only gates assets in its own run. Every figure is measured on the artifact as training
-reads it (:func:`lvm_pipeline.sequences.gather`), never taken from a manifest.
+reads it (:func:`lvm_pipeline.payload.gather`), never taken from a manifest.
 
 One guard per module, one per way the reference project's data went wrong (docs/guards.md has
 the table): alignment of targets and contexts (:mod:`.alignment`), truth keys

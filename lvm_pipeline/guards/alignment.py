@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from lvm_pipeline.embedding import rowwise_cos
 from lvm_pipeline.guards.config import MIN_ALIGNMENT_COSINE
 from lvm_pipeline.guards.result import N_EXAMPLES, GuardResult, blocks
-from lvm_pipeline.payload import Payload
-from lvm_pipeline.sequences import CONTEXT, SequenceSet, gather
-from lvm_pipeline.vectors import rowwise_cos
+from lvm_pipeline.payload import Payload, gather
+from lvm_pipeline.sequences import CONTEXT, SequenceSet
 
 
 def check_alignment(

@@ -7,10 +7,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lvm_pipeline.embedding import rowwise_cos, sample_rows
 from lvm_pipeline.guards.config import GuardConfig
 from lvm_pipeline.guards.result import N_EXAMPLES, GuardResult, verdict
 from lvm_pipeline.payload import Payload
-from lvm_pipeline.vectors import rowwise_cos, sample_rows
 
 
 class TextEncoder(Protocol):

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from lvm_pipeline.embedding import sample_rows
 from lvm_pipeline.guards.config import INDEX_SAMPLE, GuardConfig
 from lvm_pipeline.guards.result import GuardResult, verdict
-from lvm_pipeline.index import self_hits
 from lvm_pipeline.payload import Payload
-from lvm_pipeline.vectors import sample_rows
+from lvm_pipeline.search import self_hits
 
 
 def check_index(index: Any, payload: Payload, config: GuardConfig = GuardConfig(),
                 name: str = "check_index") -> GuardResult:
     """The index holds the payload's vectors *under the payload's row numbers*: every sampled
     row finds itself at rank 1 (or a byte-identical row), measured by
-    :func:`lvm_pipeline.index.self_hits`, the same function the index build records its
+    :func:`lvm_pipeline.search.index.self_hits`, the same function the index build records its
     ``self_recall_at_1`` with. A tie on the score alone is not enough: an index with the same
     vectors in another order ties everywhere, and would return the wrong rows for every
     query."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from lvm_pipeline.embedding import unit_rows
+from lvm_pipeline.evaluation import PENALTIES, copy_last_prior, normal_equations, solve_ridge
 from lvm_pipeline.guards.config import GuardConfig
 from lvm_pipeline.guards.result import GuardResult, verdict
-from lvm_pipeline.payload import Payload
-from lvm_pipeline.ridge import PENALTIES, copy_last_prior, normal_equations, solve_ridge
-from lvm_pipeline.sequences import CONTEXT, SequenceSet, gather
-from lvm_pipeline.vectors import unit_rows
+from lvm_pipeline.payload import Payload, gather
+from lvm_pipeline.sequences import CONTEXT, SequenceSet
 
 # Share of the fit's train articles held out to choose the penalty and score the fit.
 HELD_OUT_SHARE = 0.2
@@ -30,7 +30,7 @@ def _contain_at_k(vectors: np.ndarray, seqs: SequenceSet, rows: np.ndarray,
     baseline), the window's own context rows excluded from the candidates as in the report."""
     # Imported here: evaluation imports torch, and importing the guards (every CLI command,
     # the Dagster definitions) should not.
-    from lvm_pipeline.evaluation import truth_ranks
+    from lvm_pipeline.search import truth_ranks
 
     ctx = gather(vectors, seqs.context_rows[rows])  # (Q, 5, D)
     if weights is None:
@@ -63,8 +63,8 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
 
     The reference's lesson was "test end to end before full training". The predictor is a
     ridge map of the 5 flattened context vectors (5D → D) shrunk towards copying the last
-    context (:func:`lvm_pipeline.ridge.copy_last_prior`: the last context plus a ridge fit of
-    the residual); its penalty is chosen among :data:`lvm_pipeline.ridge.PENALTIES` on the
+    context (:func:`lvm_pipeline.evaluation.ridge.copy_last_prior`: the last context plus a ridge fit of
+    the residual); its penalty is chosen among :data:`lvm_pipeline.evaluation.ridge.PENALTIES` on the
     held-out train articles. A large penalty leaves the last context alone, which is why a few
     hundred windows still pass (a ridge on raw contexts needs many times 5D windows before it
     beats chance across articles; on the default it reached only 0.35 Contain@50 where copy-last

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import json
 
-from lvm_pipeline.artifacts import ArtifactError, ArtifactStore, Build
 from lvm_pipeline.guards.result import GuardResult, verdict
-from lvm_pipeline.lineage import PAYLOAD, as_upstream, recorded_inputs, report_lineage
+from lvm_pipeline.store import (
+    ArtifactError,
+    ArtifactStore,
+    Build,
+    as_upstream,
+    kinds,
+    recorded_inputs,
+    report_lineage,
+)
 
 
 def check_lineage(store: ArtifactStore, build: Build, name: str = "check_lineage") -> GuardResult:
@@ -65,7 +72,7 @@ def check_report_lineage(store: ArtifactStore, report: Build,
                             f"lineage {named}")
     passed = not problems
     message = (f"report {report.build_id[:12]}: every input is payload "
-               f"{str(recorded[PAYLOAD])[:12]}'s and intact" if passed else
+               f"{str(recorded[kinds.PAYLOAD])[:12]}'s and intact" if passed else
                f"LINEAGE BROKEN in report {report.build_id[:12]}: {'; '.join(problems)}")
     return GuardResult(name, passed, rule, float(len(problems)), 0.0, message, problems,
                        {"lineage": recorded})

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from lvm_pipeline.corpus import normalise_text
+from lvm_pipeline.embedding import row_norms
 from lvm_pipeline.guards.config import GuardConfig
 from lvm_pipeline.guards.result import N_EXAMPLES, GuardResult, blocks, verdict
 from lvm_pipeline.payload import Payload, pack_keys
-from lvm_pipeline.vectors import row_norms
 
 
 def check_payload_integrity(payload: Payload, expected_dim: int | None,

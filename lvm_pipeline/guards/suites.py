@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from lvm_pipeline.artifacts import Build
 from lvm_pipeline.guards.alignment import check_alignment
 from lvm_pipeline.guards.canary import TextEncoder, check_embedder_canary
 from lvm_pipeline.guards.config import GuardConfig
@@ -29,6 +28,7 @@ from lvm_pipeline.guards.result import GuardError, GuardResult
 from lvm_pipeline.guards.truth_keys import check_truth_keys
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.sequences import SequenceSet, load_sets, require_payload
+from lvm_pipeline.store import Build
 
 Guard = Callable[..., GuardResult]
 

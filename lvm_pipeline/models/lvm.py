@@ -79,7 +79,7 @@ class LVM(nn.Module):
         """context (B, L, d_in) → (blend, correction), each (B, d_in), before normalising:
         ``forward`` is ``normalize(correction + blend)``. ``blend`` is ``context_mix · context``
         (zeros without ``context_skip``), ``correction`` the network's head output; what the
-        report's diagnostics compare (lvm_pipeline/sequence_use.py)."""
+        report's diagnostics compare (lvm_pipeline/evaluation/sequence_use.py)."""
         h = self.in_proj(context)  # (B, L, d_model)
         for block in self.blocks:
             h = block(h)  # (B, L, d_model)

@@ -3,13 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from lvm_pipeline.corpus import (
-    LIMITS,
-    ChunkingConfig,
-    CorpusConfig,
-    cut_summary,
-    publish_corpus,
-)
+from lvm_pipeline.corpus import LIMITS, ChunkingConfig, CorpusConfig, cut_summary, publish_corpus
 from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, markdown_preview, progress_for
 from lvm_pipeline.defs.resources import StorageResource
 

@@ -2,20 +2,20 @@
 
 import dagster as dg
 
-from lvm_pipeline.artifacts import Build
 from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed
-from lvm_pipeline.index import IndexConfig, publish_index
 from lvm_pipeline.payload import load_payload
+from lvm_pipeline.search import IndexConfig, publish_index
+from lvm_pipeline.store import Build
 
 _DEFAULT = IndexConfig()
 
 
 class IndexParams(dg.Config):
     """``type``: flat (exact, default), ivf_flat, sq8 or fp16; ``nlist`` / ``nprobe`` for
-    ivf_flat (lvm_pipeline/index.py says how the defaults were measured)."""
+    ivf_flat (lvm_pipeline/search/index.py says how the defaults were measured)."""
 
     type: str = _DEFAULT.type
     nlist: int = _DEFAULT.nlist

@@ -2,7 +2,7 @@
 
 ``world_size`` 1 trains in the asset's process. ``world_size`` > 1 launches ``torchrun``
 (DistributedDataParallel: NCCL on GPUs, Gloo on CPUs) through Dagster Pipes; the worker
-(lvm_pipeline/train_worker.py) streams its progress into the run's logs and reports the
+(lvm_pipeline/training/worker.py) streams its progress into the run's logs and reports the
 materialization, and rank 0 publishes the checkpoint once.
 """
 
@@ -12,8 +12,6 @@ from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.artifacts import Build
-from lvm_pipeline.checkpoint import kind_for
 from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for, tracked_metadata
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
@@ -25,13 +23,10 @@ from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS, preset
 from lvm_pipeline.models.scan import BACKENDS
-from lvm_pipeline.payload import KIND as PAYLOAD_KIND
 from lvm_pipeline.payload import payload_of
-from lvm_pipeline.progress import tee
-from lvm_pipeline.sequences import TRAIN_KIND
-from lvm_pipeline.tracking import TrackedRun
-from lvm_pipeline.train_worker import extras_for
-from lvm_pipeline.training import TrainConfig, train_variant
+from lvm_pipeline.runtime import TrackedRun, tee
+from lvm_pipeline.store import Build, kinds
+from lvm_pipeline.training import TrainConfig, extras_for, train_variant
 
 _DEFAULT = TrainConfig()
 
@@ -73,7 +68,7 @@ class TrainParams(dg.Config):
 def torchrun_command(world_size: int) -> list[str]:
     """``torchrun`` for one node, run by this interpreter (so the worker sees this venv)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={world_size}", "-m", "lvm_pipeline.train_worker"]
+            f"--nproc-per-node={world_size}", "-m", "lvm_pipeline.training.worker"]
 
 
 def tracked_params(variant: str, config: TrainParams, d_in: int) -> dict[str, Any]:
@@ -97,7 +92,7 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
                         config.to_domain(), min_alignment_cosine)
     reported = client.run(context=context, command=command, extras=extras
                           ).get_materialize_result()
-    build = store.get(kind_for(variant), reported.metadata["build_id"].value)
+    build = store.get(kinds.checkpoint(variant), reported.metadata["build_id"].value)
     figures = {k: v for k, v in reported.metadata.items() if k != "build_id"}
     tracked.log_history(figures["history"].value)
     tracked.record_build(build, {k: v.value for k, v in figures.items()})
@@ -122,8 +117,8 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
         require_passed([*payload_guards(payload, embedder.load(), guards.config()),
                         *training_guards(payload, sequences, None, guards.config())])
         with tracking.start_run(context, store.root, tracked_params(variant, config, payload.dim),
-                                {f"lvm.upstream.{PAYLOAD_KIND}": payload.build_id,
-                                 f"lvm.upstream.{TRAIN_KIND}": sequences.build_id}) as tracked:
+                                {f"lvm.upstream.{kinds.PAYLOAD}": payload.build_id,
+                                 f"lvm.upstream.{kinds.TRAIN_SEQUENCES}": sequences.build_id}) as tracked:
             if config.world_size > 1:
                 return train_with_torchrun(context, pipes_subprocess_client, variant, config,
                                            storage, sequences,

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from lvm_pipeline.artifacts import Build
 from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, markdown_preview, progress_for
 from lvm_pipeline.defs.resources import EmbedderResource, StorageResource
 from lvm_pipeline.embedding import Embedder
-from lvm_pipeline.payload import build_payload, import_payload, import_reference_payload, load_payload
+from lvm_pipeline.interop import import_reference_payload
+from lvm_pipeline.payload import build_payload, import_payload, load_payload
+from lvm_pipeline.store import Build
 
 
 class PayloadParams(dg.Config):

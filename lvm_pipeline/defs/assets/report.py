@@ -4,8 +4,6 @@ from dataclasses import asdict
 
 import dagster as dg
 
-from lvm_pipeline.artifacts import Build
-from lvm_pipeline.bootstrap import markdown as confidence_markdown
 from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for, tracked_metadata
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
@@ -14,16 +12,20 @@ from lvm_pipeline.defs.resources import (
     TrackingResource,
 )
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
-from lvm_pipeline.evaluation import EvalConfig
+from lvm_pipeline.evaluation import EvalConfig, confidence_markdown, sequence_use_markdown
 from lvm_pipeline.guards import evaluation_guards, payload_guards, require_passed
-from lvm_pipeline.index import load_index
-from lvm_pipeline.lineage import report_lineage
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.payload import payload_of
-from lvm_pipeline.report import HEADLINE_METRICS, build_report, publish_report
-from lvm_pipeline.report_render import embedded_images_markdown, markdown_table
-from lvm_pipeline.sequence_use import markdown as sequence_use_markdown
+from lvm_pipeline.report import (
+    HEADLINE_METRICS,
+    build_report,
+    embedded_images_markdown,
+    markdown_table,
+    publish_report,
+)
+from lvm_pipeline.search import load_index
 from lvm_pipeline.sequences import load_sets
+from lvm_pipeline.store import Build, report_lineage
 
 INPUTS = {"eval_build": dg.AssetIn("aligned_eval"), "index_build": dg.AssetIn("faiss_index"),
           "train_build": dg.AssetIn("aligned_training_sequences"),
@@ -32,7 +34,7 @@ INPUTS = {"eval_build": dg.AssetIn("aligned_eval"), "index_build": dg.AssetIn("f
 
 class ReportParams(dg.Config):
     """``device``: where the exact search runs: ``cpu`` (FAISS + numpy) or ``cuda`` (torch
-    GEMM + top-k over the payload on the GPU, lvm_pipeline/torch_search.py).
+    GEMM + top-k over the payload on the GPU, lvm_pipeline/search/torch_search.py).
     ``sample_queries``: score a seeded sample (``sample_seed``) of this many eval windows
     instead of all (None); fewer queries are faster and resolve only larger differences."""
 

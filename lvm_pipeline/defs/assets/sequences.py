@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from lvm_pipeline.alignment import import_training_npz
-from lvm_pipeline.artifacts import Build
 from lvm_pipeline.defs.metadata import CODE_VERSION, build_output
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
@@ -13,14 +11,10 @@ from lvm_pipeline.defs.resources import (
 )
 from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed
+from lvm_pipeline.interop import import_training_npz
 from lvm_pipeline.payload import load_payload
-from lvm_pipeline.sequences import (
-    EVAL_KIND,
-    TRAIN_KIND,
-    build_windows,
-    native_info,
-    publish_sequences,
-)
+from lvm_pipeline.sequences import build_windows, native_info, publish_sequences
+from lvm_pipeline.store import Build, kinds
 
 
 class TrainingSequencesParams(dg.Config):
@@ -44,7 +38,7 @@ def _publish(kind: str, payload_build: Build, storage: StorageResource, splits: 
         facts: dict = {}
         # Dropping near-duplicate windows never touches eval: the eval asset skips the search.
         sets = build_windows(payload, splits.config(), facts,
-                             drop_near_duplicates=kind == TRAIN_KIND)
+                             drop_near_duplicates=kind == kinds.TRAIN_SEQUENCES)
         info = {**native_info(splits.config()), **facts}
     build = publish_sequences(store, kind, payload, sets, info)
     counts = {f"{split}_{what}": n for split, c in build.manifest["splits"].items()
@@ -64,7 +58,7 @@ def aligned_training_sequences(config: TrainingSequencesParams, payload: Build,
                                embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
     """Train and val windows (5 context rows → target row) of the train/val articles, or an
     imported .npz aligned to the payload."""
-    return _publish(TRAIN_KIND, payload, storage, splits, embedder, guards, config.import_npz)
+    return _publish(kinds.TRAIN_SEQUENCES, payload, storage, splits, embedder, guards, config.import_npz)
 
 
 @dg.asset(group_name="sequences", kinds={"numpy"}, code_version=CODE_VERSION,
@@ -72,4 +66,4 @@ def aligned_training_sequences(config: TrainingSequencesParams, payload: Build,
 def aligned_eval(payload: Build, storage: StorageResource, splits: SplitResource,
                  embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
     """Eval windows, from articles that no training or val window comes from."""
-    return _publish(EVAL_KIND, payload, storage, splits, embedder, guards)
+    return _publish(kinds.EVAL_SEQUENCES, payload, storage, splits, embedder, guards)

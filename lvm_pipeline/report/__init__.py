@@ -1,0 +1,38 @@
+"""Stage 5, the retrieval report: what it contains (:mod:`.build`), how it reads
+(:mod:`.render`), one predictor up close (:mod:`.diagnosis`), change across retrains
+(:mod:`.trends`) and the promotion gate's rule (:mod:`.promotion`).
+"""
+
+from lvm_pipeline.report.build import (
+    HEADLINE_METRICS,
+    ORACLE_MIN_R_AT_1,
+    build_report,
+    current_report,
+    model_predictor,
+    publish_report,
+)
+from lvm_pipeline.report.diagnosis import diagnose
+from lvm_pipeline.report.promotion import Promotion, PromotionConfig, gate_report, promoted_after
+from lvm_pipeline.report.render import embedded_images_markdown, markdown_table, render_markdown
+from lvm_pipeline.report.trained_baselines import fit_trained_baselines
+from lvm_pipeline.report.trends import compare_reports, comparison_markdown
+
+__all__ = [
+    "HEADLINE_METRICS",
+    "ORACLE_MIN_R_AT_1",
+    "Promotion",
+    "PromotionConfig",
+    "build_report",
+    "compare_reports",
+    "comparison_markdown",
+    "current_report",
+    "diagnose",
+    "embedded_images_markdown",
+    "fit_trained_baselines",
+    "gate_report",
+    "markdown_table",
+    "model_predictor",
+    "promoted_after",
+    "publish_report",
+    "render_markdown",
+]

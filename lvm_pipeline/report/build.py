@@ -1,0 +1,272 @@
+"""The retrieval report: every model and baseline scored the same way on the eval split.
+
+Files of a ``report`` build: ``report.json`` (schema below), ``report.md`` (tables and plot
+links), ``queries.parquet`` (per query and predictor: rank of truth, the three best impostors,
+cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
+
+``report.json`` (``schema_version`` 1; keys are stable, new keys may be added)::
+
+    {"schema_version", "payload_build_id", "index_id", "eval_id", "train_sequences_id",
+     "lineage": {"payload", "index", "sequences/eval", "sequences/train",
+                 "models": {variant: checkpoint build id}}  (lvm_pipeline/store/lineage.py),
+     "n_queries" (the queries scored), "exclude_context",
+     "search_device" ("cpu" | a torch device), "oracle_ok",
+     "query_sample": {"n_eval_windows", "n_queries", "requested" (None: all), "seed",
+                      "windows": [eval window indices scored, sorted] | None (all)},
+     "warnings": [str],
+     "models": {variant: {<metric>: float, ..., "checkpoint_id", "best_epoch", "val_cos",
+                          "loss", "n_params"}},
+     "baselines": {"copy_last_context" | "mean_of_context" | "ridge" | "learned_blend" |
+                   "linear_infonce" | "oracle": {<metric>: float, ...}},
+     "trained_baselines": {"learned_blend" | "linear_infonce":
+                           {"train_config", "n_train_windows", "best_epoch", "epochs_run",
+                            "stopped_early", "best_val_mrr_at_10", "context_mix": [5 floats],
+                            "n_params", "train_seconds"}}  (lvm_pipeline/report/trained_baselines.py),
+     "sequence_use": {variant: {"context_mix": [5 floats] | None, "blend_norm_mean",
+                                "correction_norm_mean", "correction_to_blend",
+                                "network_only": {"mrr_at_10", "r_at_5"},
+                                "blend_only": {"mrr_at_10", "r_at_5"} | None,
+                                "shuffled_mrr_at_10", "shuffle_drop_mrr_at_10",
+                                "shuffle_seed"}}  (lvm_pipeline/evaluation/sequence_use.py),
+     "confidence": {"method", "resamples", "seed", "level", "n_queries", "metrics",
+                    "intervals": {predictor: {metric: {"value", "low", "high"}}},
+                    "differences": {model: {baseline (not the oracle):
+                                    {metric: {"value", "low", "high", "verdict"}}}},
+                    "mrr_at_10_resolution", "resolution" (what it is, in words),
+                    "mrr_at_10_resolution_per_model"}  (lvm_pipeline/evaluation/bootstrap.py;
+                    metrics mrr_at_10, r_at_1, r_at_5; verdict better | indistinguishable |
+                    worse)}
+
+Metrics (snake_case): r_at_1, r_at_5, r_at_10, r_at_50, contain_at_50, eff_at_5, mrr, mrr_at_10,
+median_rank, p90_rank, rank_share_top_50 / _500 / _5000, rank_share_beyond_10000,
+cos_truth_mean, cos_impostor_mean, margin_mean, margin_positive_share,
+margin_above_0_05_share, contrastive_accuracy, paraphrase_ratio, paraphrase_share_above_1,
+latency_p50_ms, latency_p95_ms, n_queries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lvm_pipeline.embedding import sample_rows
+from lvm_pipeline.evaluation import (
+    BootstrapConfig,
+    EvalConfig,
+    Predictor,
+    QuerySetResult,
+    baseline_predictors,
+    confidence,
+    evaluate,
+    latency_ms,
+    measure_sequence_use,
+    oracle,
+)
+from lvm_pipeline.payload import Payload, gather, payload_of
+from lvm_pipeline.report.render import render_markdown, write_plots
+from lvm_pipeline.report.trained_baselines import fit_trained_baselines, recipe_of
+from lvm_pipeline.runtime import Progress, silent
+from lvm_pipeline.search import load_index
+from lvm_pipeline.sequences import SequenceSet, load_sets
+from lvm_pipeline.store import (
+    ArtifactError,
+    ArtifactStore,
+    Build,
+    as_upstream,
+    recorded_inputs,
+    report_lineage,
+)
+from lvm_pipeline.training import load_checkpoint
+
+KIND = "report"
+SCHEMA_VERSION = 1
+# R@1 of the oracle (the truth searched for itself) below this means the index or the keys
+# are broken; 0.99 leaves room only for exact duplicate vectors.
+ORACLE_MIN_R_AT_1 = 0.99
+# The figures the UI plots across retrains (numeric metadata of every materialization).
+HEADLINE_METRICS = ("mrr_at_10", "r_at_1", "r_at_5", "contain_at_50")
+
+
+def model_predictor(model: torch.nn.Module) -> Predictor:
+    @torch.no_grad()
+    def run(context: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(np.ascontiguousarray(context))).float().numpy()
+
+    return run
+
+
+def _predict_all(predictor: Predictor, vectors: np.ndarray, seqs: SequenceSet,
+                 batch_size: int) -> np.ndarray:
+    out = [predictor(gather(vectors, seqs.context_rows[lo:lo + batch_size]))
+           for lo in range(0, len(seqs), batch_size)]
+    return np.concatenate(out) if out else np.empty((0, vectors.shape[1]), np.float32)
+
+
+def query_sample(n_windows: int, config: EvalConfig) -> np.ndarray | None:
+    """The eval windows a report scores: None (all of them) or ``config.sample_queries`` of
+    them, a seeded sorted sample (S,) int64 (:func:`lvm_pipeline.embedding.vectors.sample_rows`)."""
+    if config.sample_queries is None or config.sample_queries >= n_windows:
+        return None
+    return sample_rows(n_windows, config.sample_queries, config.sample_seed)
+
+
+def build_report(
+    payload: Payload,
+    index_build: Build,
+    index,
+    eval_build: Build,
+    eval_set: SequenceSet,
+    train_build: Build,
+    train_sets: dict[str, SequenceSet],
+    model_builds: dict[str, Build],
+    config: EvalConfig | None = None,
+    progress: Progress = silent,
+    bootstrap_config: BootstrapConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, QuerySetResult]]:
+    """Score every checkpoint, the baselines and the oracle on ``eval_set`` (or the seeded
+    sample of it that ``config.sample_queries`` asks for) in one pass, with paired bootstrap
+    intervals of every figure and of every model − baseline difference.
+
+    Refuses (:class:`~lvm_pipeline.store.lineage.LineageError`) inputs made from different payloads
+    or training sets. Returns report.json's content and the per-query results (for
+    queries.parquet and plots).
+    """
+    config = config or EvalConfig()
+    lineage = report_lineage(index_build, eval_build, train_build, model_builds)
+    if lineage["payload"] != payload.build_id:
+        raise ArtifactError(f"the report was given payload {payload.build_id[:12]}, but its "
+                            f"index {index_build.build_id[:12]} holds {lineage['payload'][:12]}")
+    predictors: dict[str, Predictor] = {}
+    models: dict[str, torch.nn.Module] = {}
+    model_info: dict[str, dict[str, Any]] = {}
+    recipes = []
+    for name, build in model_builds.items():
+        models[name], info = load_checkpoint(build)
+        recipes.append(info["train_config"])
+        predictors[name] = model_predictor(models[name])
+        best = info["history"][info["best_epoch"]]
+        model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
+                            "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
+                            "n_params": info["n_params"]}
+    windows = query_sample(len(eval_set), config)
+    scored = eval_set if windows is None else eval_set.subset(windows)
+    baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
+    trained = fit_trained_baselines(payload.vectors, train_sets["train"], train_sets["val"],
+                                    recipe_of(recipes),
+                                    article_of_row=payload.chunks["article_index"].to_numpy())
+    baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
+    predictions = {name: _predict_all(p, payload.vectors, scored, config.batch_size)
+                   for name, p in {**predictors, **baselines}.items()}
+    predictions["oracle"] = oracle(payload.vectors, scored)
+    results = evaluate(predictions, payload.vectors, index, scored, config, progress)
+    latency = {name: latency_ms(p, index, payload.vectors, scored, config.latency_queries,
+                                config.exclude_context)
+               for name, p in {**predictors, **baselines}.items()}
+    oracle_r1 = results["oracle"].metrics["r_at_1"]
+    warnings = []
+    if oracle_r1 < ORACLE_MIN_R_AT_1:
+        warnings.append(
+            f"ORACLE FAILED: searching with the truth vectors themselves gives R@1 "
+            f"{oracle_r1:.3f} < {ORACLE_MIN_R_AT_1}; the index or the truth keys are broken and "
+            "no number below can be trusted")
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "payload_build_id": payload.build_id,
+        "index_id": index_build.build_id,
+        "eval_id": eval_build.build_id,
+        "train_sequences_id": train_build.build_id,
+        "lineage": lineage,
+        "n_queries": len(scored),
+        "query_sample": {"n_eval_windows": len(eval_set), "n_queries": len(scored),
+                         "requested": config.sample_queries, "seed": config.sample_seed,
+                         "windows": None if windows is None else windows.tolist()},
+        "exclude_context": config.exclude_context,
+        "search_device": config.device,
+        "oracle_ok": oracle_r1 >= ORACLE_MIN_R_AT_1,
+        "warnings": warnings,
+        "models": {n: {**results[n].metrics, **latency[n], **model_info[n]} for n in predictors},
+        "baselines": {n: {**results[n].metrics, **latency.get(n, {})}
+                      for n in [*baselines, "oracle"]},
+        "trained_baselines": {name: fit.record() for name, fit in trained.items()},
+        "sequence_use": measure_sequence_use(
+            models, payload.vectors, scored,
+            {n: results[n].metrics["mrr_at_10"] for n in models}, config),
+        # The oracle is a sanity check, not a baseline to beat: no differences against it.
+        "confidence": confidence({n: r.ranks for n, r in results.items()}, list(predictors),
+                                 list(baselines), bootstrap_config or BootstrapConfig()),
+    }
+    return report, results
+
+
+def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult],
+                windows: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per (predictor, query): what `lvm diagnose` shows. ``query`` is the window's
+    index in ``eval_set``; ``windows`` (S,) the windows scored (None: all)."""
+    windows = np.arange(len(eval_set)) if windows is None else np.asarray(windows)
+    frames = []
+    for name, r in results.items():
+        frames.append(pd.DataFrame({
+            "predictor": name, "query": windows,
+            "target_row": eval_set.target_row[windows], "rank": r.ranks,
+            **{f"impostor_{i + 1}_row": r.impostor_rows[:, i]
+               for i in range(r.impostor_rows.shape[1])},
+            "cos_truth": r.cos_truth, "cos_impostor": r.cos_impostor,
+            "paraphrase_ratio": r.paraphrase}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def publish_report(store: ArtifactStore, report: dict[str, Any],
+                   results: dict[str, QuerySetResult], eval_set: SequenceSet) -> Build:
+    upstream = as_upstream(report["lineage"])
+    with store.stage(KIND) as staged:
+        plots = write_plots(report, results, staged / "plots")
+        (staged / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        (staged / "report.md").write_text(render_markdown(report, plots))
+        query_table(eval_set, results, report["query_sample"]["windows"]).to_parquet(
+            staged / "queries.parquet", index=False)
+        return store.publish(KIND, staged, {"n_queries": report["n_queries"],
+                                            "oracle_ok": report["oracle_ok"]}, upstream)
+
+
+def read_report(build: Build) -> dict[str, Any]:
+    return json.loads(build.file("report.json").read_text())
+
+
+def scored_queries(report: dict[str, Any], eval_set: SequenceSet) -> SequenceSet:
+    """The eval windows ``report`` scored, in its order (all, or its recorded sample)."""
+    windows = report["query_sample"]["windows"]
+    return eval_set if windows is None else eval_set.subset(np.asarray(windows))
+
+
+def query_ranks(build: Build) -> dict[str, np.ndarray]:
+    """Each predictor of a report build → its rank of truth (Q,) per scored query, in the
+    report's query order (from queries.parquet)."""
+    table = pd.read_parquet(build.file("queries.parquet"), columns=["predictor", "rank"])
+    return {name: group["rank"].to_numpy() for name, group in table.groupby("predictor", sort=False)}
+
+
+def rescore(store: ArtifactStore, report_build: Build, checkpoints: dict[str, Build],
+            progress: Progress = silent) -> dict[str, np.ndarray]:
+    """Ranks of truth (Q,) of other checkpoints on a published report's queries, through its
+    index and with its search settings, exactly as :func:`build_report` scored its models (same
+    predictor, batching and :func:`~lvm_pipeline.evaluation.evaluate`), so they pair query by
+    query with :func:`query_ranks` (the promotion gate scores the promoted model this way)."""
+    report = read_report(report_build)
+    inputs = recorded_inputs(store, report["lineage"])
+    payload = payload_of(store, inputs["index"])
+    index = load_index(inputs["index"], payload)
+    scored = scored_queries(report, load_sets(inputs["eval_set"])["eval"])
+    config = EvalConfig(exclude_context=report["exclude_context"], device=report["search_device"])
+    predictions = {name: _predict_all(model_predictor(load_checkpoint(build)[0]),
+                                      payload.vectors, scored, config.batch_size)
+                   for name, build in checkpoints.items()}
+    results = evaluate(predictions, payload.vectors, index, scored, config, progress)
+    return {name: r.ranks for name, r in results.items()}
+
+
+def current_report(store: ArtifactStore) -> dict[str, Any]:
+    return read_report(store.current(KIND))

@@ -1,0 +1,43 @@
+"""Where every artifact lives: content-addressed builds under one data root, verified by hash
+on every read (:mod:`.artifacts`), mirrored to an object store when configured (:mod:`.remote`),
+named by one set of artifact kinds (:mod:`.kinds`), and the lineage rule of what one report may
+score together (:mod:`.lineage`).
+"""
+
+from lvm_pipeline.store import kinds
+from lvm_pipeline.store.artifacts import (
+    BUILD_DIR_CHARS,
+    MANIFEST,
+    ArtifactError,
+    ArtifactStore,
+    Build,
+    code_version,
+    read_json,
+    sha256_file,
+    sha256_json,
+    utc_now,
+    verify_store,
+    write_json_atomic,
+)
+from lvm_pipeline.store.lineage import as_upstream, recorded_inputs, report_lineage
+from lvm_pipeline.store.remote import MirroredStore
+
+__all__ = [
+    "BUILD_DIR_CHARS",
+    "MANIFEST",
+    "ArtifactError",
+    "ArtifactStore",
+    "Build",
+    "MirroredStore",
+    "as_upstream",
+    "code_version",
+    "kinds",
+    "read_json",
+    "recorded_inputs",
+    "report_lineage",
+    "sha256_file",
+    "sha256_json",
+    "utc_now",
+    "verify_store",
+    "write_json_atomic",
+]

@@ -1,0 +1,326 @@
+"""Content-addressed artifact storage under one data root.
+
+Every artifact (corpus, payload, sequences, checkpoint, index, report) is written into a
+temporary folder, hashed file by file, and renamed into ``<root>/<kind>/<build_id>/`` with a
+``manifest.json``. Why: a run that fails halfway leaves at most a temp folder, which is removed,
+and builds are immutable and content-addressed, so no run can overwrite another's. Loading
+re-hashes each file against the manifest, so a truncated or edited file fails loudly and names
+itself.
+
+Which build a run reads is not decided here: the Dagster instance records every
+materialization's build id, and the IO manager (``lvm_pipeline/defs/io_manager.py``) resolves
+each input from it. ``<root>/<kind>/CURRENT`` is a convenience for readers outside a run
+(``lvm report``, ``lvm check``, ``lvm verify``, notebooks): it names the build of the last step
+that *succeeded* in materializing that kind (:meth:`ArtifactStore.set_current`, called by the IO
+manager after the step's asset function returned), and no step reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+# Top-level folders of a data root that hold no builds: the Dagster instance, and the
+# embedding cache (lvm_pipeline.embedding.cache: its shards verify themselves when read).
+NOT_BUILDS = ("dagster_home", "embedding_cache")
+# Short enough for readable folder names, long enough (64 bits) that two builds never collide.
+BUILD_DIR_CHARS = 16
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, unreadable or unusable; the message says which and why."""
+
+
+class HashMismatchError(ArtifactError):
+    """A file's bytes no longer match the sha256 its manifest recorded (truncated or edited)."""
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    """sha256 of a file's bytes, read in 4 MiB chunks so GB-sized payloads stay out of RAM."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of an object's canonical JSON (sorted keys), used for ids derived from content."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def code_version() -> str:
+    """Package version plus a hash of the package's own source files, measured at call time.
+
+    Why not git: an installed wheel has no repository, and a dirty tree would lie.
+    """
+    from lvm_pipeline import __version__
+
+    package_dir = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(package_dir.rglob("*.py")):
+        digest.update(source.relative_to(package_dir).as_posix().encode())
+        digest.update(source.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temp file in the same folder and rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file is missing") from None
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+
+
+@dataclass(frozen=True)
+class Build:
+    """One published artifact: a folder of files plus the manifest that hashes them."""
+
+    kind: str
+    path: Path
+    manifest: Mapping[str, Any]
+
+    @property
+    def build_id(self) -> str:
+        return self.manifest["build_id"]
+
+    def file(self, name: str, verify: bool = True) -> Path:
+        """Path of one file of this build, re-hashed against the manifest first (``verify``)."""
+        files = self.manifest["files"]
+        if name not in files:
+            raise ArtifactError(
+                f"{self.path / MANIFEST}: {self.kind} build has no file {name!r} "
+                f"(it has {sorted(files)})"
+            )
+        path = self.path / name
+        if verify:
+            verify_file(path, files[name]["sha256"])
+        return path
+
+    def verify(self) -> list[str]:
+        """Re-hash every file; return the names checked, raise on the first mismatch."""
+        for name in sorted(self.manifest["files"]):
+            self.file(name, verify=True)
+        return sorted(self.manifest["files"])
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What re-hashing one build found: ``error`` is None when every file matched."""
+
+    kind: str
+    folder: Path
+    build_id: str | None
+    current: bool
+    files: int
+    bytes: int
+    error: str | None
+    unlisted: tuple[str, ...] = ()
+
+
+def verify_store(store: ArtifactStore) -> list[Verification]:
+    """Re-hash every file of every build under ``store`` against its manifest, and check that
+    every ``CURRENT`` points at a build whose manifest names it. Never stops at the first bad
+    build: the list says which builds are sound and which are not, and why."""
+    currents: dict[Path, str] = {}
+    out = []
+    for pointer in sorted(store.root.rglob(CURRENT)):
+        kind = pointer.parent.relative_to(store.root).as_posix()
+        try:
+            build = store.current(kind)
+            currents[build.path.resolve()] = build.build_id
+        except ArtifactError as err:
+            out.append(Verification(kind, pointer, None, True, 0, 0, str(err)))
+    for folder in store.build_folders():
+        kind = folder.parent.relative_to(store.root).as_posix()
+        try:
+            manifest = read_json(folder / MANIFEST)
+            build = Build(kind=kind, path=folder, manifest=manifest)
+            names = build.verify()
+            listed = set(names) | {MANIFEST}
+            unlisted = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                                    if p.is_file() and p.relative_to(folder).as_posix() not in listed))
+            out.append(Verification(kind, folder, build.build_id, folder.resolve() in currents,
+                                    len(names), sum(f["bytes"] for f in manifest["files"].values()),
+                                    None, unlisted))
+        except (ArtifactError, KeyError) as err:
+            error = str(err) if isinstance(err, ArtifactError) else (
+                f"{folder / MANIFEST}: manifest lacks {err}")
+            out.append(Verification(kind, folder, None, folder.resolve() in currents, 0, 0, error))
+    return out
+
+
+def verify_file(path: Path, expected_sha256: str) -> None:
+    if not path.exists():
+        raise HashMismatchError(f"{path}: file is missing (manifest expects sha256 "
+                                f"{expected_sha256[:12]}…)")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise HashMismatchError(
+            f"{path}: sha256 mismatch, file was truncated or edited after it was written "
+            f"(manifest {expected_sha256[:12]}…, file now {actual[:12]}…, {path.stat().st_size} bytes)"
+        )
+
+
+class ArtifactStore:
+    """The data root: stages, publishes and finds builds of each artifact kind."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r})"
+
+    def ensure_writable(self) -> None:
+        """Fail early, naming the folder, rather than after an hour of embedding."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ArtifactError(f"data dir {self.root} is not writable: {err.strerror or err}") from None
+
+    @contextlib.contextmanager
+    def stage(self, kind: str) -> Iterator[Path]:
+        """A fresh temp folder inside ``<root>/<kind>`` (same filesystem, so rename is atomic).
+
+        The folder is removed when the block exits, whether or not it was published.
+        """
+        self.ensure_writable()
+        kind_dir = self.root / kind
+        kind_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=kind_dir))
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def publish(
+        self,
+        kind: str,
+        staged: Path,
+        manifest: Mapping[str, Any],
+        upstream: Mapping[str, str] | None = None,
+    ) -> Build:
+        """Hash the staged files, write the manifest and move the folder into place.
+
+        ``build_id`` is the sha256 of the kind, the files' hashes and the upstream build ids:
+        the same bytes against another payload are another artifact, and the same bytes against
+        the same inputs are the same build (so a rebuild of identical content changes nothing
+        downstream). CURRENT is not touched: :meth:`set_current` does that once a step succeeded.
+        """
+        files = {
+            p.relative_to(staged).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(staged.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+        }
+        if not files:
+            raise ArtifactError(f"{staged}: nothing was written for {kind}")
+        upstream = dict(upstream or {})
+        build_id = sha256_json({"kind": kind, "files": files, "upstream": upstream})
+        full = {
+            **manifest,
+            "kind": kind,
+            "build_id": build_id,
+            "files": files,
+            "upstream": upstream,
+            "code_version": code_version(),
+            "created_at": utc_now(),
+        }
+        write_json_atomic(staged / MANIFEST, full)
+        final = self.root / kind / build_id[:BUILD_DIR_CHARS]
+        if final.exists():
+            # Identical content was published before; keep the old folder untouched.
+            existing = read_json(final / MANIFEST)
+            if existing.get("build_id") != build_id:
+                raise ArtifactError(f"{final}: folder holds build {existing.get('build_id')}, "
+                                    f"not {build_id}")
+            full = existing
+        else:
+            os.rename(staged, final)
+        return Build(kind=kind, path=final, manifest=full)
+
+    def set_current(self, build: Build) -> None:
+        """Point ``<kind>/CURRENT`` at ``build`` (atomically), for readers outside a run."""
+        write_json_atomic(self.root / build.kind / CURRENT, {"build_id": build.build_id,
+                                                             "dir": build.path.name})
+
+    def has_current(self, kind: str) -> bool:
+        return (self.root / kind / CURRENT).exists()
+
+    def current(self, kind: str) -> Build:
+        """The build that ``<kind>/CURRENT`` points at, with its manifest."""
+        pointer = self.root / kind / CURRENT
+        if not pointer.exists():
+            raise ArtifactError(
+                f"no {kind} under {self.root}: materialize it first (`lvm run` builds everything)"
+            )
+        target = read_json(pointer)
+        return self.get(kind, target["build_id"])
+
+    def get(self, kind: str, build_id: str) -> Build:
+        path = self.root / kind / build_id[:BUILD_DIR_CHARS]
+        manifest = read_json(path / MANIFEST)
+        if manifest.get("build_id") != build_id:
+            raise ArtifactError(f"{path / MANIFEST}: names build {manifest.get('build_id')}, "
+                                f"expected {build_id}")
+        return Build(kind=kind, path=path, manifest=manifest)
+
+    def find(self, kind: str, prefix: str) -> Build:
+        """The ``kind`` build whose id starts with ``prefix`` (what a person types: the first
+        12 characters `lvm` prints); raises naming the folder when none or several match."""
+        prefix = prefix.strip().lower()
+        if len(prefix) < 6:
+            raise ArtifactError(f"{kind} build {prefix!r}: give at least 6 characters of the "
+                                "build id")
+        ids = [read_json(folder / MANIFEST).get("build_id", "")
+               for folder in sorted((self.root / kind).glob("*"))
+               if not folder.name.startswith(".") and (folder / MANIFEST).exists()]
+        matches = [build_id for build_id in ids if build_id.startswith(prefix)]
+        if len(matches) != 1:
+            raise ArtifactError(f"{self.root / kind}: {'several' if matches else 'no'} {kind} "
+                                f"builds start with {prefix!r}")
+        return self.get(kind, matches[0])
+
+    def build_folders(self) -> list[Path]:
+        """Every published build folder under the root, current or not (not staging or
+        resume folders, whose names start with a dot, and not :data:`NOT_BUILDS`)."""
+        folders = []
+        for manifest in sorted(self.root.rglob(MANIFEST)):
+            parts = manifest.parent.relative_to(self.root).parts
+            if parts and parts[0] not in NOT_BUILDS and not any(p.startswith(".") for p in parts):
+                folders.append(manifest.parent)
+        return folders

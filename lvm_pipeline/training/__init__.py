@@ -1,0 +1,21 @@
+"""Stage 4, training: the config (:mod:`.config`), the loop (:mod:`.loop`) and its parts
+(:mod:`.losses`, :mod:`.lr_schedule`, :mod:`.batching`, :mod:`.validation`, :mod:`.resume`,
+:mod:`.distributed`), the published checkpoint (:mod:`.checkpoint`), the ``torchrun`` worker
+(:mod:`.worker`).
+"""
+
+from lvm_pipeline.training.checkpoint import load_checkpoint
+from lvm_pipeline.training.config import TrainConfig
+from lvm_pipeline.training.loop import TrainResult, train, train_variant
+from lvm_pipeline.training.validation import evaluate_val
+from lvm_pipeline.training.worker import extras_for
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_val",
+    "extras_for",
+    "load_checkpoint",
+    "train",
+    "train_variant",
+]

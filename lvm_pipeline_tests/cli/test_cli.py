@@ -1,0 +1,240 @@
+"""The `lvm` command: exit codes, one-line errors, and a real small `lvm run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["run", "--preset", "huge"]) == EXIT_USAGE
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    assert main([]) == EXIT_USAGE
+
+
+def test_help_explains_each_command(capsys):
+    assert main(["run", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "--data-dir" in out and "LVM_DATA_DIR" in out and "--max-chunks" in out
+    assert "exit codes: 0 success, 1" in out
+    assert main(["materialize", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "SELECTION" in out and "payload+" in out and "--epochs" in out
+    assert main(["ui", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "--port" in out and "127.0.0.1" in out and "DAGSTER_HOME" in out
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("run", "materialize", "report", "ui"))
+
+
+def test_materialize_unknown_asset_is_a_usage_error_listing_assets(tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["materialize", "mamba_q", "--data-dir", str(tmp_path)]) == EXIT_USAGE
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "cannot select 'mamba_q'" in line and "mamba_s" in line and "payload" in line
+
+
+def test_materialize_option_for_an_unselected_asset_is_a_usage_error(tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["materialize", "faiss_index", "--epochs", "3",
+                 "--data-dir", str(tmp_path)]) == EXIT_USAGE
+    assert "configure the models, which 'faiss_index' does not include" in (
+        capsys.readouterr().err)
+
+
+def test_materialize_failed_step_exit_1_with_reason_and_run_to_open(tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    # No payload was ever built: the index step fails and says so.
+    assert main(["materialize", "faiss_index", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "✗ faiss_index failed:" in err and "step faiss_index failed:" in err
+    assert "payload" in err.split("step faiss_index failed:")[1].splitlines()[0]
+    assert "Details: `lvm ui --data-dir" in err and "Runs →" in err
+
+
+def test_materialize_selection_runs_its_checks_and_prints_builds(small_run_copy, capsys,
+                                                                 monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["materialize", "aligned_eval", "--data-dir", str(small_run_copy)]) == EXIT_OK
+    out = capsys.readouterr()
+    assert "✓ check check_eval_sequences_aligned on aligned_eval passed" in out.err
+    [line] = out.out.strip().splitlines()
+    name, build, path = line.split("\t")
+    assert name == "aligned_eval" and (small_run_copy / "sequences" / "eval").samefile(
+        f"{path}/..") and path.endswith(build[:12] + path[-4:])
+
+
+def test_ui_refuses_a_busy_port_in_one_line(tmp_path, capsys, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--data-dir", str(tmp_path), "--port", str(port)]) == EXIT_FAILED
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+    assert f"see `lvm ui --port {port + 1}`" in line
+
+
+def test_ui_runs_dg_dev_on_the_workspace():
+    import sys
+
+    from lvm_pipeline.cli.common import PROJECT_ROOT
+    from lvm_pipeline.cli.ui import dagster_dev_command
+
+    command = dagster_dev_command("127.0.0.1", 3999)
+    assert command[:2] == [str(Path(sys.executable).with_name("dg")), "dev"]
+    assert command[2:4] == ["-w", str(PROJECT_ROOT / "workspace.yaml")]
+    assert command[-4:] == ["-h", "127.0.0.1", "-p", "3999"]
+
+
+def test_unwritable_data_dir_is_one_line_and_exit_1(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", "--data-dir", str(blocker / "data")]) == EXIT_FAILED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not writable" in err[0]
+
+
+def test_report_without_a_run_says_what_to_do(tmp_path, capsys):
+    assert main(["report", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    assert "no report under" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lvm_run_small_then_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    data = tmp_path / "data"
+    code = main(["run", "--data-dir", str(data), "--max-chunks", "300", "--epochs", "1",
+                 "--log-level", "WARNING"])
+    out = capsys.readouterr()
+    assert code == EXIT_OK, out.err[-2000:]
+    assert "| mamba_s |" in out.out and "copy_last_context" in out.out
+    assert (data / "dagster_home" / "dagster.yaml").exists()
+    # The run is recorded in the instance the UI reads.
+    assert any((data / "dagster_home").rglob("*.db"))
+    assert main(["report", "--data-dir", str(data), "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["models"]) == {"mamba_s", "mamba_h", "mamba_xl", "mamba_sandwich",
+                                     "mamba_gr"}
+
+
+# --------------------------------------------------------------------------- guard commands
+
+
+@pytest.fixture
+def _cli_env(monkeypatch):
+    """CLI calls set LVM_DATA_DIR / DAGSTER_HOME; keep them from leaking into other tests."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+
+
+def test_guard_commands_explain_themselves(capsys):
+    for command in ("check", "verify", "import-training", "export-training", "import-payload"):
+        assert main([command, "--help"]) == EXIT_OK
+        assert "--data-dir" in capsys.readouterr().out
+    main(["import-payload", "--help"])
+    assert "--allow-pickle" in capsys.readouterr().out
+
+
+def test_check_and_verify_on_an_empty_data_dir_say_what_to_do(tmp_path, capsys):
+    assert main(["check", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    assert "no checked artifacts under" in capsys.readouterr().err
+    assert main(["verify", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    assert "no artifacts under" in capsys.readouterr().err
+
+
+def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, capsys, _cli_env):
+    from lvm_pipeline_tests.defs.test_pipeline import CHECKS
+
+    assert main(["check", "--data-dir", str(small_run_copy)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].split() == ["check", "asset", "status", "figure", "threshold"]
+    for name in CHECKS:
+        check, asset = name.split("@")
+        assert any(line.split()[:3] == [check, asset, "pass"] for line in out.splitlines()), name
+    assert (small_run_copy / "dagster_home" / "dagster.yaml").exists()  # recorded for the UI
+    assert main(["verify", "--data-dir", str(small_run_copy)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "11 of 11 builds match their manifests" in out and "ok      payload/" in out
+
+
+def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_path, capsys,
+                                                           _cli_env):
+    import numpy as np
+
+    from lvm_pipeline.store.artifacts import ArtifactStore
+
+    npz = tmp_path / "ours.npz"
+    assert main(["export-training", str(npz), "--data-dir", str(small_run_copy)]) == EXIT_OK
+    assert "with truth_keys and provenance" in capsys.readouterr().out
+    store = ArtifactStore(small_run_copy)
+    native = store.current("sequences/train")
+    with np.load(npz, allow_pickle=False) as data:
+        provenance = json.loads(str(data["provenance"]))
+        assert data["truth_keys"].shape == (len(data["target_vectors"]), 2)
+    assert provenance["payload_build_id"] == store.current("payload").build_id
+    assert provenance["sequences_build_id"] == native.build_id
+    assert main(["import-training", str(npz), "--data-dir", str(small_run_copy)]) == EXIT_OK
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("check_training_sequences_aligned"))
+    assert line.split()[2:4] == ["pass", "1"]
+    imported = store.current("sequences/train")
+    assert imported.build_id != native.build_id
+    assert imported.manifest["source"]["kind"] == "imported npz"
+    assert imported.manifest["alignment"]["target_cos_min"] > 0.9999
+    assert imported.manifest["alignment"]["context_cos_min"] > 0.9999
+
+
+def _run_config(argv: list[str], ops=None) -> dict:
+    import argparse
+
+    from lvm_pipeline.cli.common import add_run_options, run_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_options(parser)
+    return run_config_from_args(parser.parse_args(argv), ops=ops, selection_label="'x'")
+
+
+def test_corpus_limits_and_device_options_configure_their_assets():
+    import dagster as dg
+
+    from lvm_pipeline.definitions import defs
+
+    config = _run_config(["--corpus", "notes", "--corpus-source", "text_dir",
+                          "--max-chunks", "0", "--max-chunks-per-article", "100",
+                          "--device", "cpu"])
+    assert config["ops"]["corpus"]["config"] == {
+        "source": "text_dir", "path": str(Path("notes").resolve()), "max_chunks": 0,
+        "max_chunks_per_article": 100}
+    # --device moves the embedder (payload, the canary) and the five trainings together.
+    assert config["resources"]["embedder"]["config"] == {"device": "cpu"}
+    assert config["ops"]["mamba_gr"]["config"] == {"device": "cpu"}
+    dg.validate_run_config(defs().resolve_job_def("full_retrain"), config)
+    # Nothing asked, nothing set: each source keeps its own defaults (the sample's limits).
+    assert _run_config([]) == {"ops": {}}
+    # A payload-only selection takes --device for its embedder alone.
+    config = _run_config(["--device", "cpu"], ops=["payload"])
+    assert config == {"ops": {}, "resources": {"embedder": {"config": {"device": "cpu"}}}}
+
+
+@pytest.mark.parametrize(("argv", "ops", "message"), [
+    (["--max-chunks-per-article", "-1"], None, "--max-chunks-per-article must be >= 0"),
+    (["--max-chunks-per-article", "5"], ["payload"], "configure `corpus`, which 'x' does not"),
+    (["--device", "cpu"], ["faiss_index"], "--device configures the embedder"),
+])
+def test_bad_corpus_or_device_options_are_usage_errors(argv, ops, message):
+    from lvm_pipeline.cli.common import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        _run_config(argv, ops)

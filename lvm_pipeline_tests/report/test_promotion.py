@@ -1,0 +1,319 @@
+"""The promotion gate on the report, promotion state in the Dagster instance, `lvm promote`,
+`lvm rollback`, `lvm models --promoted`, and `lvm report --compare` across two reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from lvm_pipeline.cli.events import failure_lines
+from lvm_pipeline.defs.promoted_models import promoted_key, read_promotion, read_promotions
+from lvm_pipeline.defs.resources import GuardsResource, PromotionResource
+from lvm_pipeline.models import LVM, VARIANTS, preset
+from lvm_pipeline.report.build import read_report
+from lvm_pipeline.report.promotion import Promotion, PromotionConfig, compare
+from lvm_pipeline.store import kinds
+from lvm_pipeline.store.artifacts import ArtifactStore, Build
+from lvm_pipeline.training.checkpoint import load_checkpoint, publish_checkpoint
+from lvm_pipeline_tests.conftest import (
+    check_evaluations,
+    instance_at,
+    materialize_all,
+    record_build,
+)
+
+# The report re-runs the embedder canary; 8 texts instead of 64 where it is not the point.
+QUICK_CANARY = {"guards": GuardsResource(canary_sample=8)}
+
+# --------------------------------------------------------------------------- the rule
+
+
+def test_a_worse_candidate_is_held_and_the_margin_tolerates_a_smaller_loss():
+    promoted = np.ones(200, dtype=np.int64)  # every query at rank 1: MRR@10 1.0
+    worse = np.where(np.arange(200) % 2 == 0, 1, 20)  # half the queries lost: MRR@10 0.5
+    held = compare("mamba_s", "c" * 64, "p" * 64, worse, promoted, PromotionConfig())
+    assert not held.promote and held.held
+    assert held.difference["value"] == pytest.approx(-0.5) and held.difference["high"] < 0
+    assert "worse by 0.5000 MRR@10" in held.line() and "pppppppppppp stays promoted" in held.line()
+    assert "[-0." in held.line() and "HELD BACK" in held.line()
+    tolerant = compare("mamba_s", "c" * 64, "p" * 64, worse, promoted, PromotionConfig(margin=0.6))
+    assert tolerant.promote
+    same = compare("mamba_s", "c" * 64, "p" * 64, promoted, promoted, PromotionConfig())
+    assert same.promote and same.difference["low"] == same.difference["high"] == 0
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        PromotionConfig(margin=-0.1)
+
+
+def test_promotion_state_steps_forward_and_back_and_round_trips():
+    first = Promotion("mamba_s", "a" * 64, "gate", "gate (run r1)", "first promotion")
+    second = first.succeeded_by("b" * 64, "manual", "me (lvm promote)", "by hand")
+    assert second.earlier == ("a" * 64,) and second.action == "manual"
+    back = second.rolled_back("me (lvm rollback)")
+    assert back.build_id == "a" * 64 and back.earlier == () and back.demoted == ("b" * 64,)
+    assert Promotion.from_record(json.loads(json.dumps(back.to_record()))) == back
+    with pytest.raises(ValueError, match="no earlier promoted build to roll back to"):
+        back.rolled_back("me")
+    with pytest.raises(ValueError, match="promotion action 'auto'"):
+        Promotion("mamba_s", "a" * 64, "auto", "me", "")
+
+
+# --------------------------------------------------------------------------- through Dagster
+
+
+def _variant_of(store: ArtifactStore, build: Build, noise: float, seed: int) -> Build:
+    """A checkpoint of the same variant, trained on the same data, with noise added to every
+    weight: large noise makes a worse candidate without training one."""
+    model, info = load_checkpoint(build)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(noise * torch.randn(p.shape, generator=generator))
+    return publish_checkpoint(store, model, info, dict(build.manifest["upstream"]))
+
+
+@pytest.fixture(scope="module")
+def second_retrain(small_run, tmp_path_factory) -> tuple[Path, dict, object]:
+    """The small run, then a report over a ruined mamba_s and a barely changed mamba_h (the
+    other three candidates are the promoted builds)."""
+    data_dir = tmp_path_factory.mktemp("promotion") / "data"
+    shutil.copytree(small_run[0], data_dir)
+    store = ArtifactStore(data_dir)
+    first = read_report(store.current(kinds.REPORT))["lineage"]["models"]
+    ruined = _variant_of(store, store.get(kinds.checkpoint("mamba_s"), first["mamba_s"]), 1.0, 0)
+    nudged = _variant_of(store, store.get(kinds.checkpoint("mamba_h"), first["mamba_h"]), 1e-6, 1)
+    with instance_at(data_dir) as instance:  # what two training steps would have recorded
+        for variant, build in (("mamba_s", ruined), ("mamba_h", nudged)):
+            record_build(instance, variant, build)
+            store.set_current(build)
+    result = materialize_all(data_dir, selection=["retrieval_report"], resources=QUICK_CANARY)
+    return data_dir, {"first": first, "ruined": ruined.build_id, "nudged": nudged.build_id}, result
+
+
+def test_the_first_retrain_promotes_every_candidate_recorded_in_the_instance(small_run):
+    data_dir, result = small_run
+    gate = check_evaluations(result)["check_candidates_not_worse"]
+    assert gate.passed and gate.blocking
+    models = read_report(ArtifactStore(data_dir).current(kinds.REPORT))["lineage"]["models"]
+    with instance_at(data_dir) as instance:
+        promoted = read_promotions(instance)
+    assert {v: p.build_id for v, p in promoted.items()} == models and set(models) == set(VARIANTS)
+    for p in promoted.values():
+        assert p.action == "gate" and p.by == f"gate (run {result.run_id})"
+        assert p.reason == f"first promotion of {p.variant}" and p.earlier == ()
+
+
+def test_a_worse_candidate_keeps_the_promoted_model_and_the_run_says_by_how_much(second_retrain):
+    data_dir, builds, result = second_retrain
+    assert not result.success  # the gate is blocking: the run fails, so alerts fire
+    gate = check_evaluations(result)["check_candidates_not_worse"]
+    assert not gate.passed
+    assert gate.description.startswith(f"mamba_s: candidate {builds['ruined'][:12]} HELD BACK: "
+                                       "worse by ")
+    assert f"against promoted {builds['first']['mamba_s'][:12]}" in gate.description
+    assert "95% paired bootstrap over" in gate.description
+    meta = {k: v.value for k, v in gate.metadata.items()}
+    assert meta["mamba_s/mrr_at_10_difference"] < 0 and abs(meta["mamba_h/mrr_at_10_difference"]) < 0.02
+    assert meta["figure"] < meta["threshold"] == 0.0  # the worst upper end, against -margin
+    assert "mamba_h: candidate" in meta["decisions"] and "promoted" in meta["decisions"]
+    # `lvm run` prints the failed check's description among its failure lines.
+    [line] = [x for x in failure_lines(result.all_events)
+              if x.startswith("check check_candidates_not_worse on retrieval_report FAILED")]
+    assert "mamba_s" in line and "MRR@10 -" in line and "[" in line
+    with instance_at(data_dir) as instance:
+        promoted = read_promotions(instance)
+        s_history = instance.fetch_materializations(
+            promoted_key("mamba_s"), limit=10).records
+    assert promoted["mamba_s"].build_id == builds["first"]["mamba_s"] and len(s_history) == 1
+    h = promoted["mamba_h"]
+    assert h.build_id == builds["nudged"] and h.earlier == (builds["first"]["mamba_h"],)
+    assert h.report == ArtifactStore(data_dir).current(kinds.REPORT).build_id
+    assert "against promoted" in h.reason and h.by == f"gate (run {result.run_id})"
+    for v in ("mamba_xl", "mamba_gr", "mamba_sandwich"):
+        assert promoted[v].build_id == builds["first"][v] and promoted[v].earlier == ()
+
+
+def test_a_large_margin_promotes_the_worse_candidate(second_retrain, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(second_retrain[0], data_dir)
+    result = materialize_all(data_dir, selection=["retrieval_report"],
+                             resources={**QUICK_CANARY,
+                                        "promotion": PromotionResource(margin=1.0)})
+    assert result.success
+    with instance_at(data_dir) as instance:
+        assert read_promotion(instance, "mamba_s").build_id == second_retrain[1]["ruined"]
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def cli_data(second_retrain, tmp_path, monkeypatch) -> Path:
+    """A private copy of the second retrain; CLI calls set LVM_DATA_DIR / DAGSTER_HOME."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+    data_dir = tmp_path / "data"
+    shutil.copytree(second_retrain[0], data_dir)
+    return data_dir
+
+
+def _promoted_json(data_dir: Path, capsys) -> dict:
+    assert main(["models", "--promoted", "--json", "--data-dir", str(data_dir)]) == EXIT_OK
+    return json.loads(capsys.readouterr().out)
+
+
+def test_promote_and_rollback_by_hand_are_recorded_and_listed(second_retrain, cli_data, capsys):
+    _, builds, _ = second_retrain
+    ruined, good = builds["ruined"], builds["first"]["mamba_s"]
+    assert main(["models", "--promoted", "--data-dir", str(cli_data)]) == EXIT_OK
+    table = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert rows["mamba_s"][1:2] == [good[:12]] and rows["mamba_s"][3:6] == ["gate", "gate", "(run"]
+    assert main(["promote", "mamba_s", ruined[:12], "--reason", "try it",
+                 "--data-dir", str(cli_data)]) == EXIT_OK
+    assert f"mamba_s: promoted {ruined[:12]} (was {good[:12]})" in capsys.readouterr().out
+    listed = _promoted_json(cli_data, capsys)["mamba_s"]
+    assert listed["build_id"] == ruined and listed["action"] == "manual"
+    assert listed["reason"] == "try it" and listed["by"].endswith("(lvm promote)")
+    assert main(["rollback", "mamba_s", "--data-dir", str(cli_data)]) == EXIT_OK
+    assert f"rolled back from {ruined[:12]} to {good[:12]}" in capsys.readouterr().out
+    listed = _promoted_json(cli_data, capsys)["mamba_s"]
+    assert listed["build_id"] == good and listed["action"] == "rollback"
+    assert listed["demoted"] == [ruined]
+    # Back at the first promotion: nothing earlier to roll back to.
+    assert main(["rollback", "mamba_s", "--data-dir", str(cli_data)]) == EXIT_FAILED
+    assert "no earlier promoted build to roll back to" in capsys.readouterr().err
+    # mamba_h was promoted by the gate over its first build: rolling back restores that one.
+    assert main(["rollback", "mamba_h", "--data-dir", str(cli_data)]) == EXIT_OK
+    assert f"to {builds['first']['mamba_h'][:12]}" in capsys.readouterr().out
+    assert _promoted_json(cli_data, capsys)["mamba_h"]["build_id"] == builds["first"]["mamba_h"]
+    # A re-run of the gate on the same report does not undo the rollbacks.
+    materialize_all(cli_data, selection=["retrieval_report"], resources=QUICK_CANARY)
+    listed = _promoted_json(cli_data, capsys)
+    assert listed["mamba_h"]["build_id"] == builds["first"]["mamba_h"]
+    assert listed["mamba_s"]["build_id"] == good
+
+
+def _untrained(store: ArtifactStore, variant: str, seed: int) -> Build:
+    """A checkpoint build without training (what the CLI checks needs no good weights)."""
+    torch.manual_seed(seed)
+    return publish_checkpoint(store, LVM(preset(variant, "tiny", d_in=16)),
+                              {"variant": variant, "size": "tiny", "payload_build_id": "p" * 64},
+                              {})
+
+
+@pytest.fixture
+def untrained(tmp_path, monkeypatch) -> tuple[Path, dict[str, Build]]:
+    """Two mamba_s checkpoints and a mamba_h one in a fresh data dir; CLI calls set
+    LVM_DATA_DIR / DAGSTER_HOME."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+    store = ArtifactStore(tmp_path / "data")
+    return store.root, {"s1": _untrained(store, "mamba_s", 0), "s2": _untrained(store, "mamba_s", 1),
+                        "h": _untrained(store, "mamba_h", 2)}
+
+
+def test_promote_by_hand_then_roll_back_step_by_step(untrained, capsys):
+    data_dir, builds = untrained
+    s1, s2 = builds["s1"].build_id, builds["s2"].build_id
+    assert main(["promote", "mamba_s", s1[:8], "--data-dir", str(data_dir)]) == EXIT_OK
+    assert main(["promote", "mamba_s", s2, "--reason", "newer", "--data-dir", str(data_dir)]) == 0
+    assert f"mamba_s: promoted {s2[:12]} (was {s1[:12]})" in capsys.readouterr().out
+    listed = _promoted_json(data_dir, capsys)
+    assert listed["mamba_s"]["build_id"] == s2 and listed["mamba_s"]["earlier"] == [s1]
+    assert listed["mamba_s"]["reason"] == "newer" and listed["mamba_h"] is None
+    assert main(["promote", "mamba_s", s2, "--data-dir", str(data_dir)]) == EXIT_OK
+    assert "already the promoted build" in capsys.readouterr().out
+    assert main(["rollback", "mamba_s", "--data-dir", str(data_dir)]) == EXIT_OK
+    assert f"rolled back from {s2[:12]} to {s1[:12]}" in capsys.readouterr().out
+    assert main(["rollback", "mamba_s", "--data-dir", str(data_dir)]) == EXIT_FAILED
+    assert "no earlier promoted build to roll back to" in capsys.readouterr().err
+    # Every change is a materialization of promoted_models/mamba_s in the instance.
+    with instance_at(data_dir) as instance:
+        history = instance.fetch_materializations(promoted_key("mamba_s"), limit=10).records
+        assert [r.asset_materialization.metadata["action"].value for r in history] == [
+            "rollback", "manual", "manual"]
+        assert read_promotion(instance, "mamba_s").demoted == (s2,)
+
+
+def test_promote_refuses_unknown_builds_and_builds_of_another_variant(untrained, capsys):
+    data_dir, builds = untrained
+    assert main(["promote", "mamba_s", "0123456789ab", "--data-dir", str(data_dir)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "lvm promote:" in err and "no models/mamba_s builds start with '0123456789ab'" in err
+    h = builds["h"].build_id
+    assert main(["promote", "mamba_s", h[:12], "--data-dir", str(data_dir)]) == EXIT_USAGE
+    assert f"build {h[:12]} is a mamba_h checkpoint" in capsys.readouterr().err
+    assert main(["promote", "mamba_s", "abc", "--data-dir", str(data_dir)]) == EXIT_FAILED
+    assert "at least 6 characters" in capsys.readouterr().err
+    assert main(["promote", "mamba_q", "abcdef", "--data-dir", str(data_dir)]) == EXIT_USAGE
+    capsys.readouterr()
+    # A damaged checkpoint is never promoted.
+    (builds["s1"].path / "model.safetensors").write_bytes(b"not weights")
+    assert main(["promote", "mamba_s", builds["s1"].build_id,
+                 "--data-dir", str(data_dir)]) == EXIT_FAILED
+    assert "is damaged" in capsys.readouterr().err
+    # Nothing above promoted anything.
+    assert set(_promoted_json(data_dir, capsys).values()) == {None}
+
+
+def test_rollback_of_a_never_promoted_variant_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+    assert main(["rollback", "mamba_xl", "--data-dir", str(tmp_path / "empty")]) == EXIT_FAILED
+    assert "mamba_xl was never promoted" in capsys.readouterr().err
+    assert main(["models", "--promoted", "--data-dir", str(tmp_path / "empty")]) == EXIT_OK
+    assert capsys.readouterr().out.count("never promoted") == len(VARIANTS)
+
+
+# --------------------------------------------------------------------------- trends
+
+
+def test_report_compare_pairs_two_reports_over_the_same_queries(cli_data, capsys):
+    store = ArtifactStore(cli_data)
+    current = read_report(store.current(kinds.REPORT))  # the second retrain's
+    assert main(["report", "--compare", "--json", "--data-dir", str(cli_data)]) == EXIT_OK
+    comparison = json.loads(capsys.readouterr().out)
+    assert comparison["current"] == store.current(kinds.REPORT).build_id
+    assert comparison["paired"] and comparison["method"].startswith("paired bootstrap")
+    s = comparison["figures"]["mamba_s"]["mrr_at_10"]
+    assert s["change"] < 0 and s["high"] < 0 and s["verdict"] == "worse"
+    assert s["now"] == current["models"]["mamba_s"]["mrr_at_10"]
+    # Unchanged predictors (the promoted builds, the seeded baselines) did not move.
+    for name in ("mamba_xl", "copy_last_context", "ridge"):
+        r = comparison["figures"][name]["r_at_5"]
+        assert r["change"] == 0 and r["low"] == r["high"] == 0
+    assert comparison["figures"]["mamba_s"]["contain_at_50"]["low"] is None
+    # The same comparison named by build, as Markdown.
+    previous = comparison["previous"]
+    assert main(["report", "--compare", previous[:10], "--data-dir", str(cli_data)]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert f"against {previous[:12]}" in text and "## mrr_at_10" in text
+    assert "| mamba_s |" in text and "**" not in text and "worse" in text
+    assert main(["report", "--compare", "ffffffffff", "--data-dir", str(cli_data)]) == EXIT_FAILED
+    assert "no report builds start with 'ffffffffff'" in capsys.readouterr().err
+
+
+def test_report_compare_without_an_earlier_report_says_so(small_run_copy, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+    assert main(["report", "--compare", "--data-dir", str(small_run_copy)]) == EXIT_FAILED
+    assert "no report was materialized before it" in capsys.readouterr().err
+
+
+def test_selections_never_include_the_promotion_records():
+    """promoted_models/* are external assets: Dagster refuses a run that selects them, so
+    `lvm materialize '*'` leaves them out and selecting one alone is a usage error."""
+    from lvm_pipeline.cli.common import UsageError
+    from lvm_pipeline.cli.materialize import resolve_selection
+
+    everything = {k.to_user_string() for k in resolve_selection("*")}
+    assert "retrieval_report" in everything and not any(k.startswith("promoted_models")
+                                                        for k in everything)
+    with pytest.raises(UsageError, match="selects no asset"):
+        resolve_selection("key:promoted_models/mamba_s")

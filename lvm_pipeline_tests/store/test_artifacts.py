@@ -1,0 +1,90 @@
+"""The artifact store: atomic publish, content addressing, hash-verified loads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lvm_pipeline.store.artifacts import ArtifactError, ArtifactStore, HashMismatchError
+
+
+def _publish(store: ArtifactStore, payload: bytes, upstream=None):
+    with store.stage("thing") as staged:
+        (staged / "a.bin").write_bytes(payload)
+        (staged / "sub").mkdir()
+        (staged / "sub" / "b.txt").write_text("b")
+        return store.publish("thing", staged, {"note": "x"}, upstream)
+
+
+def test_publish_writes_a_hashed_build_and_leaves_current_to_set_current(store):
+    build = _publish(store, b"hello")
+    # Publishing never moves CURRENT: only a step that succeeded does (the IO manager).
+    assert not store.has_current("thing")
+    store.set_current(build)
+    assert store.current("thing").build_id == build.build_id
+    assert set(build.manifest["files"]) == {"a.bin", "sub/b.txt"}
+    assert build.manifest["code_version"].startswith("0.1.0+")
+    assert build.verify() == ["a.bin", "sub/b.txt"]
+    # No staging folder is left behind.
+    assert [p.name for p in (store.root / "thing").iterdir() if p.name.startswith(".")] == []
+
+
+def test_same_content_is_the_same_build_and_other_upstream_is_not(store):
+    first = _publish(store, b"hello")
+    assert _publish(store, b"hello").build_id == first.build_id
+    assert _publish(store, b"hello", {"payload": "p2"}).build_id != first.build_id
+
+
+def test_new_build_leaves_the_previous_one_intact(store):
+    old = _publish(store, b"old")
+    store.set_current(old)
+    new = _publish(store, b"new")
+    assert store.current("thing").build_id == old.build_id
+    store.set_current(new)
+    assert store.current("thing").build_id == new.build_id
+    assert (old.path / "a.bin").read_bytes() == b"old"
+    old.verify()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "delete"])
+def test_damaged_file_fails_loading_and_names_the_file(store, damage):
+    build = _publish(store, b"0123456789")
+    target = build.path / "a.bin"
+    if damage == "truncate":
+        target.write_bytes(b"01234")
+    elif damage == "edit":
+        target.write_bytes(b"0123456780")
+    else:
+        target.unlink()
+    with pytest.raises(HashMismatchError, match=r"a\.bin"):
+        store.get("thing", build.build_id).file("a.bin")
+
+
+def test_failure_while_staging_publishes_nothing(store):
+    with pytest.raises(RuntimeError), store.stage("thing") as staged:
+        (staged / "a.bin").write_bytes(b"half")
+        raise RuntimeError("crash mid-write")
+    assert not store.has_current("thing")
+    assert list((store.root / "thing").iterdir()) == []
+
+
+def test_missing_artifact_says_how_to_build_it(store):
+    with pytest.raises(ArtifactError, match=r"no payload under .*lvm run"):
+        store.current("payload")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_unwritable_data_dir_is_named(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(ArtifactError, match=f"data dir {locked} is not writable"):
+        ArtifactStore(locked).ensure_writable()
+
+
+def test_data_dir_under_a_file_is_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ArtifactError, match="is not writable"):
+        ArtifactStore(blocker / "data").ensure_writable()
