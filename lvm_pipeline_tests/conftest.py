@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lvm_pipeline.cli.run_config import CorpusParams, TrainParams, run_config
+from lvm_pipeline.cli.runner import definitions, execute, open_instance
 from lvm_pipeline.corpus.chunking import text_sha256
+from lvm_pipeline.defs.resources import TrackingResource
 from lvm_pipeline.payload.payload import CHUNKS, VECTORS, Payload, load_payload
 from lvm_pipeline.runtime.tracking import STORE_DIR
 from lvm_pipeline.store import kinds
@@ -92,6 +95,19 @@ class LookupEncoder:
         return {"id": self.ident, "weights_sha256": "w" * 64, "config_sha256": "c" * 64}
 
 
+# What `lvm` and the definitions read from the environment (a deployment's settings): a test
+# runs against its own data dir and instance whatever the shell that started pytest has set.
+DEPLOYMENT_ENV = ("DAGSTER_HOME", "LVM_DATA_DIR", "LVM_ARTIFACT_MIRROR", "LVM_TRACKING",
+                  "MLFLOW_TRACKING_URI", "LVM_EXECUTOR", "LVM_RETRAIN_SCHEDULE",
+                  "LVM_RETRAIN_CRON", "LVM_RETRAIN_TZ")
+
+
+@pytest.fixture(autouse=True)
+def no_deployment_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in DEPLOYMENT_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(tmp_path / "data")
@@ -104,27 +120,11 @@ def synthetic_payload(store: ArtifactStore) -> Payload:
     return publish_synthetic_payload(store, [int(n) for n in lengths])
 
 
-def small_run_resources(data_dir: Path) -> dict:
-    """The definitions' resources with the artifact root (and the IO managers over it) moved
-    to ``data_dir``, and MLflow tracking off: a new tracking store costs seconds to create,
-    in every data dir a test materializes into. The small run keeps it on (test_tracking.py
-    reads its runs back)."""
-    from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.resources import TrackingResource, storage_resources
-
-    return {**defs().resources, **storage_resources(str(data_dir)),
-            "tracking": TrackingResource(enabled=False)}
-
-
 def instance_at(data_dir: Path) -> dg.DagsterInstance:
-    """The SQLite instance under ``data_dir/dagster_home``, where `lvm` keeps it: it travels
-    with a copy of the data dir, so a later run resolves the inputs it does not build from the
-    materializations recorded there."""
-    home = data_dir / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():  # SQLite in the home itself, no env needed
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.from_config(str(home))
+    """The instance under ``data_dir/dagster_home``, opened as `lvm` opens it (the repository's
+    dagster.yaml): it travels with a copy of the data dir, so a later run resolves the inputs
+    it does not build from the materializations recorded there."""
+    return open_instance(data_dir / "dagster_home")
 
 
 def record_build(instance: dg.DagsterInstance, asset: str, build) -> None:
@@ -135,31 +135,34 @@ def record_build(instance: dg.DagsterInstance, asset: str, build) -> None:
         asset, metadata={"build_id": build.build_id, "kind": build.kind}))
 
 
+def small_config(corpus: dict | None = None, training: dict | None = None, ops: dict | None = None,
+                 only=None) -> dg.RunConfig:
+    """The small default run's config (``corpus`` and ``training`` replace its settings; ``ops``
+    maps other assets to their config objects), for the assets in ``only``."""
+    config = run_config(corpus=CorpusParams(**(SMALL_CORPUS if corpus is None else corpus)),
+                        training=TrainParams(**(SMALL_TRAINING if training is None else training)),
+                        only=only)
+    return dg.RunConfig(ops={**config.ops, **{k: v for k, v in (ops or {}).items()
+                                              if only is None or k in only}})
+
+
 def materialize_all(data_dir: Path, selection=None, corpus=None, training=None,
                     instance: dg.DagsterInstance | None = None, resources: dict | None = None,
-                    **kwargs):
-    """``dg.materialize`` of every asset and check of the definitions into ``data_dir``,
-    recorded in ``instance`` (default: :func:`instance_at` ``data_dir``).
-
-    ``selection``: asset names or a ``dg.AssetSelection``; ``resources`` replace the
-    definitions' ones (the storage root stays ``data_dir``)."""
-    from lvm_pipeline.cli.run_config import run_config
-    from lvm_pipeline.definitions import defs
-
-    loaded = defs()
-    config = run_config(SMALL_CORPUS if corpus is None else corpus,
-                        SMALL_TRAINING if training is None else training)
-    for op, op_config in kwargs.pop("ops", {}).items():
-        config["ops"][op] = {"config": op_config}
+                    ops: dict | None = None) -> dg.ExecuteInProcessResult:
+    """Run every asset and check (or the asset names / ``dg.AssetSelection`` in ``selection``)
+    against ``data_dir`` through `lvm`'s runner, recorded in ``instance`` (default:
+    :func:`instance_at` ``data_dir``), with MLflow tracking off unless ``resources`` replace it:
+    a new tracking store costs seconds, in every data dir a test materializes into."""
+    if selection is not None and not isinstance(selection, dg.AssetSelection):
+        selection = dg.AssetSelection.assets(*selection)
+    names = None
     if selection is not None:  # Dagster rejects config for ops outside the selection
-        names = (set(selection) if not isinstance(selection, dg.AssetSelection) else
-                 {k.to_user_string() for k in selection.resolve(loaded.resolve_asset_graph())})
-        config["ops"] = {k: v for k, v in config["ops"].items() if k in names}
+        names = {k.to_user_string() for k in selection.resolve(definitions().resolve_asset_graph())}
     with contextlib.nullcontext(instance) if instance else instance_at(data_dir) as active:
-        return dg.materialize(
-            [*loaded.assets, *loaded.asset_checks], run_config=config,
-            resources={**small_run_resources(data_dir), **(resources or {})},
-            selection=selection, instance=active, raise_on_error=False, **kwargs)
+        return execute(data_dir, active, selection=selection,
+                       run_config=small_config(corpus, training, ops, names),
+                       resources={"tracking": TrackingResource(enabled=False),
+                                  **(resources or {})})
 
 
 def metadata_values(materialization: dg.AssetMaterialization) -> dict:
@@ -203,9 +206,8 @@ def assert_untouched(root: Path, before: dict[str, tuple[str, int]]) -> None:
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
-    """The whole graph materialized once on the small default (real sample, real embedder)."""
-    from lvm_pipeline.defs.resources import TrackingResource
-
+    """The whole graph materialized once on the small default (real sample, real embedder),
+    tracked (runtime/test_tracking.py reads its runs back)."""
     data_dir = tmp_path_factory.mktemp("small_run") / "data"
     result = materialize_all(data_dir, resources={"tracking": TrackingResource()})
     assert result.success, "the small default run failed"

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
+from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, open_cli_store, resolve_data_dir
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from lvm_pipeline.embedding import EmbeddingCache
-    from lvm_pipeline.store import ArtifactStore
 
     data_dir = resolve_data_dir(args.data_dir)
-    store = ArtifactStore(data_dir)
+    store = open_cli_store(data_dir)
     cache = EmbeddingCache.of_store(store)
     if not cache.root.is_dir():
         raise CliError(f"no embedding cache under {data_dir}: a payload build makes one "

@@ -1,5 +1,5 @@
-"""What every ``lvm`` command shares: exit codes, one-line errors, the data dir, the Dagster
-instance, the options that configure a run, and running (part of) the graph in-process.
+"""What every ``lvm`` command shares: exit codes, one-line errors, the data dir and its Dagster
+instance, the options that configure a run, and running (part of) the graph with a console.
 
 Conventions every command module follows (so scripts can rely on them):
 - exit 0 success, 1 a check or step failed or something is missing (:class:`CliError`),
@@ -14,24 +14,16 @@ Conventions every command module follows (so scripts can rely on them):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import sys
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from lvm_pipeline.cli.events import failure_lines
-from lvm_pipeline.runtime import BARS_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# The instance template copied into a new DAGSTER_HOME (shipped inside the package, so an
-# installed wheel has it too; not in the repository root, where `dagster dev` would warn that
-# a dagster.yaml in the current folder is not used).
-INSTANCE_TEMPLATE = PROJECT_ROOT / "dagster.yaml"
 
 
 class CliError(Exception):
@@ -70,52 +62,42 @@ def add_command(sub: argparse._SubParsersAction, name: str, help_text: str,
 
 
 def resolve_data_dir(arg: str | None) -> Path:
+    """``--data-dir``, else ``LVM_DATA_DIR``, else ``./data``: absolute."""
     return Path(arg or os.environ.get("LVM_DATA_DIR") or "data").expanduser().resolve()
 
 
-def prepare_environment(data_dir: Path) -> Path:
-    """Point the definitions at ``data_dir`` and DAGSTER_HOME at its instance; return the home.
+def instance_home(data_dir: Path) -> Path:
+    """The Dagster instance of ``data_dir``: ``DAGSTER_HOME`` when the environment sets one
+    (a deployment's shared instance), else ``<data dir>/dagster_home``, which travels with a copy
+    of the data dir."""
+    return Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
 
-    The storage resource reads LVM_DATA_DIR when a step opens the store (runs started here pass
-    the data dir explicitly as well; the UI's code server inherits the variable). An existing
-    ``dagster.yaml`` in the home is kept (that is where a Postgres instance is configured,
-    docs/deploy.md); a missing one is copied from the package's template.
-    """
+
+def prepare(data_dir: Path) -> Path:
+    """Check that ``data_dir`` is writable (naming it, before any work starts) and return its
+    instance's home."""
     from lvm_pipeline.store import ArtifactError, ArtifactStore
 
     try:
         ArtifactStore(data_dir).ensure_writable()
     except ArtifactError as err:
         raise CliError(str(err)) from None
-    os.environ["LVM_DATA_DIR"] = str(data_dir)
-    home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    instance_yaml = home / "dagster.yaml"
-    if not instance_yaml.exists():
-        shutil.copyfile(INSTANCE_TEMPLATE, instance_yaml)
-    return home
+    return instance_home(data_dir)
 
 
-@contextlib.contextmanager
-def open_instance_lock(home: Path) -> Iterator[None]:
-    """Hold while opening the instance at ``home``. Opening a fresh SQLite instance creates its
-    tables, and two ``lvm`` processes doing that at once fail with "table … already exists"
-    (seen with two parallel first runs); once created, opening is cheap and runs proceed in
-    parallel."""
-    import fcntl
+def open_data_dir_instance(data_dir: Path) -> Any:
+    """The Dagster instance of ``data_dir`` (a ``DagsterInstance``; use it in a ``with``)."""
+    from lvm_pipeline.cli.runner import open_instance
 
-    with open(home / ".lvm-instance.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    return open_instance(prepare(data_dir))
 
 
-def open_instance(home: Path) -> Any:
-    """The Dagster instance at ``home`` (a ``DagsterInstance``; use it in a ``with``)."""
-    import dagster as dg
+def open_cli_store(data_dir: Path) -> Any:
+    """The artifact store of ``data_dir`` as every run opens it: mirrored to
+    ``LVM_ARTIFACT_MIRROR`` when the environment names one."""
+    from lvm_pipeline.store import open_store
 
-    with open_instance_lock(home):
-        return dg.DagsterInstance.from_config(str(home))
+    return open_store(data_dir, os.environ.get("LVM_ARTIFACT_MIRROR", ""))
 
 
 # ----------------------------------------------------------------------------- run options
@@ -168,11 +150,18 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None = None,
-                         selection_label: str = "the selection") -> dict[str, Any]:
-    """Run config for the ops in ``ops`` (default: all) from the options of
+                         selection_label: str = "the selection") -> Any:
+    """The ``dg.RunConfig`` of the ops in ``ops`` (default: all) from the options of
     :func:`add_run_options`; an option for an op outside ``ops`` is a usage error, because
     silently ignoring ``--epochs`` on a selection without models would surprise."""
-    from lvm_pipeline.cli.run_config import run_config
+    from lvm_pipeline.cli.run_config import (
+        CorpusParams,
+        IndexParams,
+        PayloadParams,
+        TrainParams,
+        run_config,
+    )
+    from lvm_pipeline.defs.resources import EmbedderResource, TrackingResource
     from lvm_pipeline.models import VARIANTS
 
     corpus: dict[str, Any] = {}
@@ -195,36 +184,46 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
             training[field] = getattr(args, option)
     selected = set(VARIANTS if ops is None else ops)
     if ops is not None:
-        if corpus and "corpus" not in ops:
-            raise UsageError(f"--max-chunks/--max-chunks-per-article/--corpus configure "
-                             f"`corpus`, which {selection_label} does not include")
-        if payload and "payload" not in ops:
-            raise UsageError(f"--payload/--payload-dtype configure `payload`, which "
-                             f"{selection_label} does not include")
-        if index and "faiss_index" not in ops:
-            raise UsageError(f"--index configures `faiss_index`, which {selection_label} does "
-                             "not include")
-        if training and not set(VARIANTS) & selected:
-            raise UsageError(f"--preset/--epochs configure the models, which "
-                             f"{selection_label} does not include")
-        if args.device and not {"payload", *VARIANTS} & selected:
-            raise UsageError(f"--device configures the embedder (`payload`, and the canary "
-                             f"of the models' guards) and the models, which {selection_label} "
-                             "does not include")
+        _refuse_options_outside(args, ops, selected, selection_label,
+                                corpus=corpus, payload=payload, index=index, training=training)
     if args.device and set(VARIANTS) & selected:
         training["device"] = args.device
-    config = run_config(corpus, training, payload, index, only=ops)
     embedder = embedder_for_payload(args.payload) if args.payload else {}
     if args.device:
         embedder["device"] = args.device
     resources: dict[str, Any] = {}
     if embedder:
-        resources["embedder"] = {"config": embedder}
+        resources["embedder"] = EmbedderResource(**embedder)
     if args.no_tracking:
-        resources["tracking"] = {"config": {"enabled": False}}
-    if resources:
-        config["resources"] = resources
-    return config
+        resources["tracking"] = TrackingResource(enabled=False)
+    return run_config(corpus=CorpusParams(**corpus) if corpus else None,
+                      payload=PayloadParams(**payload) if payload else None,
+                      index=IndexParams(**index) if index else None,
+                      training=TrainParams(**training) if training else None,
+                      resources=resources, only=ops)
+
+
+def _refuse_options_outside(args: argparse.Namespace, ops: Collection[str], selected: set[str],
+                            selection_label: str, **given: dict[str, Any]) -> None:
+    """A usage error for an option that configures an asset the selection leaves out."""
+    from lvm_pipeline.models import VARIANTS
+
+    if given["corpus"] and "corpus" not in ops:
+        raise UsageError(f"--max-chunks/--max-chunks-per-article/--corpus configure "
+                         f"`corpus`, which {selection_label} does not include")
+    if given["payload"] and "payload" not in ops:
+        raise UsageError(f"--payload/--payload-dtype configure `payload`, which "
+                         f"{selection_label} does not include")
+    if given["index"] and "faiss_index" not in ops:
+        raise UsageError(f"--index configures `faiss_index`, which {selection_label} does "
+                         "not include")
+    if given["training"] and not set(VARIANTS) & selected:
+        raise UsageError(f"--preset/--epochs configure the models, which "
+                         f"{selection_label} does not include")
+    if args.device and not {"payload", *VARIANTS} & selected:
+        raise UsageError(f"--device configures the embedder (`payload`, and the canary "
+                         f"of the models' guards) and the models, which {selection_label} "
+                         "does not include")
 
 
 def embedder_for_payload(path: str) -> dict[str, Any]:
@@ -244,45 +243,21 @@ def embedder_for_payload(path: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- execution
 
-def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any],
-            log_level: str, job_name: str | None = None,
-            asset_selection: Sequence[Any] | None = None,
-            tags: dict[str, str] | None = None) -> tuple[int, Any]:
-    """Run ``job_name`` (default: every asset, narrowed by ``asset_selection``, checks of the
-    selected assets included) in this process, recorded in the instance at ``home`` so the UI
-    shows it; print step results and progress to stderr and, on failure, one line per reason
-    and where to look. Returns ``(exit code, result)``."""
-    import dagster as dg
+def run_with_console(command: str, data_dir: Path, run_config: Any, log_level: str, *,
+                     job: str | None = None, selection: Any = None,
+                     tags: dict[str, str] | None = None) -> tuple[int, Any]:
+    """Run ``job`` (or the asset ``selection``, checks included) in this process, recorded in
+    the data dir's instance so the UI shows it; print step results and progress to stderr and,
+    on failure, one line per reason and where to look. Returns ``(exit code, result)``."""
+    from lvm_pipeline.cli.runner import Console, execute, open_instance
 
-    from lvm_pipeline.cli.console import CONSOLE_LOGGER, console_logger
-    from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.resources import storage_resources
-
-    loaded = defs()
-    # The storage root is bound to ``data_dir`` explicitly: a process that runs two commands
-    # must not write to the first one's.
-    run_defs = dg.Definitions(assets=loaded.assets, asset_checks=loaded.asset_checks,
-                              jobs=loaded.jobs,
-                              resources={**loaded.resources, **storage_resources(str(data_dir))})
-    job = (run_defs.resolve_job_def(job_name) if job_name
-           else run_defs.resolve_implicit_global_asset_job_def())
-    job = job.with_logger_defs({CONSOLE_LOGGER: console_logger})
-    config = {**run_config, "loggers": {CONSOLE_LOGGER: {"config": {"log_level": log_level}}}}
+    home = prepare(data_dir)
     print(f"lvm {command}: data dir {data_dir}, Dagster instance {home}", file=sys.stderr)
     start = time.perf_counter()
-    instance = open_instance(home)
-    previous = os.environ.get(BARS_ENV)
-    os.environ[BARS_ENV] = "1" if sys.stderr.isatty() else "0"
-    try:
-        with instance:
-            result = job.execute_in_process(run_config=config, instance=instance,
-                                            asset_selection=asset_selection, tags=tags,
-                                            raise_on_error=False)
-    finally:
-        if previous is None:
-            del os.environ[BARS_ENV]
-        else:
-            os.environ[BARS_ENV] = previous
+    with open_instance(home) as instance:
+        result = execute(data_dir, instance, job=job, selection=selection,
+                         run_config=run_config, tags=tags,
+                         console=Console(log_level, bars=sys.stderr.isatty()))
     elapsed = time.perf_counter() - start
     failures = failure_lines(result.all_events)
     if not result.success or failures:
@@ -295,3 +270,23 @@ def execute(command: str, data_dir: Path, home: Path, run_config: dict[str, Any]
         return EXIT_FAILED, result
     print(f"lvm {command}: succeeded in {elapsed:.0f} s (run {result.run_id})", file=sys.stderr)
     return EXIT_OK, result
+
+
+def run_quietly(data_dir: Path, selection: Any, run_config: Any = None) -> Any:
+    """Run the assets and checks of ``selection`` against ``data_dir``, recorded in its
+    instance, without a console: the caller prints a table of what was checked (Dagster's own
+    console lines, stack traces of the blocked steps included, would bury it; the full log stays
+    in the instance for the UI). Never raises on a failed step."""
+    import dagster as dg
+
+    from lvm_pipeline.cli.runner import execute, open_instance
+
+    config = run_config or dg.RunConfig()
+    quiet = dg.RunConfig(ops=config.ops, resources=config.resources,
+                         loggers={"console": {"config": {"log_level": "CRITICAL"}}})
+    with open_instance(prepare(data_dir)) as instance:
+        return execute(data_dir, instance, selection=selection, run_config=quiet)
+
+
+def exit_code(blocked: bool) -> int:
+    return EXIT_FAILED if blocked else EXIT_OK

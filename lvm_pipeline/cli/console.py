@@ -4,11 +4,11 @@ Dagster's default console logger prints every event as a long line (timestamp, j
 step, event type), which buries the few things a person watches for. This logger replaces it
 for CLI runs only (the UI's run logs keep everything): one line per step start and result with
 its duration, one per check with its verdict, warnings and errors in full, the assets' own log
-lines at INFO, and progress. On a terminal, progress is the tqdm bars that
-:func:`lvm_pipeline.runtime.progress.make_progress` draws (embedding batches, training epochs with
-loss and val cosine, index build, evaluation), and lines are written with ``tqdm.write`` so
-they scroll above the bars instead of breaking them; in a pipe or CI log, progress is the
-throttled ``task: done/total`` lines instead.
+lines at INFO, and progress. When the command started on a terminal
+(``bars``), progress is the tqdm bars that :func:`lvm_pipeline.runtime.make_progress` draws
+(embedding batches, training epochs with loss and val cosine, index build, evaluation), and
+lines are written with ``tqdm.write`` so they scroll above the bars instead of breaking them;
+in a pipe or CI log, progress is the throttled ``task: done/total`` lines instead.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from lvm_pipeline.cli.events import step_failure_reason
-from lvm_pipeline.runtime import bars_wanted, is_progress_line
+from lvm_pipeline.runtime import is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
 
@@ -52,16 +52,11 @@ def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
 class ConsoleHandler(logging.Handler):
     """Writes the lines described in the module docstring to stderr."""
 
-    def __init__(self, level: int, bars: bool | None = None) -> None:
+    def __init__(self, level: int, bars: bool) -> None:
         super().__init__(logging.DEBUG)
         self.show_level = level
-        self._bars = bars
-
-    @property
-    def bars(self) -> bool:
-        """Whether progress draws bars (then its lines are not repeated here); ``None``: what
-        :func:`~lvm_pipeline.runtime.progress.bars_wanted` says when the line is written."""
-        return bars_wanted() if self._bars is None else self._bars
+        # Bars draw the progress; its lines are then left out here.
+        self.bars = bars
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -90,11 +85,12 @@ class ConsoleHandler(logging.Handler):
 
 
 @dg.logger(
-    config_schema={"log_level": dg.Field(str, default_value="INFO")},
+    config_schema={"log_level": dg.Field(str, default_value="INFO"),
+                   "bars": dg.Field(bool, default_value=False)},
     description="Compact console for `lvm` runs: step and check results, progress bars.",
 )
 def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     level = logging.getLevelName(init_context.logger_config["log_level"].upper())
     logger = logging.Logger("lvm", level=logging.DEBUG)
-    logger.addHandler(ConsoleHandler(level))
+    logger.addHandler(ConsoleHandler(level, init_context.logger_config["bars"]))
     return logger

@@ -1,11 +1,15 @@
-"""What the CLI says about a run's events: the reason a step failed, and one line per failed
-step, failed check or skipped step. Plain attribute access on Dagster's event objects, so this
-module imports nothing of Dagster and both the console logger and the commands can use it.
+"""What the CLI says about a run's events: the reason a step failed, one line per failed step,
+failed check or skipped step, the build a run materialized, and the table of a run's check
+results (check, asset, status, figure, threshold). Plain attribute access on Dagster's event
+objects, so this module imports nothing of Dagster and both the console logger and the
+commands can use it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -33,3 +37,96 @@ def failure_lines(events: Iterable[Any]) -> list[str]:
             lines.append(f"step {event.step_key} skipped (an upstream step or blocking check "
                          "did not pass)")
     return lines
+
+
+def materialized_build(result: Any, asset: str) -> str:
+    """The build id that ``result``'s run recorded for its materialization of ``asset``: what
+    this run produced, whatever another run has done since."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset:
+            return str(materialization.metadata["build_id"].value)
+    raise KeyError(f"run {result.run_id} materialized no {asset}")
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    check: str
+    asset: str
+    status: str  # pass / FAIL / ERROR
+    figure: float | None
+    threshold: float | None
+    blocking: bool
+    description: str
+
+
+def _value(metadata: dict, key: str) -> float | None:
+    entry = metadata.get(key)
+    return None if entry is None else entry.value
+
+
+def check_rows(result: Any) -> list[CheckRow]:
+    """One row per check evaluated in the run, and one ERROR row per check step that crashed."""
+    rows = []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            ev = event.event_specific_data
+            rows.append(CheckRow(ev.check_name, ev.asset_key.to_user_string(),
+                                 "pass" if ev.passed else "FAIL", _value(ev.metadata, "figure"),
+                                 _value(ev.metadata, "threshold"), ev.blocking,
+                                 ev.description or ""))
+        elif _check_step_crashed(event):
+            error = event.event_specific_data.error
+            rows.append(CheckRow(event.step_key, "", "ERROR", None, None, True,
+                                 error.to_string() if error else "unknown error"))
+    return sorted(rows, key=lambda r: (r.asset, r.check))
+
+
+def _is_check_step(event: Any) -> bool:
+    return "check" in (event.step_key or "")
+
+
+def _check_step_crashed(event: Any) -> bool:
+    """A check step that raised. A failed *blocking* check also ends its step with
+    DagsterAssetCheckFailedError; that one is already a FAIL row, not a crash."""
+    if event.event_type_value != "STEP_FAILURE" or not _is_check_step(event):
+        return False
+    error = event.event_specific_data.error
+    return error is None or error.cls_name != "DagsterAssetCheckFailedError"
+
+
+def step_failures(result: Any) -> list[str]:
+    """One line per asset step that failed, with the last line of its error (the reason)."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and not _is_check_step(event):
+            error = event.event_specific_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            reason = error.message.strip() if error else "unknown error"
+            lines.append(f"step {event.step_key} failed: {reason}")
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def print_check_table(result: Any, title: str) -> bool:
+    """Print the check table and the reasons for every failure; return whether anything
+    blocks (a blocking check failed or errored, or a step failed)."""
+    rows = check_rows(result)
+    failures = step_failures(result)
+    widths = (max([len(r.check) for r in rows] + [5]), max([len(r.asset) for r in rows] + [5]))
+    print(f"{title}\n")
+    print(f"{'check':<{widths[0]}}  {'asset':<{widths[1]}}  status  {'figure':>10}  threshold")
+    for r in rows:
+        print(f"{r.check:<{widths[0]}}  {r.asset:<{widths[1]}}  {r.status:<6}  "
+              f"{_fmt(r.figure):>10}  {_fmt(r.threshold)}")
+    bad = [r for r in rows if r.status != "pass"]
+    for r in bad:
+        print(f"\n{r.check} on {r.asset or 'its asset'} {r.status}"
+              f"{'' if r.blocking else ' (not blocking)'}:\n  {r.description}", file=sys.stderr)
+    for line in failures:
+        print(f"\n{line}", file=sys.stderr)
+    return any(r.blocking for r in bad) or bool(failures)

@@ -9,10 +9,9 @@ from lvm_pipeline.cli.common import (
     UsageError,
     add_command,
     add_run_options,
-    execute,
-    prepare_environment,
     resolve_data_dir,
     run_config_from_args,
+    run_with_console,
 )
 
 EPILOG = """\
@@ -35,9 +34,9 @@ def resolve_selection(selection: str) -> list:
     """The asset keys ``selection`` names; a usage error listing valid names otherwise."""
     import dagster as dg
 
-    from lvm_pipeline.definitions import defs
+    from lvm_pipeline.cli.runner import definitions
 
-    graph = defs().resolve_asset_graph()
+    graph = definitions().resolve_asset_graph()
     valid = sorted(k.to_user_string() for k in graph.materializable_asset_keys)
     try:
         # Only what a run can build: not the promoted_models records (defs/promotion.py).
@@ -53,14 +52,16 @@ def resolve_selection(selection: str) -> list:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     data_dir = resolve_data_dir(args.data_dir)
-    home = prepare_environment(data_dir)
     keys = resolve_selection(args.selection)
     names = [k.to_user_string() for k in keys]
     config = run_config_from_args(args, ops=names, selection_label=repr(args.selection))
     print(f"lvm materialize: {', '.join(names)}", file=sys.stderr)
-    code, result = execute("materialize", data_dir, home, config, args.log_level,
-                           asset_selection=keys, tags={"lvm/selection": args.selection})
+    code, result = run_with_console("materialize", data_dir, config, args.log_level,
+                                    selection=dg.AssetSelection.assets(*keys),
+                                    tags={"lvm/selection": args.selection})
     # stdout: what was built, one line per asset, for scripts.
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization

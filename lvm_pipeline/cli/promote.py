@@ -15,8 +15,8 @@ from lvm_pipeline.cli.common import (
     CliError,
     UsageError,
     add_command,
-    open_instance,
-    prepare_environment,
+    open_cli_store,
+    open_data_dir_instance,
     resolve_data_dir,
 )
 from lvm_pipeline.store import kinds
@@ -24,17 +24,13 @@ from lvm_pipeline.store import kinds
 HINT = "`lvm models --promoted`"
 
 
-def _instance(data_dir: Path) -> Any:
-    return open_instance(prepare_environment(data_dir))
-
-
 def _checkpoint(data_dir: Path, variant: str, build: str) -> Any:
     """The ``variant`` checkpoint build ``build`` (a prefix of its id), its files verified; a
     build of another variant is a usage error that says which variant it is."""
     from lvm_pipeline.models import VARIANTS
-    from lvm_pipeline.store import ArtifactError, ArtifactStore
+    from lvm_pipeline.store import ArtifactError
 
-    store = ArtifactStore(data_dir)
+    store = open_cli_store(data_dir)
     try:
         found = store.find(kinds.checkpoint(variant), build)
     except ArtifactError as err:
@@ -61,7 +57,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     build = _checkpoint(data_dir, args.variant, args.build)
     by, reason = f"{getpass.getuser()} (lvm promote)", args.reason or "promoted by hand"
-    with _instance(data_dir) as instance:
+    with open_data_dir_instance(data_dir) as instance:
         current = read_promotion(instance, args.variant)
         if current is not None and current.build_id == build.build_id:
             print(f"{args.variant}: {build.build_id[:12]} is already the promoted build")
@@ -78,7 +74,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from lvm_pipeline.defs.promoted_models import read_promotion, record_promotion
 
     data_dir = resolve_data_dir(args.data_dir)
-    with _instance(data_dir) as instance:
+    with open_data_dir_instance(data_dir) as instance:
         current = read_promotion(instance, args.variant)
         if current is None:
             raise CliError(f"{args.variant} was never promoted, so there is nothing to roll "
@@ -98,7 +94,7 @@ def promoted_table(data_dir: Path, as_json: bool) -> str:
     from lvm_pipeline.defs.promoted_models import read_promotions
     from lvm_pipeline.models import VARIANTS
 
-    with _instance(data_dir) as instance:
+    with open_data_dir_instance(data_dir) as instance:
         promoted = read_promotions(instance)
     if as_json:
         return json.dumps({v: promoted[v].to_record() if v in promoted else None

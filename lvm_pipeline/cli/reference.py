@@ -7,7 +7,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
+from lvm_pipeline.cli.common import (
+    EXIT_OK,
+    CliError,
+    add_command,
+    exit_code,
+    open_cli_store,
+    resolve_data_dir,
+    run_quietly,
+)
 from lvm_pipeline.store import kinds
 
 TRAIN_ASSET = "aligned_training_sequences"
@@ -23,15 +31,17 @@ def _existing(path: str) -> Path:
 def cmd_import_training(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from lvm_pipeline.cli.guarded import report, run_selection
+    from lvm_pipeline.cli.events import print_check_table
+    from lvm_pipeline.cli.run_config import TrainingSequencesParams, run_config
     from lvm_pipeline.models import VARIANTS
 
     data_dir = resolve_data_dir(args.data_dir)
     npz = _existing(args.path)
     selection = dg.AssetSelection.assets(TRAIN_ASSET, *(VARIANTS if args.train else ()))
-    config = {"ops": {TRAIN_ASSET: {"config": {"import_npz": str(npz)}}}}
-    result = run_selection(data_dir, selection, config)
-    return report(result, f"lvm import-training: {npz} → {data_dir} (run {result.run_id})")
+    config = run_config(sequences=TrainingSequencesParams(import_npz=str(npz)))
+    result = run_quietly(data_dir, selection, config)
+    return exit_code(print_check_table(
+        result, f"lvm import-training: {npz} → {data_dir} (run {result.run_id})"))
 
 
 def cmd_export_training(args: argparse.Namespace) -> int:
@@ -39,9 +49,9 @@ def cmd_export_training(args: argparse.Namespace) -> int:
     from lvm_pipeline.interop import export_training_npz
     from lvm_pipeline.payload import current_payload
     from lvm_pipeline.sequences import load_sets, require_payload
-    from lvm_pipeline.store import ArtifactError, ArtifactStore, code_version, utc_now
+    from lvm_pipeline.store import ArtifactError, code_version, utc_now
 
-    store = ArtifactStore(resolve_data_dir(args.data_dir))
+    store = open_cli_store(resolve_data_dir(args.data_dir))
     out = Path(args.path).expanduser().resolve()
     if not out.parent.is_dir():
         raise CliError(f"{out.parent}: folder does not exist")
@@ -70,7 +80,8 @@ def cmd_export_training(args: argparse.Namespace) -> int:
 def cmd_import_payload(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from lvm_pipeline.cli.guarded import report, run_selection
+    from lvm_pipeline.cli.events import print_check_table
+    from lvm_pipeline.cli.run_config import PayloadParams, run_config
 
     data_dir = resolve_data_dir(args.data_dir)
     npy = _existing(args.path)
@@ -83,10 +94,11 @@ def cmd_import_payload(args: argparse.Namespace) -> int:
     selection = dg.AssetSelection.assets("payload")
     if args.downstream:
         selection = selection.downstream()
-    config = {"ops": {"payload": {"config": {"import_npy": str(npy), "allow_pickle": True,
-                                             "normalise": args.normalise}}}}
-    result = run_selection(data_dir, selection, config)
-    return report(result, f"lvm import-payload: {npy} → {data_dir} (run {result.run_id})")
+    config = run_config(payload=PayloadParams(import_npy=str(npy), allow_pickle=True,
+                                              normalise=args.normalise))
+    result = run_quietly(data_dir, selection, config)
+    return exit_code(print_check_table(
+        result, f"lvm import-payload: {npy} → {data_dir} (run {result.run_id})"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,14 @@ import argparse
 import json
 import sys
 
-from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
+from lvm_pipeline.cli.common import (
+    EXIT_OK,
+    CliError,
+    add_command,
+    open_cli_store,
+    open_data_dir_instance,
+    resolve_data_dir,
+)
 from lvm_pipeline.store import kinds
 
 # ``--compare`` without a build: the report materialized before the current one.
@@ -17,9 +24,9 @@ PREVIOUS = "previous"
 def cmd_report(args: argparse.Namespace) -> int:
     from lvm_pipeline.guards import check_lineage
     from lvm_pipeline.report import current_report, render_markdown
-    from lvm_pipeline.store import ArtifactError, ArtifactStore
+    from lvm_pipeline.store import ArtifactError
 
-    store = ArtifactStore(resolve_data_dir(args.data_dir))
+    store = open_cli_store(resolve_data_dir(args.data_dir))
     try:
         report = current_report(store)
         # A report over an index, eval set or checkpoints that are no longer current describes
@@ -60,13 +67,11 @@ def _previous_report(args: argparse.Namespace, current: str):
     history of ``retrieval_report``: what the UI's plots show as the point before."""
     import dagster as dg
 
-    from lvm_pipeline.cli.common import open_instance, prepare_environment
     from lvm_pipeline.defs.io_manager import BUILD_ID
-    from lvm_pipeline.store import ArtifactStore
 
     data_dir = resolve_data_dir(args.data_dir)
     seen_current, cursor = False, None
-    with open_instance(prepare_environment(data_dir)) as instance:
+    with open_data_dir_instance(data_dir) as instance:
         while True:
             page = instance.fetch_materializations(dg.AssetKey("retrieval_report"), limit=100,
                                                    cursor=cursor)
@@ -75,7 +80,7 @@ def _previous_report(args: argparse.Namespace, current: str):
                 if build_id == current:
                     seen_current = True
                 elif seen_current:
-                    return ArtifactStore(data_dir).get(kinds.REPORT, build_id)
+                    return open_cli_store(data_dir).get(kinds.REPORT, build_id)
             if not page.has_more:
                 break
             cursor = page.cursor
@@ -87,10 +92,10 @@ def _previous_report(args: argparse.Namespace, current: str):
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from lvm_pipeline.report import diagnose
-    from lvm_pipeline.store import ArtifactError, ArtifactStore
+    from lvm_pipeline.store import ArtifactError
 
     try:
-        print(diagnose(ArtifactStore(resolve_data_dir(args.data_dir)), args.model, args.examples))
+        print(diagnose(open_cli_store(resolve_data_dir(args.data_dir)), args.model, args.examples))
     except ArtifactError as err:
         raise CliError(str(err)) from None
     return EXIT_OK

@@ -8,10 +8,10 @@ from lvm_pipeline.cli.common import (
     EXIT_OK,
     add_command,
     add_run_options,
-    execute,
-    prepare_environment,
+    open_cli_store,
     resolve_data_dir,
     run_config_from_args,
+    run_with_console,
 )
 
 EPILOG = """\
@@ -29,15 +29,18 @@ in `lvm ui`), 2 a usage error.
 
 def cmd_run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
-    home = prepare_environment(data_dir)
     config = run_config_from_args(args)
-    code, _ = execute("run", data_dir, home, config, args.log_level, job_name="full_retrain")
+    code, result = run_with_console("run", data_dir, config, args.log_level, job="full_retrain")
     if code != EXIT_OK:
         return code
-    from lvm_pipeline.report import current_report, render_markdown
-    from lvm_pipeline.store import ArtifactStore
+    from lvm_pipeline.cli.events import materialized_build
+    from lvm_pipeline.report import read_report, render_markdown
+    from lvm_pipeline.store import kinds
 
-    print(render_markdown(current_report(ArtifactStore(data_dir))))
+    # The report this run produced, by the build id its materialization recorded (CURRENT
+    # names whatever run finished last).
+    build = open_cli_store(data_dir).get(kinds.REPORT, materialized_build(result, "retrieval_report"))
+    print(render_markdown(read_report(build)))
     return EXIT_OK
 
 

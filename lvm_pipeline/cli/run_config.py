@@ -1,31 +1,44 @@
-"""Run config for the whole graph from a few settings (used by the CLI and the tests)."""
+"""Run config for the graph, built from the assets' own typed config classes (``dg.RunConfig``):
+what the command line and the tests pass to the runner."""
 
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping
 
+import dagster as dg
+
+from lvm_pipeline.defs.assets.corpus import CorpusParams
+from lvm_pipeline.defs.assets.index import IndexParams
+from lvm_pipeline.defs.assets.models import TrainParams
+from lvm_pipeline.defs.assets.payload import PayloadParams
+from lvm_pipeline.defs.assets.sequences import TrainingSequencesParams
 from lvm_pipeline.models import VARIANTS
 
+__all__ = ["CorpusParams", "IndexParams", "PayloadParams", "TrainParams",
+           "TrainingSequencesParams", "run_config"]
 
-def run_config(corpus: dict[str, Any] | None = None,
-               training: dict[str, Any] | None = None,
-               payload: dict[str, Any] | None = None,
-               index: dict[str, Any] | None = None,
-               only: Collection[str] | None = None) -> dict[str, Any]:
-    """``corpus``, ``payload`` and ``index`` configure those assets; ``training`` every one of
-    the five checkpoints.
 
-    ``only``: keep the config of these ops alone (Dagster rejects config for ops outside a
+def run_config(corpus: CorpusParams | None = None, payload: PayloadParams | None = None,
+               index: IndexParams | None = None, training: TrainParams | None = None,
+               sequences: TrainingSequencesParams | None = None,
+               resources: Mapping[str, dg.ConfigurableResource] | None = None,
+               only: Collection[str] | None = None) -> dg.RunConfig:
+    """``corpus``, ``payload``, ``index`` and ``sequences`` configure those assets, ``training``
+    every one of the five checkpoints; ``resources`` override the definitions' for this run
+    (recorded in the run's config, as a launch from the UI records them).
+
+    ``only``: keep the config of these assets alone (Dagster rejects config for ops outside a
     run's selection).
     """
-    ops: dict[str, Any] = {}
-    if corpus:
-        ops["corpus"] = {"config": corpus}
-    if payload:
-        ops["payload"] = {"config": payload}
-    if index:
-        ops["faiss_index"] = {"config": index}
-    if training:
-        ops.update({variant: {"config": training} for variant in VARIANTS})
+    ops: dict[str, dg.Config] = {}
+    if corpus is not None:
+        ops["corpus"] = corpus
+    if payload is not None:
+        ops["payload"] = payload
+    if index is not None:
+        ops["faiss_index"] = index
+    if sequences is not None:
+        ops["aligned_training_sequences"] = sequences
+    if training is not None:
+        ops.update({variant: training for variant in VARIANTS})
     if only is not None:
         ops = {op: config for op, config in ops.items() if op in only}
-    return {"ops": ops}
+    return dg.RunConfig(ops=ops, resources=dict(resources or {}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, resolve_data_dir
+from lvm_pipeline.cli.common import EXIT_OK, CliError, add_command, open_cli_store, resolve_data_dir
 
 # The config fields that are options (the structure's knobs: lvm_pipeline.synthetic.payload).
 FIELDS = ("articles", "chunks", "dim", "seed", "dtype", "median_chunks", "p95_chunks",
@@ -21,7 +21,7 @@ FIELDS = ("articles", "chunks", "dim", "seed", "dtype", "median_chunks", "p95_ch
 
 def cmd_synth_payload(args: argparse.Namespace) -> int:
     from lvm_pipeline.runtime import make_progress
-    from lvm_pipeline.store import ArtifactError, ArtifactStore
+    from lvm_pipeline.store import ArtifactError
     from lvm_pipeline.synthetic import SyntheticPayloadConfig, publish_synthetic_payload
 
     if args.out and args.data_dir and resolve_data_dir(args.out) != resolve_data_dir(args.data_dir):
@@ -29,9 +29,10 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
     out = resolve_data_dir(args.out or args.data_dir)
     try:
         config = SyntheticPayloadConfig(**{f: getattr(args, f) for f in FIELDS})
-        store = ArtifactStore(out)
+        store = open_cli_store(out)
         store.ensure_writable()
-        progress = make_progress("generating", lambda line: print(line, file=sys.stderr))
+        progress = make_progress("generating", lambda line: print(line, file=sys.stderr),
+                                 bar=sys.stderr.isatty())
         build = publish_synthetic_payload(store, config, progress)
         store.set_current(build)  # OUT is a data dir whose payload `lvm run --payload` takes
     except (ValueError, ArtifactError) as err:

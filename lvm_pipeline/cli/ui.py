@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
 
-from lvm_pipeline.cli.common import (
-    PROJECT_ROOT,
-    CliError,
-    add_command,
-    prepare_environment,
-    resolve_data_dir,
-)
+from lvm_pipeline.cli.common import CliError, add_command, prepare, resolve_data_dir
 
 EPILOG = """\
-It runs `dg dev -w workspace.yaml` with DAGSTER_HOME=<data dir>/dagster_home and
-LVM_DATA_DIR=<data dir>, so it shows the runs of `lvm run` / `lvm materialize`, and whatever
-it materializes lands in the same data dir. The daemon it starts runs the weekly retrain
-schedule and the automation once they are switched on (Automation tab; docs/deploy.md).
+It runs `dg dev -w workspace.yaml` in the data dir's Dagster instance folder, with
+DAGSTER_HOME and LVM_DATA_DIR set for the processes it starts, so it shows the runs of
+`lvm run` / `lvm materialize`, and whatever it materializes lands in the same data dir.
+The daemon it starts runs the weekly retrain schedule and the automation once they are
+switched on (Automation tab; docs/deploy.md).
 Ctrl-C stops it.
 """
 
@@ -36,6 +32,8 @@ def dagster_dev_command(host: str, port: int) -> list[str]:
     if not dg.exists():
         raise CliError(f"{dg} is missing: the UI needs dagster-dg-cli",
                        hint="`pip install -e .` (it is a dependency of lvm-pipeline)")
+    from lvm_pipeline.cli.runner import PROJECT_ROOT
+
     workspace = PROJECT_ROOT / "workspace.yaml"
     target = (["-w", str(workspace)] if workspace.exists()
               else ["-m", "lvm_pipeline.definitions"])
@@ -54,22 +52,40 @@ def _ensure_port_free(host: str, port: int) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from lvm_pipeline.cli.runner import open_instance
+
     data_dir = resolve_data_dir(args.data_dir)
-    home = prepare_environment(data_dir)
+    home = prepare(data_dir)
+    open_instance(home).dispose()  # the instance's dagster.yaml and tables, before the daemons
     _ensure_port_free(args.host, args.port)
     command = dagster_dev_command(args.host, args.port)
     print(f"lvm ui: http://{args.host}:{args.port}/asset-groups  (data dir {data_dir}, "
           f"Dagster instance {home}); Ctrl-C stops it", flush=True)
+    if not _is_loopback(args.host):
+        print(f"lvm ui: WARNING: listening on {args.host}, beyond this machine; the Dagster UI "
+              "has no authentication: anyone who reaches the port can launch runs and read the "
+              "data dir's paths", file=sys.stderr)
     sys.stderr.flush()
     # A shell that starts `lvm ui &` without job control leaves SIGINT ignored, exec keeps it
     # ignored, and `dg dev` copies SIGINT's handler onto SIGTERM: the server would then
     # ignore both. Restore the defaults so Ctrl-C and `kill` stop it wherever it was started.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
+    # In the instance folder: Dagster warns when the folder it starts in holds a dagster.yaml
+    # that is not DAGSTER_HOME's, which the repository root does.
+    os.chdir(home)
     # exec: the webserver gets this process's pid and signals, so Ctrl-C or a SIGTERM to the
     # process group stops all of it (webserver, daemon, code server) and nothing is orphaned.
-    os.execve(command[0], command, os.environ.copy())
+    os.execve(command[0], command, {**os.environ, "DAGSTER_HOME": str(home),
+                                    "LVM_DATA_DIR": str(data_dir)})
     return 0  # not reached
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return host == "localhost"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lvm_pipeline.cli.common import EXIT_FAILED, EXIT_OK, CliError, add_command, resolve_data_dir
+from lvm_pipeline.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CliError,
+    add_command,
+    open_cli_store,
+    resolve_data_dir,
+)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from lvm_pipeline.store import ArtifactStore, verify_store
+    from lvm_pipeline.store import verify_store
 
     data_dir = resolve_data_dir(args.data_dir)
     if not data_dir.is_dir():
         raise CliError(f"data dir {data_dir} does not exist")
-    outcomes = verify_store(ArtifactStore(data_dir))
+    outcomes = verify_store(open_cli_store(data_dir))
     if not outcomes:
         raise CliError(f"no artifacts under {data_dir}: build them first (`lvm run`)")
     for o in outcomes:

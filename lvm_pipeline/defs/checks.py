@@ -18,16 +18,16 @@ from typing import Any
 import dagster as dg
 
 from lvm_pipeline import guards as rules
+from lvm_pipeline.defs.automation import CHECK_WITH_ITS_ASSET
 from lvm_pipeline.defs.io_manager import OPTIONAL_INPUT
-from lvm_pipeline.defs.metadata import progress_for
 from lvm_pipeline.defs.promoted_models import read_promotions, record_promotion
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
+    ProgressResource,
     PromotionResource,
     StorageResource,
 )
-from lvm_pipeline.defs.schedules import CHECK_WITH_ITS_ASSET
 from lvm_pipeline.payload import load_payload, payload_of
 from lvm_pipeline.report import ORACLE_MIN_R_AT_1, gate_report, promoted_after
 from lvm_pipeline.search import load_index
@@ -222,7 +222,8 @@ def check_report_oracle(retrieval_report: Build) -> dg.AssetCheckResult:
 @dg.asset_check(asset="retrieval_report", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
 def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval_report: Build,
                                storage: StorageResource,
-                               promotion: PromotionResource) -> dg.AssetCheckResult:
+                               promotion: PromotionResource,
+                               progress: ProgressResource) -> dg.AssetCheckResult:
     """The promotion gate: each checkpoint the report scored replaces the promoted model of its
     variant unless the paired bootstrap on the report's queries shows it worse (by more than
     the margin); fails, naming each variant held back, its difference and interval, when one
@@ -231,7 +232,7 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
     promoted = read_promotions(context.instance)
     try:
         decisions = gate_report(storage.store(), retrieval_report, promoted, config,
-                                progress_for(context, "scoring promoted models"))
+                                progress.for_step(context, "scoring promoted models"))
     except ArtifactError as err:
         return to_check_result(rules.GuardResult(
             "check_candidates_not_worse", False, LOAD_RULE, None, None, f"INPUT REFUSED: {err}"))

@@ -1,6 +1,6 @@
-"""Where artifacts live (:class:`StorageResource`) and the IO manager that carries lineage
-(:class:`BuildIOManager`): every asset input is the build the Dagster instance recorded for its
-upstream, never a pointer another run can move.
+"""The IO manager that carries lineage (:class:`BuildIOManager`): every asset input is the build
+the Dagster instance recorded for its upstream, never a pointer another run can move. It owns
+build resolution and nothing else; the artifact root is the storage resource's.
 
 - ``handle_output`` receives the :class:`~lvm_pipeline.store.artifacts.Build` an asset published (its
   ``build_id`` is also the materialization's ``DataVersion`` and its ``build_id`` metadata) and,
@@ -19,15 +19,12 @@ read whatever it named at that moment (the trainers of one run trained on the ot
 sequences, and its report scored the other run's checkpoint), silently.
 """
 
-import os
-from pathlib import Path
-
 import dagster as dg
 
-from lvm_pipeline.store import ArtifactError, ArtifactStore, Build
+from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID
+from lvm_pipeline.defs.resources import StorageResource, storage_from_environment
+from lvm_pipeline.store import ArtifactError, Build
 
-# Materialization metadata every asset of this project records (defs/metadata.py).
-BUILD_ID, KIND = "build_id", "kind"
 # The resource key of the loader for inputs that are None when their asset was never
 # materialized (instead of an error): the other sequence set, in the leakage check.
 OPTIONAL_INPUT = "optional_build_input"
@@ -40,11 +37,12 @@ def _recorded_build(entry: dg.EventLogEntry) -> tuple[str, str]:
     """(kind, build id) from a materialization's metadata."""
     materialization = entry.asset_materialization
     meta = materialization.metadata if materialization else {}
-    if BUILD_ID not in meta or KIND not in meta:
+    if BUILD_ID not in meta or ARTIFACT_KIND not in meta:
         key = materialization.asset_key.to_user_string() if materialization else "?"
         raise ArtifactError(f"the materialization of {key} in run {entry.run_id} records no "
-                            f"{KIND}/{BUILD_ID} (made by an older lvm-pipeline?); rematerialize it")
-    return str(meta[KIND].value), str(meta[BUILD_ID].value)
+                            f"{ARTIFACT_KIND}/{BUILD_ID} (made by an older lvm-pipeline?); "
+                            "rematerialize it")
+    return str(meta[ARTIFACT_KIND].value), str(meta[BUILD_ID].value)
 
 
 def materialization_in_run(instance: dg.DagsterInstance, key: dg.AssetKey,
@@ -77,35 +75,6 @@ def resolve_upstream(instance: dg.DagsterInstance, key: dg.AssetKey,
             return None
         how = f"latest materialization (run {entry.run_id}), resolved at step start"
     return (*_recorded_build(entry), how)
-
-
-def default_data_dir() -> str:
-    """``LVM_DATA_DIR`` or ``./data``, absolute, as the environment says *now*."""
-    return str(Path(os.environ.get("LVM_DATA_DIR") or "data").expanduser().resolve())
-
-
-class StorageResource(dg.ConfigurableResource):
-    """The artifact root every asset reads from and writes to.
-
-    ``root``: empty (the default) means ``LVM_DATA_DIR`` or ``./data``, read when a step opens
-    the store rather than when the definitions are imported, so one process can run against
-    several data dirs and nothing has to be set before import.
-    ``mirror_url`` (empty: env ``LVM_ARTIFACT_MIRROR``, e.g. ``s3://bucket/lvm``): share builds
-    between machines through an object store; ``root`` stays the local working copy
-    (:mod:`lvm_pipeline.store.remote` says why). Neither: local only.
-    """
-
-    root: str = ""
-    mirror_url: str = ""
-
-    def store(self) -> ArtifactStore:
-        root = self.root or default_data_dir()
-        mirror = self.mirror_url or os.environ.get("LVM_ARTIFACT_MIRROR", "")
-        if mirror:
-            from lvm_pipeline.store import MirroredStore
-
-            return MirroredStore(root, mirror)
-        return ArtifactStore(root)
 
 
 def _producing_run(context: dg.InputContext) -> str | None:
@@ -152,3 +121,17 @@ class BuildIOManager(dg.ConfigurableIOManager):
                          f"{build_id[:12]} ({how})")
         context.add_input_metadata({BUILD_ID: build_id, "resolved": how})
         return build
+
+
+def storage_resources(storage: StorageResource) -> dict[str, dg.ConfigurableResource]:
+    """The storage resource and the two IO managers over it, which must share one root: what
+    the command line and the tests bind to the data dir they run against."""
+    return {"storage": storage,
+            # Every asset's output and input: builds found through the instance's records.
+            "io_manager": BuildIOManager(storage=storage),
+            OPTIONAL_INPUT: BuildIOManager(storage=storage, missing_is_none=True)}
+
+
+@dg.definitions
+def io_managers() -> dg.Definitions:
+    return dg.Definitions(resources=storage_resources(storage_from_environment()))

@@ -12,13 +12,12 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from lvm_pipeline.defs.io_manager import BUILD_ID, KIND
-from lvm_pipeline.runtime import Progress, TrackedRun, make_progress
-from lvm_pipeline.store import Build, code_version
+from lvm_pipeline.runtime import TrackedRun
+from lvm_pipeline.store import Build
 
-# Measured once per process: the package's version and a hash of its source, the same string
-# every manifest records. Dagster compares it with the materialization's to say "code changed".
-CODE_VERSION = code_version()
+# Metadata keys every materialization of this project records, and the IO manager reads back
+# to find the build (lvm_pipeline/defs/io_manager.py).
+BUILD_ID, ARTIFACT_KIND = "build_id", "kind"
 
 
 def build_output(build: Build, first: dict[str, Any] | None = None, **extra: Any) -> dg.Output:
@@ -26,9 +25,8 @@ def build_output(build: Build, first: dict[str, Any] | None = None, **extra: Any
     meta: dict[str, Any] = {**(first or {}), **extra}
     meta.update({
         BUILD_ID: build.build_id,
-        KIND: build.kind,
+        ARTIFACT_KIND: build.kind,
         "path": dg.MetadataValue.path(str(build.path)),
-        "code_version": build.manifest["code_version"],
         "upstream": dg.MetadataValue.json(dict(build.manifest.get("upstream", {}))),
         "files": dg.MetadataValue.json(dict(build.manifest["files"])),
     })
@@ -50,13 +48,6 @@ def markdown_preview(frame: pd.DataFrame, rows: int = 5, width: int = 80) -> dg.
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
               for row in head.itertuples(index=False)]
     return dg.MetadataValue.md("\n".join(lines))
-
-
-def progress_for(context: dg.AssetExecutionContext, task: str, every_s: float = 5.0
-                 ) -> Progress:
-    """Progress lines in the run's log, at most every ``every_s`` seconds and at the end (and
-    a bar when the run is attached to a terminal)."""
-    return make_progress(task, log=context.log.info, every_s=every_s)
 
 
 def tracked_metadata(run: TrackedRun) -> dict[str, Any]:

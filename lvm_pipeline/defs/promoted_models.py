@@ -29,7 +29,7 @@ from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.defs.io_manager import BUILD_ID, KIND
+from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.report import Promotion
 from lvm_pipeline.store import kinds
@@ -60,7 +60,7 @@ def record_promotion(instance: dg.DagsterInstance, promotion: Promotion,
     """Record ``promotion`` as the variant's new state; ``difference``: the gate's candidate −
     promoted MRR@10 interval, kept as numbers (the UI plots them)."""
     metadata: dict[str, Any] = {
-        BUILD_ID: promotion.build_id, KIND: kinds.checkpoint(promotion.variant),
+        BUILD_ID: promotion.build_id, ARTIFACT_KIND: kinds.checkpoint(promotion.variant),
         "action": promotion.action, "by": promotion.by,
         RECORD: dg.MetadataValue.json(promotion.to_record())}
     if difference is not None:

@@ -1,28 +1,73 @@
-"""Resources: where artifacts live and how inputs find their builds (both in defs/storage.py),
-which encoder embeds, how articles split, guard thresholds, the promotion gate's margin, where
-trainings and reports are tracked (MLflow), and the Pipes client that launches multi-process
-training.
+"""Resources: where artifacts live, which encoder embeds, how articles split, guard thresholds,
+the promotion gate's margin, where trainings and reports are tracked (MLflow), how steps show
+progress, and the Pipes client that launches multi-process training. (How inputs find their
+builds is the IO manager's, :mod:`lvm_pipeline.defs.io_manager`.)
 
 Each is a typed ``ConfigurableResource`` that tests swap (``materialize(..., resources=...)``)
-and that the UI's launchpad can override per run.
+and that the UI's launchpad can override per run. Settings reach the code only through them:
+where the environment is the source (a deployment's data dir, mirror or tracking server), the
+definitions read it as a Dagster ``EnvVar``, resolved when a run starts; nothing here, and no
+domain module, writes an environment variable.
 """
 
 import contextlib
 import dataclasses
 import functools
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.defs.io_manager import OPTIONAL_INPUT, BuildIOManager, StorageResource
 from lvm_pipeline.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderConfig
 from lvm_pipeline.guards import GuardConfig
 from lvm_pipeline.report import PromotionConfig
-from lvm_pipeline.runtime import DEFAULT_EXPERIMENT, TrackedRun, TrackingConfig, start_run
+from lvm_pipeline.runtime import (
+    DEFAULT_EXPERIMENT,
+    Progress,
+    TrackedRun,
+    TrackingConfig,
+    make_progress,
+    start_run,
+)
 from lvm_pipeline.sequences import SplitConfig
+from lvm_pipeline.store import ArtifactStore, open_store
 from lvm_pipeline.synthetic import SPEC_PREFIX, SyntheticEncoder, SyntheticPayloadConfig
+
+# Environment variables a deployment sets (docs/deploy.md); `lvm ui` sets the first for the
+# processes it starts.
+DATA_DIR_ENV, MIRROR_ENV = "LVM_DATA_DIR", "LVM_ARTIFACT_MIRROR"
+TRACKING_ENV, TRACKING_URI_ENV = "LVM_TRACKING", "MLFLOW_TRACKING_URI"
+
+
+class StorageResource(dg.ConfigurableResource):
+    """The artifact root every asset reads from and writes to.
+
+    ``root``: the data dir. ``mirror_url`` (e.g. ``s3://bucket/lvm``): share builds between
+    machines through an object store; ``root`` stays the local working copy
+    (:mod:`lvm_pipeline.store.remote` says why). Empty: local only.
+    """
+
+    root: str
+    mirror_url: str = ""
+
+    def store(self) -> ArtifactStore:
+        return open_store(self.root, self.mirror_url)
+
+
+def _from_environment(name: str, default: str) -> str | dg.EnvVar:
+    """``name`` as a Dagster ``EnvVar`` when the environment sets it (resolved when a run
+    starts, so a changed value needs no reload), else ``default``."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def storage_from_environment() -> StorageResource:
+    """The storage of the definitions the UI, the daemon and the schedule load: the data dir
+    ``LVM_DATA_DIR`` (else ``./data`` of the process's folder) and mirror ``LVM_ARTIFACT_MIRROR``
+    (else none). ``lvm`` itself binds the data dir it was given instead."""
+    return StorageResource(root=_from_environment(DATA_DIR_ENV, str(Path("data").resolve())),
+                           mirror_url=_from_environment(MIRROR_ENV, ""))
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,8 +138,8 @@ class GuardsResource(dg.ConfigurableResource):
 
 
 class PromotionResource(dg.ConfigurableResource):
-    """The promotion gate's tolerance (lvm_pipeline/report/promotion.py): ``margin`` is the MRR@10 a
-    candidate may lose against the promoted model and still be promoted."""
+    """The promotion gate's tolerance (lvm_pipeline/report/promotion.py): ``margin`` is the
+    MRR@10 a candidate may lose against the promoted model and still be promoted."""
 
     margin: float = PromotionConfig.margin
 
@@ -105,8 +150,9 @@ class PromotionResource(dg.ConfigurableResource):
 class TrackingResource(dg.ConfigurableResource):
     """MLflow runs of the trainings and the reports (lvm_pipeline/runtime/tracking.py).
 
-    ``enabled`` False, or env ``LVM_TRACKING=off`` (what `lvm run --no-tracking` sets), records
-    nothing. ``tracking_uri`` empty: ``MLFLOW_TRACKING_URI``, else SQLite under the data dir.
+    ``enabled`` False records nothing (`lvm run --no-tracking`; a deployment sets
+    ``LVM_TRACKING=off``). ``tracking_uri`` empty: SQLite under the data dir (a deployment's
+    ``MLFLOW_TRACKING_URI`` fills it).
     """
 
     enabled: bool = True
@@ -128,25 +174,37 @@ class TrackingResource(dg.ConfigurableResource):
             yield run
 
 
-def storage_resources(root: str = "", mirror_url: str = "") -> dict[str, dg.ConfigurableResource]:
-    """The storage resource and the two IO managers over it, which must share one root: what a
-    test or the CLI replaces to run against another data dir (empty root: ``LVM_DATA_DIR``)."""
-    storage = StorageResource(root=root, mirror_url=mirror_url)
-    return {"storage": storage,
-            # Every asset's output and input: builds found through the instance's records.
-            "io_manager": BuildIOManager(storage=storage),
-            OPTIONAL_INPUT: BuildIOManager(storage=storage, missing_is_none=True)}
+def tracking_from_environment() -> TrackingResource:
+    """Tracking as a deployment's environment sets it: off with ``LVM_TRACKING=off``, to the
+    server ``MLFLOW_TRACKING_URI`` names."""
+    return TrackingResource(
+        enabled=os.environ.get(TRACKING_ENV, "").strip().lower() != "off",
+        tracking_uri=_from_environment(TRACKING_URI_ENV, ""))
+
+
+class ProgressResource(dg.ConfigurableResource):
+    """How long steps show their progress: always as throttled lines in the run's log, and as
+    tqdm bars when ``bars`` (what `lvm run` sets when it started on a terminal; a step cannot
+    tell by itself, since Dagster hands it a capture pipe for stderr)."""
+
+    bars: bool = False
+
+    def for_step(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+                 task: str, every_s: float = 5.0) -> Progress:
+        """Progress of ``task`` in ``context``'s run log, at most every ``every_s`` seconds (and
+        at the end)."""
+        return make_progress(task, log=context.log.info, every_s=every_s, bar=self.bars)
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources={
-        **storage_resources(),
         "embedder": EmbedderResource(),
         "splits": SplitResource(),
         "guards": GuardsResource(),
         "promotion": PromotionResource(),
-        "tracking": TrackingResource(),
+        "tracking": tracking_from_environment(),
+        "progress": ProgressResource(),
         # Launches torchrun for data-parallel training (world_size > 1) and streams its
         # logs and reported metadata back into the materialization.
         "pipes_subprocess_client": dg.PipesSubprocessClient(),

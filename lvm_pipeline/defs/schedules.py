@@ -1,20 +1,11 @@
-"""When things rebuild without anyone asking: a weekly full retrain, and declarative automation
-that follows a changed payload downstream only past passed blocking checks.
+"""The weekly full retrain: a deployment retrains on fresh data even when nobody touched it.
 
-Two mechanisms, on purpose:
-- The **schedule** rebuilds everything (``full_retrain``) on a cron, so a deployment retrains
-  on fresh data even when nobody touched it. Cron and timezone come from the environment
-  (``LVM_RETRAIN_CRON``, ``LVM_RETRAIN_TZ``) because they are deployment choices, not code.
-- **Declarative automation** (:data:`REBUILD_AFTER_CHECKED_UPSTREAM`, attached in each asset's
-  decorator) reacts to a change: when ``payload`` is rebuilt (a new corpus, another embedder),
-  its dependents are requested — but an asset is requested only while every *blocking* check
-  of its upstream assets passed against their latest materialization. A failed alignment check
-  therefore stops the five trainings from being requested at all, not just inside one run.
-
-Both are off until switched on (UI → Automation, or ``dagster schedule start`` /
-``dagster sensor start default_automation_condition_sensor``), so ``lvm ui`` on a laptop never
-starts a multi-hour retrain by surprise; ``LVM_RETRAIN_SCHEDULE=running`` starts the schedule
-switched on (a deployment's choice).
+It rebuilds everything (``full_retrain``) on a cron; cron and timezone come from the
+environment (``LVM_RETRAIN_CRON``, ``LVM_RETRAIN_TZ``) because they are deployment choices, not
+code. Fresher data between retrains arrives through the automation
+(:mod:`lvm_pipeline.defs.automation`). Off until switched on (UI → Automation, or ``dagster
+schedule start``); ``LVM_RETRAIN_SCHEDULE=running`` starts it switched on (a deployment's
+choice).
 """
 
 import os
@@ -25,22 +16,11 @@ import dagster as dg
 from lvm_pipeline.defs.jobs import full_retrain
 
 # Sunday 03:00: a quiet hour, and weekly because a full retrain of five models is the expensive
-# path; fresher data between retrains arrives through the automation below.
+# path; fresher data between retrains arrives through the automation.
 DEFAULT_RETRAIN_CRON = "0 3 * * 0"
 DEFAULT_RETRAIN_TZ = "UTC"
 _STATUSES = {"stopped": dg.DefaultScheduleStatus.STOPPED,
              "running": dg.DefaultScheduleStatus.RUNNING}
-
-# Requested when an upstream asset updated (or will be, in the same tick), and only while every
-# blocking check on the upstream assets has passed against their latest materialization (or
-# is requested in the same tick, in which case the run itself gates the child on the check).
-REBUILD_AFTER_CHECKED_UPSTREAM = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager_after_blocking_checks_passed")
-
-# Checks run whenever the asset they check is (re)materialized by automation, so the condition
-# above has a fresh result to look at.
-CHECK_WITH_ITS_ASSET = dg.AutomationCondition.eager()
 
 
 def _skip_if_running(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:

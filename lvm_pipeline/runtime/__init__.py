@@ -5,9 +5,7 @@ runs (:mod:`.tracking`).
 
 from lvm_pipeline.runtime.device import pick_device
 from lvm_pipeline.runtime.progress import (
-    BARS_ENV,
     Progress,
-    bars_wanted,
     is_progress_line,
     make_progress,
     silent,
@@ -16,12 +14,10 @@ from lvm_pipeline.runtime.progress import (
 from lvm_pipeline.runtime.tracking import DEFAULT_EXPERIMENT, TrackedRun, TrackingConfig, start_run
 
 __all__ = [
-    "BARS_ENV",
     "DEFAULT_EXPERIMENT",
     "Progress",
     "TrackedRun",
     "TrackingConfig",
-    "bars_wanted",
     "is_progress_line",
     "make_progress",
     "pick_device",

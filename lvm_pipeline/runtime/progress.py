@@ -7,7 +7,6 @@ interactive terminal and, always, throttled log lines (which Dagster shows in th
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -28,17 +27,6 @@ def silent(done: int, total: int, **metrics: Any) -> None:
 # The shape of the lines make_progress logs ("task: done/total (rate/s) metrics"): a console
 # that draws bars recognises them with this and leaves them to the bar.
 _PROGRESS_LINE = re.compile(r"^[^:\n]+: \d+/(\d+|\?) \([\d.]+/s\)")
-
-
-# Set by `lvm run` / `lvm materialize` when they start on a terminal: Dagster's compute-log
-# capture then mirrors the steps' stderr to that terminal through a pipe, which is no TTY.
-BARS_ENV = "LVM_PROGRESS_BARS"
-
-
-def bars_wanted() -> bool:
-    """Whether progress draws bars: stderr is a terminal, or the command that runs these steps
-    started on one (:data:`BARS_ENV`)."""
-    return sys.stderr.isatty() or os.environ.get(BARS_ENV) == "1"
 
 
 def is_progress_line(message: str) -> bool:
@@ -65,11 +53,13 @@ def make_progress(
     task: str,
     log: Callable[[str], None] | None = None,
     every_s: float = 5.0,
-    bar: bool | None = None,
+    bar: bool = False,
 ) -> Progress:
     """A Progress that logs ``task: done/total`` at most every ``every_s`` seconds (and at the
-    end) through ``log``, and draws a tqdm bar when ``bar`` (default: :func:`bars_wanted`)."""
-    show_bar = bars_wanted() if bar is None else bar
+    end) through ``log``, and draws a tqdm bar on stderr when ``bar``: the caller knows whether
+    a person watches a terminal (``lvm run`` does; a step's own stderr is Dagster's capture
+    pipe, so it cannot tell)."""
+    show_bar = bar
     state: dict[str, Any] = {"last": 0.0, "bar": None, "start": time.perf_counter()}
 
     def report(done: int, total: int, **metrics: Any) -> None:

@@ -1,7 +1,7 @@
 """Experiment tracking: every training and every report as an MLflow run.
 
-Where the runs go (:func:`tracking_uri`): the config's ``uri``, else ``MLFLOW_TRACKING_URI``
-(a server, or any store MLflow knows), else SQLite under the data root,
+Where the runs go (:func:`tracking_uri`): the config's ``uri`` (a server, or any store MLflow
+knows; the Dagster layer fills it from ``MLFLOW_TRACKING_URI``), else SQLite under the data root,
 ``<data dir>/mlflow/mlflow.db``, with the runs' files in ``<data dir>/mlflow/artifacts``: no
 server to run, and the runs travel with a copy of the data dir like the Dagster instance does.
 Not MLflow's ``file:`` store: MLflow 3.x keeps it in maintenance mode and refuses to open it
@@ -9,8 +9,8 @@ unless ``MLFLOW_ALLOW_FILE_STORE`` is set; SQLite is its default and needs only 
 alembic, which Dagster already installs, so ``mlflow-skinny`` suffices (benchmarks/RESULTS.md
 compares it with the full ``mlflow``).
 
-Off (``TrackingConfig(enabled=False)``, or env ``LVM_TRACKING=off``): :func:`start_run` yields
-a run that records nothing, MLflow is never imported and nothing is written.
+Off (``TrackingConfig(enabled=False)``): :func:`start_run` yields a run that records nothing,
+MLflow is never imported and nothing is written.
 
 MLflow is imported on the first tracked run, never when this module is imported: it costs
 seconds, which ``lvm --help`` and the definitions' import must not pay. Runs go through
@@ -32,7 +32,6 @@ from typing import Any
 
 from lvm_pipeline.store import Build
 
-TRACKING_ENV = "LVM_TRACKING"  # "off" switches tracking off whatever the config says
 DEFAULT_EXPERIMENT = "lvm-pipeline"
 # The tracking store's folder under the data root (SQLite file and the runs' artifacts).
 STORE_DIR = "mlflow"
@@ -42,15 +41,11 @@ _MAX_PARAMS, _MAX_METRICS = 100, 1000
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """``uri`` empty: ``MLFLOW_TRACKING_URI``, else SQLite under the data dir."""
+    """``uri`` empty: SQLite under the data dir."""
 
     enabled: bool = True
     uri: str = ""
     experiment: str = DEFAULT_EXPERIMENT
-
-    def active(self) -> bool:
-        """Whether runs are recorded: enabled here and not switched off by ``LVM_TRACKING``."""
-        return self.enabled and os.environ.get(TRACKING_ENV, "").strip().lower() != "off"
 
 
 def store_dir(data_dir: Path) -> Path:
@@ -64,7 +59,7 @@ def default_uri(data_dir: Path) -> str:
 
 def tracking_uri(config: TrackingConfig, data_dir: Path) -> str:
     """The store a run started with ``config`` under ``data_dir`` is written to."""
-    return config.uri or os.environ.get("MLFLOW_TRACKING_URI", "") or default_uri(data_dir)
+    return config.uri or default_uri(data_dir)
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -212,7 +207,7 @@ def start_run(config: TrackingConfig, data_dir: Path, name: str,
               tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
     """An MLflow run named ``name`` in ``config.experiment``, ended FINISHED when the block
     completes and FAILED when it raises (the error still propagates)."""
-    if not config.active():
+    if not config.enabled:
         yield UntrackedRun()
         return
     mlflow = _import_mlflow()

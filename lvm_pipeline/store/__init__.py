@@ -20,7 +20,7 @@ from lvm_pipeline.store.artifacts import (
     write_json_atomic,
 )
 from lvm_pipeline.store.lineage import as_upstream, recorded_inputs, report_lineage
-from lvm_pipeline.store.remote import MirroredStore
+from lvm_pipeline.store.remote import MirroredStore, open_store
 
 __all__ = [
     "BUILD_DIR_CHARS",
@@ -32,6 +32,7 @@ __all__ = [
     "as_upstream",
     "code_version",
     "kinds",
+    "open_store",
     "read_json",
     "recorded_inputs",
     "report_lineage",

@@ -129,3 +129,10 @@ class MirroredStore(ArtifactStore):
             final = self.root / kind / manifest["build_id"][:BUILD_DIR_CHARS]
             if not final.exists():
                 os.rename(staged, final)
+
+
+def open_store(root: str | os.PathLike[str], mirror_url: str = "") -> ArtifactStore:
+    """The artifact store at ``root``, mirrored to ``mirror_url`` when one is given: the one way
+    every reader and writer opens it (assets, checks, the command line, the ``torchrun``
+    worker), so a build published anywhere reaches the mirror."""
+    return MirroredStore(root, mirror_url) if mirror_url else ArtifactStore(root)

@@ -27,24 +27,26 @@ from dagster_pipes import (
 
 from lvm_pipeline.payload import payload_of
 from lvm_pipeline.runtime import make_progress, pick_device, silent
-from lvm_pipeline.store import ArtifactStore, kinds
+from lvm_pipeline.store import kinds, open_store
 from lvm_pipeline.training.config import TrainConfig
 from lvm_pipeline.training.distributed import init_from_env, shutdown
 from lvm_pipeline.training.loop import train_variant
 
-EXTRAS = ("data_dir", "sequences_build_id", "variant", "size", "train_config",
+EXTRAS = ("data_dir", "mirror_url", "sequences_build_id", "variant", "size", "train_config",
           "min_alignment_cosine")
 
 
-def extras_for(data_dir: str, sequences_build_id: str, variant: str, size: str,
+def extras_for(data_dir: str, mirror_url: str, sequences_build_id: str, variant: str, size: str,
                config: TrainConfig, min_alignment_cosine: float) -> dict[str, Any]:
-    """The Pipes extras a worker needs (JSON values only). The sequences are named by build id,
-    the one the asset's input resolved, so every rank trains on exactly that build."""
+    """The Pipes extras a worker needs (JSON values only). The store is named as the asset
+    opened it (data dir and mirror), so the checkpoint rank 0 publishes reaches the mirror too;
+    the sequences by build id, the one the asset's input resolved, so every rank trains on
+    exactly that build."""
     from dataclasses import asdict
 
-    return {"data_dir": data_dir, "sequences_build_id": sequences_build_id, "variant": variant,
-            "size": size, "train_config": asdict(config),
-            "min_alignment_cosine": min_alignment_cosine}
+    return {"data_dir": data_dir, "mirror_url": mirror_url,
+            "sequences_build_id": sequences_build_id, "variant": variant, "size": size,
+            "train_config": asdict(config), "min_alignment_cosine": min_alignment_cosine}
 
 
 def _read_extras_without_channel() -> dict[str, Any]:
@@ -69,7 +71,7 @@ def run(extras: dict[str, Any], pipes: PipesContext | None) -> None:
     device = pick_device(config.device)  # "auto" resolved once, before the process group
     ranks = init_from_env(device)
     try:
-        store = ArtifactStore(extras["data_dir"])
+        store = open_store(extras["data_dir"], extras["mirror_url"])
         sequences = store.get(kinds.TRAIN_SEQUENCES, extras["sequences_build_id"])
         payload = payload_of(store, sequences)
         progress = silent

@@ -32,26 +32,20 @@ def test_help_explains_each_command(capsys):
     assert all(command in out for command in ("run", "materialize", "report", "ui"))
 
 
-def test_materialize_unknown_asset_is_a_usage_error_listing_assets(tmp_path, capsys,
-                                                                    monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_materialize_unknown_asset_is_a_usage_error_listing_assets(tmp_path, capsys):
     assert main(["materialize", "mamba_q", "--data-dir", str(tmp_path)]) == EXIT_USAGE
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "cannot select 'mamba_q'" in line and "mamba_s" in line and "payload" in line
 
 
-def test_materialize_option_for_an_unselected_asset_is_a_usage_error(tmp_path, capsys,
-                                                                     monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_materialize_option_for_an_unselected_asset_is_a_usage_error(tmp_path, capsys):
     assert main(["materialize", "faiss_index", "--epochs", "3",
                  "--data-dir", str(tmp_path)]) == EXIT_USAGE
     assert "configure the models, which 'faiss_index' does not include" in (
         capsys.readouterr().err)
 
 
-def test_materialize_failed_step_exit_1_with_reason_and_run_to_open(tmp_path, capsys,
-                                                                    monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_materialize_failed_step_exit_1_with_reason_and_run_to_open(tmp_path, capsys):
     # No payload was ever built: the index step fails and says so.
     assert main(["materialize", "faiss_index", "--data-dir", str(tmp_path)]) == EXIT_FAILED
     err = capsys.readouterr().err
@@ -60,9 +54,7 @@ def test_materialize_failed_step_exit_1_with_reason_and_run_to_open(tmp_path, ca
     assert "Details: `lvm ui --data-dir" in err and "Runs →" in err
 
 
-def test_materialize_selection_runs_its_checks_and_prints_builds(small_run_copy, capsys,
-                                                                 monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_materialize_selection_runs_its_checks_and_prints_builds(small_run_copy, capsys):
     assert main(["materialize", "aligned_eval", "--data-dir", str(small_run_copy)]) == EXIT_OK
     out = capsys.readouterr()
     assert "✓ check check_eval_sequences_aligned on aligned_eval passed" in out.err
@@ -72,10 +64,9 @@ def test_materialize_selection_runs_its_checks_and_prints_builds(small_run_copy,
         f"{path}/..") and path.endswith(build[:12] + path[-4:])
 
 
-def test_ui_refuses_a_busy_port_in_one_line(tmp_path, capsys, monkeypatch):
+def test_ui_refuses_a_busy_port_in_one_line(tmp_path, capsys):
     import socket
 
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -89,7 +80,7 @@ def test_ui_refuses_a_busy_port_in_one_line(tmp_path, capsys, monkeypatch):
 def test_ui_runs_dg_dev_on_the_workspace():
     import sys
 
-    from lvm_pipeline.cli.common import PROJECT_ROOT
+    from lvm_pipeline.cli.runner import PROJECT_ROOT
     from lvm_pipeline.cli.ui import dagster_dev_command
 
     command = dagster_dev_command("127.0.0.1", 3999)
@@ -112,8 +103,7 @@ def test_report_without_a_run_says_what_to_do(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_lvm_run_small_then_report(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_lvm_run_small_then_report(tmp_path, capsys):
     data = tmp_path / "data"
     code = main(["run", "--data-dir", str(data), "--max-chunks", "300", "--epochs", "1",
                  "--log-level", "WARNING"])
@@ -132,13 +122,6 @@ def test_lvm_run_small_then_report(tmp_path, capsys, monkeypatch):
 # --------------------------------------------------------------------------- guard commands
 
 
-@pytest.fixture
-def _cli_env(monkeypatch):
-    """CLI calls set LVM_DATA_DIR / DAGSTER_HOME; keep them from leaking into other tests."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
-
-
 def test_guard_commands_explain_themselves(capsys):
     for command in ("check", "verify", "import-training", "export-training", "import-payload"):
         assert main([command, "--help"]) == EXIT_OK
@@ -154,7 +137,7 @@ def test_check_and_verify_on_an_empty_data_dir_say_what_to_do(tmp_path, capsys):
     assert "no artifacts under" in capsys.readouterr().err
 
 
-def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, capsys, _cli_env):
+def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, capsys):
     from lvm_pipeline_tests.defs.test_pipeline import CHECKS
 
     assert main(["check", "--data-dir", str(small_run_copy)]) == EXIT_OK
@@ -169,8 +152,7 @@ def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, caps
     assert "11 of 11 builds match their manifests" in out and "ok      payload/" in out
 
 
-def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_path, capsys,
-                                                           _cli_env):
+def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_path, capsys):
     import numpy as np
 
     from lvm_pipeline.store.artifacts import ArtifactStore
@@ -197,13 +179,15 @@ def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_pa
 
 
 def _run_config(argv: list[str], ops=None) -> dict:
+    """The run config the options give, as the config dict Dagster records for the run."""
     import argparse
 
     from lvm_pipeline.cli.common import add_run_options, run_config_from_args
 
     parser = argparse.ArgumentParser()
     add_run_options(parser)
-    return run_config_from_args(parser.parse_args(argv), ops=ops, selection_label="'x'")
+    return run_config_from_args(parser.parse_args(argv), ops=ops,
+                                selection_label="'x'").to_config_dict()
 
 
 def test_corpus_limits_and_device_options_configure_their_assets():
@@ -214,18 +198,18 @@ def test_corpus_limits_and_device_options_configure_their_assets():
     config = _run_config(["--corpus", "notes", "--corpus-source", "text_dir",
                           "--max-chunks", "0", "--max-chunks-per-article", "100",
                           "--device", "cpu"])
-    assert config["ops"]["corpus"]["config"] == {
+    assert config["ops"]["corpus"]["config"].items() >= {
         "source": "text_dir", "path": str(Path("notes").resolve()), "max_chunks": 0,
-        "max_chunks_per_article": 100}
+        "max_chunks_per_article": 100}.items()
     # --device moves the embedder (payload, the canary) and the five trainings together.
-    assert config["resources"]["embedder"]["config"] == {"device": "cpu"}
-    assert config["ops"]["mamba_gr"]["config"] == {"device": "cpu"}
+    assert config["resources"]["embedder"]["config"]["device"] == "cpu"
+    assert config["ops"]["mamba_gr"]["config"]["device"] == "cpu"
     dg.validate_run_config(defs().resolve_job_def("full_retrain"), config)
     # Nothing asked, nothing set: each source keeps its own defaults (the sample's limits).
-    assert _run_config([]) == {"ops": {}}
+    assert _run_config([])["ops"] == {} and _run_config([])["resources"] == {}
     # A payload-only selection takes --device for its embedder alone.
     config = _run_config(["--device", "cpu"], ops=["payload"])
-    assert config == {"ops": {}, "resources": {"embedder": {"config": {"device": "cpu"}}}}
+    assert config["ops"] == {} and config["resources"]["embedder"]["config"]["device"] == "cpu"
 
 
 @pytest.mark.parametrize(("argv", "ops", "message"), [

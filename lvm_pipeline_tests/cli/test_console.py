@@ -11,9 +11,11 @@ import sys
 import dagster as dg
 import pytest
 
-from lvm_pipeline.cli.common import PROJECT_ROOT
 from lvm_pipeline.cli.console import ConsoleHandler
-from lvm_pipeline.runtime.progress import BARS_ENV, bars_wanted, is_progress_line, make_progress
+from lvm_pipeline.cli.run_config import CorpusParams, run_config
+from lvm_pipeline.cli.runner import PROJECT_ROOT, Console, execute
+from lvm_pipeline.runtime.progress import is_progress_line, make_progress
+from lvm_pipeline_tests.conftest import instance_at
 
 
 def _record(message: str, level: int = logging.INFO, step: str | None = "payload"
@@ -57,14 +59,17 @@ def test_progress_lines_give_way_to_bars_on_a_terminal(bars):
     assert handler.render(_record("embedding with x on cpu")) == "  payload: embedding with x on cpu"
 
 
-@pytest.mark.parametrize("started_on_a_terminal", ["1", "0"])
-def test_bars_follow_the_terminal_the_command_started_on(started_on_a_terminal, monkeypatch):
+def test_the_console_and_the_steps_progress_share_one_bars_setting(tmp_path):
     """Dagster's compute-log capture hands the steps a pipe for stderr (mirrored to the
-    terminal): bars are drawn, and their lines left out, when `lvm` itself started on one."""
-    monkeypatch.setenv(BARS_ENV, started_on_a_terminal)
-    assert bars_wanted() == (started_on_a_terminal == "1")  # pytest's stderr is no terminal
-    line = ConsoleHandler(logging.INFO).render(_record("embedding: 64/308 (9.1/s)"))
-    assert (line is None) == (started_on_a_terminal == "1")
+    terminal), so no step can tell a terminal from a log: the command decides once and the
+    runner hands the same answer to the console logger and to the steps' progress."""
+    with instance_at(tmp_path / "data") as instance:
+        result = execute(tmp_path / "data", instance, selection=dg.AssetSelection.assets("corpus"),
+                         run_config=run_config(corpus=CorpusParams(max_chunks=20)),
+                         console=Console("WARNING", bars=True))
+    assert result.success
+    assert result.dagster_run.run_config["loggers"]["lvm_console"]["config"] == {
+        "log_level": "WARNING", "bars": True}
 
 
 def test_warnings_show_at_any_level_and_info_hides_at_warning():

@@ -13,16 +13,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from lvm_pipeline.cli.common import INSTANCE_TEMPLATE
+from lvm_pipeline.cli.runner import INSTANCE_YAML
 
 pytestmark = pytest.mark.slow
 
 
 def _home(tmp_path: Path) -> Path:
-    """A DAGSTER_HOME with the package's instance template, as `lvm` prepares it."""
+    """A DAGSTER_HOME with the repository's instance configuration, as `lvm` prepares it."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_bytes(INSTANCE_TEMPLATE.read_bytes())
+    (home / "dagster.yaml").write_bytes(INSTANCE_YAML.read_bytes())
     return home
 
 
@@ -35,9 +35,8 @@ def _start(args: list[str], home: Path, log: Path) -> subprocess.Popen:
                                 cwd=log.parent)
 
 
-def test_two_lvm_runs_at_once_on_one_sqlite_instance(tmp_path, monkeypatch):
+def test_two_lvm_runs_at_once_on_one_sqlite_instance(tmp_path):
     home = _home(tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the instance yaml reads it
     processes = [
         _start(["-m", "lvm_pipeline.cli", "materialize", "corpus", "--max-chunks", str(n),
                 "--data-dir", str(tmp_path / f"data{i}")], home, tmp_path / f"run{i}.log")
@@ -59,7 +58,7 @@ POOL_RUN = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
     import dagster as dg
-    from lvm_pipeline.cli.common import open_instance_lock
+    from lvm_pipeline.cli.runner import open_instance
 
     @dg.asset(pool="training")
     def fake_training() -> None:
@@ -68,9 +67,7 @@ POOL_RUN = textwrap.dedent("""
         with open(sys.argv[1], "w") as out:
             json.dump([start, time.time()], out)
 
-    with open_instance_lock(Path(os.environ["DAGSTER_HOME"])):  # as `lvm` opens it
-        instance = dg.DagsterInstance.get()
-    with instance:
+    with open_instance(Path(os.environ["DAGSTER_HOME"])) as instance:  # as `lvm` opens it
         result = dg.materialize([fake_training], instance=instance)
     sys.exit(0 if result.success else 1)
 """)

@@ -20,7 +20,7 @@ from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 
 from lvm_pipeline.cli import EXIT_OK, main
-from lvm_pipeline.cli.common import INSTANCE_TEMPLATE, PROJECT_ROOT
+from lvm_pipeline.cli.runner import INSTANCE_YAML, PROJECT_ROOT, open_instance
 from lvm_pipeline.definitions import defs
 from lvm_pipeline.defs.executor import executor_from_env
 from lvm_pipeline.store.artifacts import ArtifactStore, sha256_file
@@ -35,9 +35,13 @@ def _instance_config(path: Path) -> dict:
     return dict(config)
 
 
-def test_default_instance_limits_training_to_one_at_a_time():
-    config = _instance_config(INSTANCE_TEMPLATE)
-    assert "sqlite" in config["storage"]
+def test_default_instance_limits_training_to_one_at_a_time(tmp_path):
+    config = _instance_config(INSTANCE_YAML)
+    # No storage section: Dagster's default, SQLite in the instance folder (no environment
+    # variable needed to open it, and it travels with a copy of the data dir).
+    assert "storage" not in config
+    with open_instance(tmp_path / "dagster_home"):
+        assert any((tmp_path / "dagster_home").rglob("*.db"))
     assert config["concurrency"]["pools"] == {"granularity": "op", "default_limit": 1}
     assert config["nux"] == {"enabled": False} and config["telemetry"] == {"enabled": False}
     with dg.instance_for_test(overrides={"concurrency": config["concurrency"]}) as instance:

@@ -16,6 +16,7 @@ import pytest
 
 from lvm_pipeline.definitions import defs
 from lvm_pipeline.defs.io_manager import materialization_in_run
+from lvm_pipeline.defs.resources import storage_from_environment
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.store.artifacts import ArtifactStore, Build
 from lvm_pipeline.store.lineage import LineageError, report_lineage
@@ -60,13 +61,14 @@ def test_report_lineage_refuses_mixed_payloads_and_training_sets_naming_both_bui
         report_lineage(index, _build("sequences/eval", "e" * 64, "q" * 64), train, {})
 
 
-def test_storage_resolves_the_data_dir_when_a_step_opens_it(tmp_path, monkeypatch):
-    """Nothing is read at import: the definitions' storage follows LVM_DATA_DIR as it is when
-    the store is opened, so one process can run against several data dirs."""
-    storage = defs().resources["storage"]
-    for name in ("one", "two"):
-        monkeypatch.setenv("LVM_DATA_DIR", str(tmp_path / name))
-        assert storage.store().root == (tmp_path / name).resolve()
+def test_the_definitions_read_the_data_dir_as_an_env_var_resolved_per_run(tmp_path, monkeypatch):
+    """The UI's definitions take the data dir from ``LVM_DATA_DIR`` as a Dagster ``EnvVar``:
+    resolved when a run starts, so a changed value needs no reload and nothing is read at
+    import."""
+    monkeypatch.setenv("LVM_DATA_DIR", str(tmp_path / "one"))
+    storage = storage_from_environment()
+    monkeypatch.setenv("LVM_DATA_DIR", str(tmp_path / "two"))
+    assert storage.process_config_and_initialize().store().root == (tmp_path / "two").resolve()
 
 
 def test_rebuilding_identical_content_keeps_the_data_version(small_run_copy):
@@ -124,7 +126,7 @@ def test_two_overlapping_runs_each_finish_with_their_own_builds(small_run_copy, 
     rebuilds from a new corpus, run B rebuilds the training sequences and their models while A
     publishes its payload, sequences and models. Each run is its own process, like two `lvm`
     commands (lvm_pipeline_tests/race_run.py)."""
-    from lvm_pipeline.cli.common import PROJECT_ROOT
+    from lvm_pipeline.cli.runner import PROJECT_ROOT
 
     data_dir, barriers = small_run_copy, tmp_path / "barriers"
     barriers.mkdir()
@@ -175,8 +177,8 @@ def test_a_webserver_run_racing_an_lvm_run_each_use_their_own_builds(small_run_c
     worker process, file barriers: lvm_pipeline_tests/race_location.py) and run B an
     `lvm materialize` in this process."""
     from lvm_pipeline.cli import main
-    from lvm_pipeline.cli.common import PROJECT_ROOT
     from lvm_pipeline.cli.run_config import run_config
+    from lvm_pipeline.cli.runner import PROJECT_ROOT
     from lvm_pipeline_tests.webserver import free_port, launch, serving, wait_for_run
 
     data_dir, barriers = small_run_copy, tmp_path / "barriers"

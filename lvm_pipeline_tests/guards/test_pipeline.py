@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, main
+from lvm_pipeline.cli.run_config import PayloadParams, TrainingSequencesParams
 from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource
 from lvm_pipeline.embedding.encoder import DEFAULT_EMBEDDER, Embedder, EmbedderConfig, resolve_model_dir
 from lvm_pipeline.interop.reference_npz import export_training_npz
@@ -42,13 +43,6 @@ DOWNSTREAM_OF_PAYLOAD = {"aligned_training_sequences", "aligned_eval", "faiss_in
                          "retrieval_report", *VARIANTS}
 # Where the canary is not the point, it re-embeds 8 texts instead of 64 (seconds per run).
 QUICK_CANARY = {"guards": GuardsResource(canary_sample=8)}
-
-
-@pytest.fixture(autouse=True)
-def _cli_environment(monkeypatch):
-    """CLI calls set LVM_DATA_DIR / DAGSTER_HOME; keep them from leaking into other tests."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +80,7 @@ def _write_npz(path: Path, context: np.ndarray, target: np.ndarray, keys: np.nda
 
 def _import(data_dir: Path, npz: Path, selection=TRAINING):
     return materialize_all(data_dir, selection=selection,
-                           ops={"aligned_training_sequences": {"import_npz": str(npz)}})
+                           ops={"aligned_training_sequences": TrainingSequencesParams(import_npz=str(npz))})
 
 
 # --------------------------------------------------------------------------- 1, 2
@@ -216,12 +210,12 @@ def test_broken_payload_is_blocked_and_every_consumer_refuses_it(small_run_copy,
     everything = dg.AssetSelection.assets("payload").downstream()
 
     refused = materialize_all(data_dir, selection=everything, resources=QUICK_CANARY,
-                              ops={"payload": {"import_npy": str(broken)}})
+                              ops={"payload": PayloadParams(import_npy=str(broken))})
     assert "executes code stored in the file" in step_errors(refused)["payload"]
     assert materialized(refused) == set()
 
     result = materialize_all(data_dir, selection=everything, resources=QUICK_CANARY,
-                             ops={"payload": {"import_npy": str(broken), "allow_pickle": True}})
+                             ops={"payload": PayloadParams(import_npy=str(broken), allow_pickle=True)})
     check = check_evaluations(result)["check_payload_integrity"]
     print(check.description)
     assert not check.passed and "PAYLOAD BROKEN" in check.description
@@ -233,8 +227,8 @@ def test_broken_payload_is_blocked_and_every_consumer_refuses_it(small_run_copy,
     wide = {k: (t, m, np.concatenate([v, np.zeros(16, np.float32)]))  # unit norm, 400-d
             for k, (t, m, v) in reference_payload_dict(payload).items()}
     result = materialize_all(data_dir, selection=everything, resources=QUICK_CANARY, ops={
-        "payload": {"import_npy": str(save_pickled(tmp_path / "wide.npy", wide)),
-                    "allow_pickle": True}})
+        "payload": PayloadParams(import_npy=str(save_pickled(tmp_path / "wide.npy", wide)),
+                                 allow_pickle=True)})
     checks = check_evaluations(result)
     assert (f"PAYLOAD BROKEN: {len(wide)} rows of dim 400 instead of the embedder's 384 "
             "(threshold 0") in checks["check_payload_integrity"].description
@@ -371,7 +365,7 @@ def test_unlearnable_windows_no_rule_names_are_blocked_by_the_smoke_test(small_r
     before = snapshot_files(data_dir)
     result = materialize_all(data_dir, selection=dg.AssetSelection.assets("payload").downstream(),
                              resources=QUICK_CANARY,
-                             ops={"payload": {"import_npy": str(npy), "allow_pickle": True}})
+                             ops={"payload": PayloadParams(import_npy=str(npy), allow_pickle=True)})
     checks = check_evaluations(result)
     learnable = checks["check_training_learnable"]
     print(learnable.description.splitlines()[0])

@@ -153,10 +153,8 @@ def test_a_large_margin_promotes_the_worse_candidate(second_retrain, tmp_path):
 
 
 @pytest.fixture
-def cli_data(second_retrain, tmp_path, monkeypatch) -> Path:
+def cli_data(second_retrain, tmp_path) -> Path:
     """A private copy of the second retrain; CLI calls set LVM_DATA_DIR / DAGSTER_HOME."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
     data_dir = tmp_path / "data"
     shutil.copytree(second_retrain[0], data_dir)
     return data_dir
@@ -208,11 +206,9 @@ def _untrained(store: ArtifactStore, variant: str, seed: int) -> Build:
 
 
 @pytest.fixture
-def untrained(tmp_path, monkeypatch) -> tuple[Path, dict[str, Build]]:
+def untrained(tmp_path) -> tuple[Path, dict[str, Build]]:
     """Two mamba_s checkpoints and a mamba_h one in a fresh data dir; CLI calls set
     LVM_DATA_DIR / DAGSTER_HOME."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
     store = ArtifactStore(tmp_path / "data")
     return store.root, {"s1": _untrained(store, "mamba_s", 0), "s2": _untrained(store, "mamba_s", 1),
                         "h": _untrained(store, "mamba_h", 2)}
@@ -262,9 +258,7 @@ def test_promote_refuses_unknown_builds_and_builds_of_another_variant(untrained,
     assert set(_promoted_json(data_dir, capsys).values()) == {None}
 
 
-def test_rollback_of_a_never_promoted_variant_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+def test_rollback_of_a_never_promoted_variant_says_so(tmp_path, capsys):
     assert main(["rollback", "mamba_xl", "--data-dir", str(tmp_path / "empty")]) == EXIT_FAILED
     assert "mamba_xl was never promoted" in capsys.readouterr().err
     assert main(["models", "--promoted", "--data-dir", str(tmp_path / "empty")]) == EXIT_OK
@@ -299,9 +293,7 @@ def test_report_compare_pairs_two_reports_over_the_same_queries(cli_data, capsys
     assert "no report builds start with 'ffffffffff'" in capsys.readouterr().err
 
 
-def test_report_compare_without_an_earlier_report_says_so(small_run_copy, monkeypatch, capsys):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("LVM_DATA_DIR", raising=False)
+def test_report_compare_without_an_earlier_report_says_so(small_run_copy, capsys):
     assert main(["report", "--compare", "--data-dir", str(small_run_copy)]) == EXIT_FAILED
     assert "no report was materialized before it" in capsys.readouterr().err
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from lvm_pipeline.cli.run_config import TrainParams, run_config
+from lvm_pipeline.cli.runner import execute
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
-    GuardsResource,
     TrackingResource,
-    storage_resources,
+    tracking_from_environment,
 )
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.payload.payload import current_payload
 from lvm_pipeline.runtime.tracking import (
     STORE_DIR,
-    TRACKING_ENV,
     TrackingConfig,
     default_uri,
     start_run,
@@ -93,25 +93,29 @@ def test_a_failing_block_ends_its_run_failed_and_the_error_propagates(tracked_di
     assert runs_of(tracked_dir)["mamba_h"].info.status == "FAILED"
 
 
-def test_mlflow_tracking_uri_points_runs_elsewhere(tracked_dir, tmp_path, monkeypatch):
+def test_a_tracking_uri_points_runs_elsewhere(tracked_dir, tmp_path):
     other = default_uri(tracked_dir)  # another data dir's store stands in for a server
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
-    assert tracking_uri(TrackingConfig(), tmp_path / "data") == other
-    assert tracking_uri(TrackingConfig(uri="http://127.0.0.1:5000"), tmp_path) == \
-        "http://127.0.0.1:5000"  # the resource's own setting wins over the environment
-    with start_run(TrackingConfig(), tmp_path / "data", "retrieval_report") as run:
+    assert tracking_uri(TrackingConfig(uri=other), tmp_path / "data") == other
+    with start_run(TrackingConfig(uri=other), tmp_path / "data", "retrieval_report") as run:
         run.log_metrics({"mamba_s/mrr_at_10": 0.5})
     assert not (tmp_path / "data").exists()
     assert MlflowClient(tracking_uri=other).get_run(run.run_id).data.metrics == {
         "mamba_s/mrr_at_10": 0.5}
 
 
-@pytest.mark.parametrize("how", ["config", "env"])
-def test_tracking_off_writes_nothing(tmp_path, monkeypatch, how):
-    config = TrackingConfig(enabled=how != "config")
-    if how == "env":
-        monkeypatch.setenv(TRACKING_ENV, "off")
-    with start_run(config, tmp_path, "mamba_s", params={"lr": 1}) as run:
+def test_a_deployments_environment_reaches_tracking_through_the_resource(monkeypatch):
+    """``MLFLOW_TRACKING_URI`` and ``LVM_TRACKING=off`` are read by the definitions (a Dagster
+    ``EnvVar`` for the URI, resolved when a run starts), never by the tracking module."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    resource = tracking_from_environment().process_config_and_initialize()
+    assert resource.config() == TrackingConfig(uri="http://127.0.0.1:5000")
+    monkeypatch.setenv("LVM_TRACKING", "off")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_from_environment().config() == TrackingConfig(enabled=False)
+
+
+def test_tracking_off_writes_nothing(tmp_path):
+    with start_run(TrackingConfig(enabled=False), tmp_path, "mamba_s", params={"lr": 1}) as run:
         run.progress(1, 1, train_loss=1.0)
         run.set_tags({"lvm.build_id": "b"})
     assert run.run_id is None
@@ -145,20 +149,15 @@ def test_a_training_asset_tracks_its_run_and_names_it_in_its_metadata(synthetic_
     five and the report)."""
     import dagster as dg
 
-    from lvm_pipeline.defs.assets.models import mamba_s
-
     sequences = publish_sequences(store, kinds.TRAIN_SEQUENCES, synthetic_payload,
                                   build_windows(synthetic_payload, SplitConfig()),
                                   native_info(SplitConfig()))
     instance = dg.DagsterInstance.ephemeral()
     record_build(instance, "aligned_training_sequences", sequences)
-    result = dg.materialize(
-        [mamba_s, dg.AssetSpec("aligned_training_sequences")], instance=instance,
-        resources={**storage_resources(str(store.root)), "guards": GuardsResource(),
-                   "embedder": _SyntheticEmbedder(root=str(store.root)),
-                   "pipes_subprocess_client": dg.PipesSubprocessClient(),
-                   "tracking": TrackingResource()},
-        run_config={"ops": {"mamba_s": {"config": {"epochs": 3, "batch_size": 16}}}})
+    result = execute(store.root, instance, selection=dg.AssetSelection.assets("mamba_s"),
+                     run_config=run_config(training=TrainParams(epochs=3, batch_size=16)),
+                     resources={"embedder": _SyntheticEmbedder(root=str(store.root)),
+                                "tracking": TrackingResource()})
     assert result.success
     meta = materialized_metadata(result)["mamba_s"]
     client = MlflowClient(tracking_uri=default_uri(store.root))
@@ -213,12 +212,9 @@ def test_the_small_run_tracks_each_training_and_the_report(small_run):
     assert files == {n for n in built.manifest["files"] if n.startswith("plots/")}
 
 
-def test_lvm_materialize_no_tracking_trains_without_a_run(small_run_copy, monkeypatch, capsys):
+def test_lvm_materialize_no_tracking_trains_without_a_run(small_run_copy, capsys):
     from lvm_pipeline.cli import EXIT_OK, main
 
-    # What the command sets; monkeypatch puts the test process's values back afterwards.
-    monkeypatch.setenv("LVM_DATA_DIR", str(small_run_copy))
-    monkeypatch.setenv("DAGSTER_HOME", str(small_run_copy / "dagster_home"))
     before = {run.info.run_id for run in runs_of(small_run_copy).values()}
     assert main(["materialize", "mamba_s", "--epochs", "1", "--no-tracking",
                  "--data-dir", str(small_run_copy)]) == EXIT_OK

@@ -75,16 +75,13 @@ def test_a_kind_the_mirror_lacks_is_missing_even_with_a_local_copy(tmp_path, mir
 
 
 def test_assets_write_through_the_mirror_when_storage_names_one(tmp_path, mirror_url):
-    import dagster as dg
+    from lvm_pipeline.defs.io_manager import storage_resources
+    from lvm_pipeline.defs.resources import StorageResource
+    from lvm_pipeline_tests.conftest import materialize_all
 
-    from lvm_pipeline.definitions import defs
-    from lvm_pipeline.defs.resources import storage_resources
-    from lvm_pipeline_tests.conftest import small_run_resources
-
-    resources = {**small_run_resources(tmp_path / "data"),
-                 **storage_resources(str(tmp_path / "data"), mirror_url)}
-    result = dg.materialize(defs().assets, selection=["corpus"], resources=resources,
-                            run_config={"ops": {"corpus": {"config": {"max_chunks": 40}}}})
+    storage = storage_resources(StorageResource(root=str(tmp_path / "data"), mirror_url=mirror_url))
+    result = materialize_all(tmp_path / "data", selection=["corpus"], corpus={"max_chunks": 40},
+                             resources=storage)
     assert result.success
     pulled = MirroredStore(tmp_path / "elsewhere", mirror_url).current("corpus")
     assert pulled.build_id == result.asset_materializations_for_node("corpus")[0].metadata[

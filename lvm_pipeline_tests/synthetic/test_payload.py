@@ -197,9 +197,8 @@ def test_cli_writes_one_and_explains_bad_arguments(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_lvm_run_uses_a_synthetic_payload_as_its_payload(tmp_path, capsys, monkeypatch):
+def test_lvm_run_uses_a_synthetic_payload_as_its_payload(tmp_path, capsys):
     """The whole graph on a synthetic payload: no embedding, five checkpoints, a report."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     synth = tmp_path / "synth"
     assert main(["synth-payload", "--articles", "40", "--chunks", "1200", "--dim", "64",
                  "--median-chunks", "25", "--p95-chunks", "70", str(synth)]) == EXIT_OK

@@ -12,26 +12,24 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_pipeline.defs.assets.models import mamba_s
-from lvm_pipeline.defs.resources import (
-    EmbedderResource,
-    GuardsResource,
-    TrackingResource,
-    storage_resources,
-)
+from lvm_pipeline.cli.run_config import TrainParams, run_config
+from lvm_pipeline.cli.runner import execute
+from lvm_pipeline.defs.io_manager import storage_resources
+from lvm_pipeline.defs.resources import EmbedderResource, StorageResource
 from lvm_pipeline.models import LVM, preset
 from lvm_pipeline.payload.payload import current_payload
 from lvm_pipeline.runtime.tracking import default_uri
 from lvm_pipeline.sequences.windows import SplitConfig, build_windows, native_info, publish_sequences
 from lvm_pipeline.store import kinds
 from lvm_pipeline.store.artifacts import ArtifactStore
+from lvm_pipeline.store.remote import MirroredStore
 from lvm_pipeline.training.checkpoint import INFO, load_checkpoint
 from lvm_pipeline.training.config import TrainConfig
 from lvm_pipeline.training.distributed import Distributed
 from lvm_pipeline.training.loop import train_variant
 from lvm_pipeline.training.losses import compute_loss
 from lvm_pipeline.training.validation import evaluate_val
-from lvm_pipeline_tests.conftest import LookupEncoder, record_build
+from lvm_pipeline_tests.conftest import LookupEncoder, record_build, step_errors
 
 
 @pytest.mark.parametrize("n", [7, 8, 16])
@@ -135,17 +133,16 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
                                     current_payload(single_store),
                                     single_store.current(kinds.TRAIN_SEQUENCES), config, 0.99)
 
+    # The store mirrored to a file:// URL: the checkpoint rank 0 publishes must reach it.
+    mirror = (tmp_path / "mirror").as_uri()
     instance = dg.DagsterInstance.ephemeral()
     record_build(instance, "aligned_training_sequences", store.current(kinds.TRAIN_SEQUENCES))
-    result = dg.materialize(
-        # The sequences as an external asset: mamba_s reads the build the instance recorded.
-        [mamba_s, dg.AssetSpec("aligned_training_sequences")], instance=instance,
-        resources={**storage_resources(str(store.root)), "guards": GuardsResource(),
-                   "embedder": _SyntheticEmbedder(root=str(store.root)),
-                   "pipes_subprocess_client": dg.PipesSubprocessClient(),
-                   "tracking": TrackingResource()},
-        run_config={"ops": {"mamba_s": {"config": {**params, "world_size": 2}}}})
-    assert result.success
+    result = execute(
+        store.root, instance, selection=dg.AssetSelection.assets("mamba_s"),
+        run_config=run_config(training=TrainParams(**params, world_size=2)),
+        resources={**storage_resources(StorageResource(root=str(store.root), mirror_url=mirror)),
+                   "embedder": _SyntheticEmbedder(root=str(store.root))})
+    assert result.success, step_errors(result)
 
     # Saved once, by rank 0: one build, no staging leftovers, and it says how it was trained.
     folder = store.root / kinds.checkpoint("mamba_s")
@@ -154,6 +151,8 @@ def test_torchrun_on_two_gloo_processes_matches_one_process_and_saves_once(train
     build = store.current(kinds.checkpoint("mamba_s"))
     info = json.loads(build.file(INFO).read_text())
     assert info["world_size"] == 2 and info["scan_backend"] == "recompute"
+    mirrored = MirroredStore(tmp_path / "elsewhere", mirror).get(build.kind, build.build_id)
+    assert mirrored.verify() == build.verify()  # every file, as published
 
     # The same training as one process, up to float summation order.
     single_info = json.loads(single_build.file(INFO).read_text())

@@ -4,8 +4,9 @@ import dagster as dg
 import pandas as pd
 
 from lvm_pipeline.corpus import LIMITS, ChunkingConfig, CorpusConfig, cut_summary, publish_corpus
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, markdown_preview, progress_for
-from lvm_pipeline.defs.resources import StorageResource
+from lvm_pipeline.defs.code_versions import code_version
+from lvm_pipeline.defs.metadata import build_output, markdown_preview
+from lvm_pipeline.defs.resources import ProgressResource, StorageResource
 
 _DEFAULT = CorpusConfig()
 
@@ -29,13 +30,13 @@ class CorpusParams(dg.Config):
             chunking=ChunkingConfig(self.min_words, self.max_words))
 
 
-@dg.asset(group_name="data", kinds={"parquet"}, code_version=CODE_VERSION)
+@dg.asset(group_name="data", kinds={"parquet"}, code_version=code_version("corpus"))
 def corpus(context: dg.AssetExecutionContext, config: CorpusParams,
-           storage: StorageResource) -> dg.Output:
+           storage: StorageResource, progress: ProgressResource) -> dg.Output:
     """Articles from the configured source (default: the offline documentation sample),
     chunked deterministically and de-duplicated; says what the limits cut."""
     build, info = publish_corpus(storage.store(), config.to_domain(),
-                                 progress_for(context, "chunking"))
+                                 progress.for_step(context, "chunking"))
     chunks = pd.read_parquet(build.file("chunks.parquet"))
     context.log.info(cut_summary(info))
     return build_output(

@@ -2,9 +2,15 @@
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for
-from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, StorageResource
-from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.defs.automation import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.defs.code_versions import code_version
+from lvm_pipeline.defs.metadata import build_output
+from lvm_pipeline.defs.resources import (
+    EmbedderResource,
+    GuardsResource,
+    ProgressResource,
+    StorageResource,
+)
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.payload import load_payload
 from lvm_pipeline.search import IndexConfig, publish_index
@@ -25,16 +31,16 @@ class IndexParams(dg.Config):
         return IndexConfig(type=self.type, nlist=self.nlist, nprobe=self.nprobe)
 
 
-@dg.asset(group_name="evaluation", kinds={"faiss"}, code_version=CODE_VERSION,
+@dg.asset(group_name="evaluation", kinds={"faiss"}, code_version=code_version("faiss_index"),
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, payload: Build,
                 storage: StorageResource, embedder: EmbedderResource,
-                guards: GuardsResource) -> dg.Output:
+                guards: GuardsResource, progress: ProgressResource) -> dg.Output:
     """The payload's vectors in a FAISS index, with self-retrieval recall measured on a sample."""
     vectors = load_payload(payload)
     require_passed(payload_guards(vectors, embedder.load(), guards.config()))
     build = publish_index(storage.store(), vectors, config.to_domain(),
-                          progress_for(context, "indexing"))
+                          progress.for_step(context, "indexing"))
     m = build.manifest
     return build_output(
         build, payload_build_id=payload.build_id, index_type=m["index_type"],

@@ -12,14 +12,16 @@ from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for, tracked_metadata
+from lvm_pipeline.defs.automation import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.defs.code_versions import code_version
+from lvm_pipeline.defs.metadata import build_output, tracked_metadata
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
+    ProgressResource,
     StorageResource,
     TrackingResource,
 )
-from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS, preset
 from lvm_pipeline.models.scan import BACKENDS
@@ -88,8 +90,8 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
     command = torchrun_command(config.world_size)
     context.log.info(f"launching {' '.join(command)}")
     store = storage.store()
-    extras = extras_for(str(store.root), sequences.build_id, variant, config.size,
-                        config.to_domain(), min_alignment_cosine)
+    extras = extras_for(str(store.root), storage.mirror_url, sequences.build_id, variant,
+                        config.size, config.to_domain(), min_alignment_cosine)
     reported = client.run(context=context, command=command, extras=extras
                           ).get_materialize_result()
     build = store.get(kinds.checkpoint(variant), reported.metadata["build_id"].value)
@@ -104,10 +106,12 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
               ins={"sequences": dg.AssetIn("aligned_training_sequences")}, pool="training",
-              code_version=CODE_VERSION, automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
+              code_version=code_version(variant),
+              automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams, sequences: Build,
                     storage: StorageResource, embedder: EmbedderResource,
                     guards: GuardsResource, tracking: TrackingResource,
+                    progress: ProgressResource,
                     pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.Output:
         store = storage.store()
         # The payload these sequences index, by the id their manifest records (lineage).
@@ -126,9 +130,9 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
             build, result = train_variant(
                 store, variant, config.size, payload, sequences, config.to_domain(),
                 guards.config().min_alignment_cosine,
-                # Every call logged: the loop spaces its in-epoch reports itself (training.py
-                # IN_EPOCH_PROGRESS_S), and an epoch's figures must never be thinned out.
-                tee(progress_for(context, f"training {variant}", every_s=0.0),
+                # Every call logged: the loop spaces its in-epoch reports itself
+                # (IN_EPOCH_PROGRESS_S), and an epoch's figures must never be thinned out.
+                tee(progress.for_step(context, f"training {variant}", every_s=0.0),
                     tracked.progress))
             tracked.log_history(result.history[:result.resumed_from_epoch])  # before the resume
             tracked.record_build(build, result.summary())

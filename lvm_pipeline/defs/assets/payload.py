@@ -2,8 +2,9 @@
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, markdown_preview, progress_for
-from lvm_pipeline.defs.resources import EmbedderResource, StorageResource
+from lvm_pipeline.defs.code_versions import code_version
+from lvm_pipeline.defs.metadata import build_output, markdown_preview
+from lvm_pipeline.defs.resources import EmbedderResource, ProgressResource, StorageResource
 from lvm_pipeline.embedding import Embedder
 from lvm_pipeline.interop import import_reference_payload
 from lvm_pipeline.payload import build_payload, import_payload, load_payload
@@ -26,9 +27,10 @@ class PayloadParams(dg.Config):
     normalise: bool = False
 
 
-@dg.asset(group_name="data", kinds={"numpy", "parquet"}, code_version=CODE_VERSION)
+@dg.asset(group_name="data", kinds={"numpy", "parquet"}, code_version=code_version("payload"))
 def payload(context: dg.AssetExecutionContext, config: PayloadParams, corpus: Build,
-            storage: StorageResource, embedder: EmbedderResource) -> dg.Output:
+            storage: StorageResource, embedder: EmbedderResource,
+            progress: ProgressResource) -> dg.Output:
     """One L2-normalised vector per chunk (vectors.npy) and the table naming each row."""
     store = storage.store()
     cache: dict[str, object] = {}
@@ -51,7 +53,7 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, corpus: Bu
                              "`path`, `lvm run --payload OUT`)")
         context.log.info(f"embedding with {model.config.model} on {model.device} "
                          f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
-        build, stats = build_payload(store, corpus, model, progress_for(context, "embedding"),
+        build, stats = build_payload(store, corpus, model, progress.for_step(context, "embedding"),
                                      config.dtype)
         context.log.info(stats.line())
         cache = stats.metadata()

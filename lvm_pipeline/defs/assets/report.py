@@ -4,14 +4,16 @@ from dataclasses import asdict
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output, progress_for, tracked_metadata
+from lvm_pipeline.defs.automation import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.defs.code_versions import code_version
+from lvm_pipeline.defs.metadata import build_output, tracked_metadata
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
+    ProgressResource,
     StorageResource,
     TrackingResource,
 )
-from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.evaluation import EvalConfig, confidence_markdown, sequence_use_markdown
 from lvm_pipeline.guards import evaluation_guards, payload_guards, require_passed
 from lvm_pipeline.models import VARIANTS
@@ -44,11 +46,13 @@ class ReportParams(dg.Config):
 
 
 @dg.asset(group_name="evaluation", kinds={"json", "markdown"}, ins=INPUTS,
-          code_version=CODE_VERSION, automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
+          code_version=code_version("retrieval_report"),
+          automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
                      eval_build: Build, index_build: Build, train_build: Build,
                      storage: StorageResource, embedder: EmbedderResource,
                      guards: GuardsResource, tracking: TrackingResource,
+                     progress: ProgressResource,
                      **models: Build) -> dg.Output:
     """R@k, MRR, rank of truth, margins, contrastive accuracy, paraphrase ratio and latency for
     the five models and the baselines (copy-last, mean-of-context, ridge, learned blend, linear
@@ -67,7 +71,7 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
         report, results = build_report(
             payload, index_build, load_index(index_build, payload), eval_build, eval_set,
             train_build, load_sets(train_build), models, eval_config,
-            progress_for(context, "evaluating"))
+            progress.for_step(context, "evaluating"))
         build = publish_report(store, report, results, eval_set)
         headline = {f"{name}/{metric}": float(figures[metric])
                     for group in ("models", "baselines")

@@ -2,14 +2,15 @@
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import CODE_VERSION, build_output
+from lvm_pipeline.defs.automation import REBUILD_AFTER_CHECKED_UPSTREAM
+from lvm_pipeline.defs.code_versions import code_version
+from lvm_pipeline.defs.metadata import build_output
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
     SplitResource,
     StorageResource,
 )
-from lvm_pipeline.defs.schedules import REBUILD_AFTER_CHECKED_UPSTREAM
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.interop import import_training_npz
 from lvm_pipeline.payload import load_payload
@@ -51,7 +52,8 @@ def _publish(kind: str, payload_build: Build, storage: StorageResource, splits: 
             build.manifest.get("near_duplicate_windows_dropped", {})))
 
 
-@dg.asset(group_name="sequences", kinds={"numpy"}, code_version=CODE_VERSION,
+@dg.asset(group_name="sequences", kinds={"numpy"},
+          code_version=code_version("aligned_training_sequences"),
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def aligned_training_sequences(config: TrainingSequencesParams, payload: Build,
                                storage: StorageResource, splits: SplitResource,
@@ -61,7 +63,7 @@ def aligned_training_sequences(config: TrainingSequencesParams, payload: Build,
     return _publish(kinds.TRAIN_SEQUENCES, payload, storage, splits, embedder, guards, config.import_npz)
 
 
-@dg.asset(group_name="sequences", kinds={"numpy"}, code_version=CODE_VERSION,
+@dg.asset(group_name="sequences", kinds={"numpy"}, code_version=code_version("aligned_eval"),
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
 def aligned_eval(payload: Build, storage: StorageResource, splits: SplitResource,
                  embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
