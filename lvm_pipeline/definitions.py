@@ -1,5 +1,6 @@
-"""The one ``Definitions``: everything under ``lvm_pipeline/defs``, loaded automatically
-(``[tool.dg]`` in pyproject.toml names the defs module).
+"""The one ``Definitions``, built lazily from everything under ``defs/``.
+
+``[tool.dg]`` in pyproject.toml names the defs module.
 
 Built lazily (``@dg.definitions``): importing this module runs nothing, and nothing here reads
 the environment, so the data dir (``LVM_DATA_DIR``) may be set or changed after import; the

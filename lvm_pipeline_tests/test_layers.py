@@ -5,6 +5,7 @@ module is checked the day it is added."""
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import subprocess
 import sys
@@ -48,4 +49,42 @@ def test_the_package_uses_no_private_dagster_api():
                  if path.suffix in (".py", ".yaml")
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if "dagster._" in line]
+    assert not offenders, offenders
+
+
+# Variables of other tools' protocols that the domain may read: torchrun's ranks, Triton's
+# interpreter switch, MLflow's own log level. None of them is a setting of this project.
+OTHER_TOOLS_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "TRITON_INTERPRET",
+                   "MLFLOW_LOGGING_LEVEL"}
+
+
+def _environment_uses(tree: ast.AST) -> list[tuple[int, str, bool]]:
+    """(line, variable, written) of every ``os.environ[...]`` / ``.get`` / ``os.getenv``."""
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+            name = node.slice.value if isinstance(node.slice, ast.Constant) else "?"
+            uses.append((node.lineno, name, isinstance(node.ctx, ast.Store | ast.Del)))
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "os.environ.get", "os.getenv", "os.environ.setdefault", "os.putenv",
+                "os.environ.pop", "os.environ.update"):
+            first = node.args[0] if node.args else None
+            name = first.value if isinstance(first, ast.Constant) else "?"
+            written = not ast.unparse(node.func).endswith(("get", "getenv"))
+            uses.append((node.lineno, name, written))
+    return uses
+
+
+def test_no_domain_module_reads_or_writes_a_setting_in_the_environment():
+    """Settings reach the code through Dagster resources and config; the domain never takes
+    one from the environment, and no module of the package writes one."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = "lvm_pipeline." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        domain = not any(module == layer or module.startswith(layer + ".")
+                         for layer in DAGSTER_LAYER)
+        for line, name, written in _environment_uses(ast.parse(path.read_text())):
+            if written or (domain and name not in OTHER_TOOLS_ENV):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{line} "
+                                 f"{'writes' if written else 'reads'} {name}")
     assert not offenders, offenders

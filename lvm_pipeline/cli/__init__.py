@@ -1,4 +1,4 @@
-"""``lvm``: run the pipeline and read its results from a terminal.
+"""``lvm``: one module per command, one in-process runner, the run config they build.
 
 Exit codes scripts can rely on: 0 success, 1 a check or a step failed (the reason is printed),
 2 a usage error. Every command takes ``--data-dir`` (env ``LVM_DATA_DIR``, default ``./data``);

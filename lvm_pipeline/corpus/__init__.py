@@ -1,5 +1,8 @@
-"""Stage 1, the corpus: articles from a source (:mod:`.readers`, the offline :mod:`.sample`),
-chunked deterministically (:mod:`.chunking`) and published as one build (:mod:`.build`).
+"""Stage 1: articles from a source, chunked deterministically.
+
+Readers of a Wikipedia dump or a folder of text files (:mod:`.readers`) and the offline sample
+(:mod:`.sample`) yield articles (:mod:`.article`); :mod:`.chunking` cuts them and :mod:`.build`
+publishes the corpus build.
 """
 
 from lvm_pipeline.corpus.build import (

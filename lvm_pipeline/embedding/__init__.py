@@ -1,7 +1,8 @@
-"""Stage 2a, the encoder: a sentence-transformers model identified by a fingerprint measured
-from its weights (:mod:`.encoder`), a cache of its vectors keyed by that fingerprint and each
-text's hash (:mod:`.cache`), and the row-wise vector arithmetic every stage shares
-(:mod:`.vectors`).
+"""Stage 2a: the encoder, its measured fingerprint and the cache of its vectors.
+
+A sentence-transformers model identified by hashes of its weights (:mod:`.encoder`), a cache of
+its vectors keyed by its output fingerprint and each text's hash (:mod:`.cache`), and the
+row-wise vector arithmetic every later stage shares (:mod:`.vectors`).
 """
 
 from lvm_pipeline.embedding.cache import BatchEncoder, CacheStats, EmbeddingCache

@@ -1,6 +1,8 @@
-"""How predictions are judged: retrieval metrics (:mod:`.metrics`), the untrained baselines and
-ridge (:mod:`.baselines`, :mod:`.ridge`), paired bootstrap intervals (:mod:`.bootstrap`) and
-whether a model uses its sequence (:mod:`.sequence_use`).
+"""How predictions are judged: metrics, baselines, bootstrap, sequence use.
+
+Retrieval metrics (:mod:`.metrics`), the untrained baselines and ridge (:mod:`.baselines`,
+:mod:`.ridge`), paired bootstrap intervals (:mod:`.bootstrap`) and whether a model uses its
+sequence (:mod:`.sequence_use`).
 """
 
 from lvm_pipeline.evaluation.baselines import (

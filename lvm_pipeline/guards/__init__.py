@@ -1,4 +1,4 @@
-"""The guards: plain functions that decide whether data is fit to train or evaluate on.
+"""One guard per rule: plain functions that decide whether data is fit to train on.
 
 Each guard returns a :class:`GuardResult` with the rule in plain words, the measured figure, the
 threshold and the first offending rows. The Dagster layer turns them into blocking asset

@@ -1,5 +1,7 @@
-"""Stage 2b, the payload: one L2-normalised vector per corpus chunk and the table naming each
-row (:mod:`.payload`); every later stage points into it by row, through :func:`gather`.
+"""Stage 2b: one unit vector per chunk; every later stage points into it by row.
+
+The payload build and its readers (:mod:`.payload`), and :func:`gather`, the one code path from
+row numbers to vectors (:mod:`.gather`).
 """
 
 from lvm_pipeline.payload.gather import gather

@@ -1,6 +1,9 @@
-"""Stage 5, the retrieval report: what it contains (:mod:`.build`), how it reads
-(:mod:`.render`), one predictor up close (:mod:`.diagnosis`), change across retrains
-(:mod:`.trends`) and the promotion gate's rule (:mod:`.promotion`).
+"""Stage 5: the retrieval report, its rendering, diagnosis, trends, promotion rule.
+
+What the report contains (:mod:`.build`) and how it reads (:mod:`.render`), the two baselines it
+trains with the models' loop (:mod:`.trained_baselines`), one predictor up close
+(:mod:`.diagnosis`), change across retrains (:mod:`.trends`) and the promotion gate's rule
+(:mod:`.promotion`).
 """
 
 from lvm_pipeline.report.build import (

@@ -1,6 +1,8 @@
-"""How long work runs and reports, the same from an asset, a notebook or a ``torchrun`` worker:
-progress callbacks (:mod:`.progress`), the explicit torch device (:mod:`.device`) and MLflow
-runs (:mod:`.tracking`).
+"""Progress callbacks, the torch device and MLflow runs, the same from any caller.
+
+An asset, a notebook and a ``torchrun`` worker report progress through the same callback
+(:mod:`.progress`), choose the device explicitly (:mod:`.device`) and record MLflow runs
+(:mod:`.tracking`).
 """
 
 from lvm_pipeline.runtime.device import pick_device

@@ -1,6 +1,7 @@
-"""Search over the payload: the FAISS index asset (:mod:`.index`), the exact rank-of-truth pass
-every report uses (:mod:`.exact`) and its GEMM twin on a torch device
-(:mod:`.torch_search`).
+"""Search over the payload: the FAISS index and the exact rank-of-truth pass.
+
+The index asset's build (:mod:`.index`), the exact pass every report and validation uses
+(:mod:`.exact`) and its GEMM twin on a torch device (:mod:`.torch_search`).
 """
 
 from lvm_pipeline.search.exact import QUERY_BLOCK, exact_pass, top_k, truth_ranks

@@ -1,6 +1,7 @@
-"""Stage 3, the windows: five context rows and a target row per window, split by article
-(:mod:`.windows`), with near-duplicate chunks kept out of later splits
-(:mod:`.near_duplicates`).
+"""Stage 3: windows of payload rows (5 context, 1 target), split by article.
+
+The windows and the article split (:mod:`.windows`), with chunks nearly identical to a later
+split's kept out (:mod:`.near_duplicates`).
 """
 
 from lvm_pipeline.sequences.near_duplicates import NEAR_DUPLICATE_COSINE, near_duplicates

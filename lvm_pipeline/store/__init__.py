@@ -1,7 +1,8 @@
-"""Where every artifact lives: content-addressed builds under one data root, verified by hash
-on every read (:mod:`.artifacts`), mirrored to an object store when configured (:mod:`.remote`),
-named by one set of artifact kinds (:mod:`.kinds`), and the lineage rule of what one report may
-score together (:mod:`.lineage`).
+"""Content-addressed builds under one data root, verified by hash on every read.
+
+The builds and their manifests (:mod:`.artifacts`), the object-store mirror and the one way to
+open the store (:mod:`.remote`), the artifact kinds, named once (:mod:`.kinds`), and the rule of
+what one report may score together (:mod:`.lineage`).
 """
 
 from lvm_pipeline.store import kinds

@@ -1,5 +1,7 @@
-"""A seeded synthetic payload at the reference project's scale, with neighbours calibrated to
-real ones (:mod:`.payload`), and the statistics it is calibrated on (:mod:`.neighbour_stats`).
+"""A seeded synthetic payload at reference scale, calibrated to real neighbours.
+
+The generator and its encoder (:mod:`.payload`), and the neighbour statistics it is calibrated
+on (:mod:`.neighbour_stats`).
 """
 
 from lvm_pipeline.synthetic.neighbour_stats import neighbour_statistics

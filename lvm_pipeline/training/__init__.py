@@ -1,6 +1,8 @@
-"""Stage 4, training: the config (:mod:`.config`), the loop (:mod:`.loop`) and its parts
-(:mod:`.losses`, :mod:`.lr_schedule`, :mod:`.batching`, :mod:`.validation`, :mod:`.resume`,
-:mod:`.distributed`), the published checkpoint (:mod:`.checkpoint`), the ``torchrun`` worker
+"""Stage 4: the training loop and its parts, the checkpoint, the torchrun worker.
+
+The config (:mod:`.config`), the loop (:mod:`.loop`) and its parts (:mod:`.losses`,
+:mod:`.lr_schedule`, :mod:`.batching`, :mod:`.validation`, :mod:`.resume`,
+:mod:`.distributed`), the published checkpoint (:mod:`.checkpoint`) and the ``torchrun`` worker
 (:mod:`.worker`).
 """
 

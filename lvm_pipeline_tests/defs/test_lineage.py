@@ -26,6 +26,7 @@ from lvm_pipeline_tests.conftest import (
     materialize_all,
     materialized_metadata,
     metadata_values,
+    small_config,
     step_errors,
 )
 
@@ -177,7 +178,6 @@ def test_a_webserver_run_racing_an_lvm_run_each_use_their_own_builds(small_run_c
     worker process, file barriers: lvm_pipeline_tests/race_location.py) and run B an
     `lvm materialize` in this process."""
     from lvm_pipeline.cli import main
-    from lvm_pipeline.cli.run_config import run_config
     from lvm_pipeline.cli.runner import PROJECT_ROOT
     from lvm_pipeline_tests.webserver import free_port, launch, serving, wait_for_run
 
@@ -187,22 +187,23 @@ def test_a_webserver_run_racing_an_lvm_run_each_use_their_own_builds(small_run_c
     store = ArtifactStore(data_dir)
     old_payload = store.current("payload").build_id
     corpus = race.write_text_corpus(tmp_path / "articles")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # `lvm` below uses (and sets) both
-    monkeypatch.setenv("LVM_DATA_DIR", str(data_dir))
     port, workspace = free_port(), tmp_path / "workspace.yaml"
     workspace.write_text(f"load_from:\n  - python_module:\n      module_name: "
                          f"lvm_pipeline_tests.race_location\n      location_name: lvm_pipeline\n"
                          f"      working_directory: {PROJECT_ROOT}\n")
-    env = {**os.environ, "LVM_RACE_DIR": str(barriers), "PYTHONPATH": str(PROJECT_ROOT)}
+    # The webserver's instance and data dir are the ones `lvm materialize` below uses by
+    # default for this data dir (<data dir>/dagster_home).
+    env = {**os.environ, "LVM_RACE_DIR": str(barriers), "PYTHONPATH": str(PROJECT_ROOT),
+           "DAGSTER_HOME": str(home), "LVM_DATA_DIR": str(data_dir)}
     # `dg dev`: the webserver and the daemon, whose run queue starts what GraphQL launches.
     command = [str(Path(sys.executable).with_name("dg")), "dev", "-w", str(workspace),
                "-h", "127.0.0.1", "-p", str(port)]
     with serving(command, env, tmp_path / "webserver.log", port, cwd=PROJECT_ROOT
                  ) as (server, location):
         assets = [k.to_user_string() for k in CORPUS_DOWN.resolve(defs().resolve_asset_graph())]
-        config = run_config({"source": "text_dir", "path": str(corpus)},
-                            {"epochs": 1, "batch_size": 32})
-        config["execution"] = {"config": {"in_process": {}}}
+        config = small_config({"source": "text_dir", "path": str(corpus)},
+                              {"epochs": 1, "batch_size": 32})
+        config = {**config.to_config_dict(), "execution": {"config": {"in_process": {}}}}
         run_a = launch(server, location, assets, config)
         race.install(monkeypatch.setattr, lambda: "B", race.FileBarriers(barriers))
         code_b = main(["materialize", "aligned_training_sequences*", "--epochs", "1",

@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from lvm_pipeline.cli.run_config import run_config
 from lvm_pipeline.models import VARIANTS
-from lvm_pipeline_tests.conftest import SMALL_CORPUS, SMALL_TRAINING
+from lvm_pipeline_tests.conftest import SMALL_CORPUS, SMALL_TRAINING, small_config
 from lvm_pipeline_tests.webserver import Webserver, free_port, launch, serving, wait_for_run
 
 pytestmark = pytest.mark.slow
@@ -40,7 +39,6 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Webser
     data_dir, port = root / "data", free_port()
     log = root / "lvm_ui.log"
     env = {**os.environ, "DAGSTER_HOME": str(root / "dagster_home")}
-    env.pop("LVM_DATA_DIR", None)
     command = [sys.executable, "-m", "lvm_pipeline.cli", "ui", "--data-dir", str(data_dir),
                "--port", str(port)]
     with serving(command, env, log, port) as (server, location):
@@ -58,10 +56,10 @@ def ui_run(webserver) -> tuple[Webserver, str]:
     server, location, data_dir = webserver
     # Smaller than the session's small run (embedding dominates on two cores), still enough
     # articles for train, val and eval windows.
-    config = run_config({**SMALL_CORPUS, "max_chunks": 300}, {**SMALL_TRAINING, "epochs": 1})
+    config = small_config({**SMALL_CORPUS, "max_chunks": 300}, {**SMALL_TRAINING, "epochs": 1})
     # One process for the run instead of one per step: the same graph and checks, without
     # thirteen interpreter start-ups (torch imports) on a two-core CI machine.
-    config["execution"] = {"config": {"in_process": {}}}
+    config = {**config.to_config_dict(), "execution": {"config": {"in_process": {}}}}
     run_id = launch(server, location, ALL_ASSETS, config)
     status = wait_for_run(server, run_id, timeout_s=240)
     assert status == "SUCCESS", f"run {run_id} ended {status}:\n{server.tail()}"
