@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,11 @@ from lvm_pipeline.cli.common import (
 from lvm_pipeline.store import kinds
 
 HINT = "`lvm models --promoted`"
+
+
+def _warn(command: str) -> Callable[[str], None]:
+    """A warning of ``lvm COMMAND`` on one line of stderr (the result stays on stdout)."""
+    return lambda message: print(f"lvm {command}: warning: {message}", file=sys.stderr)
 
 
 def _checkpoint(data_dir: Path, variant: str, build: str) -> Any:
@@ -51,14 +58,14 @@ def _checkpoint(data_dir: Path, variant: str, build: str) -> Any:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from lvm_pipeline.defs.promoted_models import read_promotion, record_promotion
+    from lvm_pipeline.defs.promoted_models import promotion_lock, read_promotion, record_promotion
     from lvm_pipeline.report import Promotion
 
     data_dir = resolve_data_dir(args.data_dir)
     build = _checkpoint(data_dir, args.variant, args.build)
     by, reason = f"{getpass.getuser()} (lvm promote)", args.reason or "promoted by hand"
-    with open_data_dir_instance(data_dir) as instance:
-        current = read_promotion(instance, args.variant)
+    with open_data_dir_instance(data_dir) as instance, promotion_lock(instance):
+        current = read_promotion(instance, args.variant, _warn("promote"))
         if current is not None and current.build_id == build.build_id:
             print(f"{args.variant}: {build.build_id[:12]} is already the promoted build")
             return EXIT_OK
@@ -71,11 +78,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from lvm_pipeline.defs.promoted_models import read_promotion, record_promotion
+    from lvm_pipeline.defs.promoted_models import promotion_lock, read_promotion, record_promotion
 
     data_dir = resolve_data_dir(args.data_dir)
-    with open_data_dir_instance(data_dir) as instance:
-        current = read_promotion(instance, args.variant)
+    with open_data_dir_instance(data_dir) as instance, promotion_lock(instance):
+        current = read_promotion(instance, args.variant, _warn("rollback"))
         if current is None:
             raise CliError(f"{args.variant} was never promoted, so there is nothing to roll "
                            "back", hint=HINT)
@@ -95,7 +102,7 @@ def promoted_table(data_dir: Path, as_json: bool) -> str:
     from lvm_pipeline.models import VARIANTS
 
     with open_data_dir_instance(data_dir) as instance:
-        promoted = read_promotions(instance)
+        promoted = read_promotions(instance, _warn("models"))
     if as_json:
         return json.dumps({v: promoted[v].to_record() if v in promoted else None
                            for v in VARIANTS}, indent=2)

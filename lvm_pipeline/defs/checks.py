@@ -20,7 +20,7 @@ import dagster as dg
 from lvm_pipeline import guards as rules
 from lvm_pipeline.defs.automation import CHECK_WITH_ITS_ASSET
 from lvm_pipeline.defs.io_manager import OPTIONAL_INPUT
-from lvm_pipeline.defs.promoted_models import read_promotions, record_promotion
+from lvm_pipeline.defs.promoted_models import promotion_lock, read_promotions, record_promotion
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
     GuardsResource,
@@ -227,21 +227,25 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
     """The promotion gate: each checkpoint the report scored replaces the promoted model of its
     variant unless the paired bootstrap on the report's queries shows it worse (by more than
     the margin); fails, naming each variant held back, its difference and interval, when one
-    is. The promotions it makes are recorded in the instance (defs/promotion.py)."""
+    is. The promotions it makes are recorded in the instance (defs/promoted_models.py)."""
     config = promotion.config()
-    promoted = read_promotions(context.instance)
-    try:
-        decisions = gate_report(storage.store(), retrieval_report, promoted, config,
-                                progress.for_step(context, "scoring promoted models"))
-    except ArtifactError as err:
-        return to_check_result(rules.GuardResult(
-            "check_candidates_not_worse", False, LOAD_RULE, None, None, f"INPUT REFUSED: {err}"))
-    by = f"gate (run {context.run.run_id})"
-    for decision in decisions:
-        if decision.promote:
-            record_promotion(context.instance, promoted_after(
-                decision, promoted.get(decision.variant), by, retrieval_report.build_id),
-                decision.difference)
+    # Read, score and write under one lock: a rollback or a manual promotion made meanwhile
+    # waits, and is never overwritten by a state read before it.
+    with promotion_lock(context.instance):
+        promoted = read_promotions(context.instance, context.log.warning)
+        try:
+            decisions = gate_report(storage.store(), retrieval_report, promoted, config,
+                                    progress.for_step(context, "scoring promoted models"))
+        except ArtifactError as err:
+            return to_check_result(rules.GuardResult(
+                "check_candidates_not_worse", False, LOAD_RULE, None, None,
+                f"INPUT REFUSED: {err}"))
+        by = f"gate (run {context.run.run_id})"
+        for decision in decisions:
+            if decision.promote:
+                record_promotion(context.instance, promoted_after(
+                    decision, promoted.get(decision.variant), by, retrieval_report.build_id),
+                    decision.difference)
     held = [d for d in decisions if d.held]
     compared = [d.difference["high"] for d in decisions if d.difference is not None]
     metadata: dict[str, Any] = {

@@ -19,7 +19,8 @@ A promoted model trained over an older payload may have seen some of this eval s
 in training; that can only flatter it, so the gate errs toward keeping it, never toward
 promoting a worse candidate.
 
-:class:`Promotion` is one variant's state as the Dagster instance records it (defs/promotion.py):
+:class:`Promotion` is one variant's state as the Dagster instance records it
+(lvm_pipeline/defs/promoted_models.py):
 the build, how and when it got there, and the builds before it, so ``lvm rollback`` can step
 back without searching the history.
 """
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from lvm_pipeline.evaluation import BootstrapConfig, paired_differences
@@ -95,9 +96,25 @@ class Promotion:
         return {**asdict(self), "earlier": list(self.earlier), "demoted": list(self.demoted)}
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Promotion:
-        return cls(**{**record, "earlier": tuple(record["earlier"]),
-                      "demoted": tuple(record["demoted"])})
+    def from_record(cls, record: Any) -> Promotion:
+        """The state a :meth:`to_record` dict holds; ValueError naming what is wrong with
+        anything else (an event recorded by hand holds no record, or a partial one)."""
+        if not isinstance(record, Mapping):
+            raise ValueError(f"a promotion record is a JSON object, got {type(record).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        missing = sorted(n for n, f in known.items() if f.default is MISSING
+                         and f.default_factory is MISSING and n not in record)
+        unknown = sorted(set(record) - set(known))
+        if missing or unknown:
+            raise ValueError(f"promotion record lacks {missing} / has unknown {unknown}")
+        texts = [n for n in ("variant", "build_id", "action", "by", "reason", "at")
+                 if n in record and not isinstance(record[n], str)]
+        lists = [n for n in ("earlier", "demoted") if n in record and not (
+            isinstance(record[n], list) and all(isinstance(b, str) for b in record[n]))]
+        if texts or lists:
+            raise ValueError(f"promotion record fields of the wrong type: {texts + lists}")
+        return cls(**{**record, "earlier": tuple(record.get("earlier", ())),
+                      "demoted": tuple(record.get("demoted", ()))})
 
 
 @dataclass(frozen=True)

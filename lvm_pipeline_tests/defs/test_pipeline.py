@@ -35,7 +35,7 @@ CHECKS = {"check_payload_integrity@payload", "check_payload_embedder_canary@payl
           "check_report_lineage@retrieval_report", "check_report_oracle@retrieval_report",
           "check_candidates_not_worse@retrieval_report"}
 # External assets: the promotion records (defs/promotion.py), written by the gate, not a step.
-PROMOTED_KEYS = {f"promoted_models/{v}" for v in VARIANTS}
+PROMOTED_KEYS = {f"promoted_{v}" for v in VARIANTS}
 
 
 def test_definitions_load_with_every_asset_check_and_job():

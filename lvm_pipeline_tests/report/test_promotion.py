@@ -31,6 +31,10 @@ from lvm_pipeline_tests.conftest import (
 # The report re-runs the embedder canary; 8 texts instead of 64 where it is not the point.
 QUICK_CANARY = {"guards": GuardsResource(canary_sample=8)}
 
+
+def no_warning(message: str) -> None:
+    raise AssertionError(f"unexpected warning: {message}")
+
 # --------------------------------------------------------------------------- the rule
 
 
@@ -101,7 +105,7 @@ def test_the_first_retrain_promotes_every_candidate_recorded_in_the_instance(sma
     assert gate.passed and gate.blocking
     models = read_report(ArtifactStore(data_dir).current(kinds.REPORT))["lineage"]["models"]
     with instance_at(data_dir) as instance:
-        promoted = read_promotions(instance)
+        promoted = read_promotions(instance, no_warning)
     assert {v: p.build_id for v, p in promoted.items()} == models and set(models) == set(VARIANTS)
     for p in promoted.values():
         assert p.action == "gate" and p.by == f"gate (run {result.run_id})"
@@ -126,7 +130,7 @@ def test_a_worse_candidate_keeps_the_promoted_model_and_the_run_says_by_how_much
               if x.startswith("check check_candidates_not_worse on retrieval_report FAILED")]
     assert "mamba_s" in line and "MRR@10 -" in line and "[" in line
     with instance_at(data_dir) as instance:
-        promoted = read_promotions(instance)
+        promoted = read_promotions(instance, no_warning)
         s_history = instance.fetch_materializations(
             promoted_key("mamba_s"), limit=10).records
     assert promoted["mamba_s"].build_id == builds["first"]["mamba_s"] and len(s_history) == 1
@@ -146,7 +150,7 @@ def test_a_large_margin_promotes_the_worse_candidate(second_retrain, tmp_path):
                                         "promotion": PromotionResource(margin=1.0)})
     assert result.success
     with instance_at(data_dir) as instance:
-        assert read_promotion(instance, "mamba_s").build_id == second_retrain[1]["ruined"]
+        assert read_promotion(instance, "mamba_s", no_warning).build_id == second_retrain[1]["ruined"]
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -229,12 +233,12 @@ def test_promote_by_hand_then_roll_back_step_by_step(untrained, capsys):
     assert f"rolled back from {s2[:12]} to {s1[:12]}" in capsys.readouterr().out
     assert main(["rollback", "mamba_s", "--data-dir", str(data_dir)]) == EXIT_FAILED
     assert "no earlier promoted build to roll back to" in capsys.readouterr().err
-    # Every change is a materialization of promoted_models/mamba_s in the instance.
+    # Every change is a materialization of promoted_mamba_s in the instance.
     with instance_at(data_dir) as instance:
         history = instance.fetch_materializations(promoted_key("mamba_s"), limit=10).records
         assert [r.asset_materialization.metadata["action"].value for r in history] == [
             "rollback", "manual", "manual"]
-        assert read_promotion(instance, "mamba_s").demoted == (s2,)
+        assert read_promotion(instance, "mamba_s", no_warning).demoted == (s2,)
 
 
 def test_promote_refuses_unknown_builds_and_builds_of_another_variant(untrained, capsys):
@@ -299,13 +303,66 @@ def test_report_compare_without_an_earlier_report_says_so(small_run_copy, capsys
 
 
 def test_selections_never_include_the_promotion_records():
-    """promoted_models/* are external assets: Dagster refuses a run that selects them, so
+    """promoted_* are external assets: Dagster refuses a run that selects them, so
     `lvm materialize '*'` leaves them out and selecting one alone is a usage error."""
     from lvm_pipeline.cli.common import UsageError
     from lvm_pipeline.cli.materialize import resolve_selection
 
     everything = {k.to_user_string() for k in resolve_selection("*")}
-    assert "retrieval_report" in everything and not any(k.startswith("promoted_models")
+    assert "retrieval_report" in everything and not any(k.startswith("promoted_")
                                                         for k in everything)
     with pytest.raises(UsageError, match="selects no asset"):
-        resolve_selection("key:promoted_models/mamba_s")
+        resolve_selection("key:promoted_mamba_s")
+
+
+def test_an_event_reported_by_hand_without_a_record_is_skipped_with_a_warning(untrained,
+                                                                             capsys):
+    """What the UI's *Report materialization event* records on a promotion page: a description
+    and nothing else. The state stays the newest valid promotion, and every reader says which
+    event it skipped."""
+    import dagster as dg
+
+    data_dir, builds = untrained
+    s1, s2 = builds["s1"].build_id, builds["s2"].build_id
+    assert main(["promote", "mamba_s", s1, "--data-dir", str(data_dir)]) == EXIT_OK
+    with instance_at(data_dir) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            promoted_key("mamba_s"), description="clicked in the UI"))
+        warnings: list[str] = []
+        assert read_promotion(instance, "mamba_s", warnings.append).build_id == s1
+    [warning] = warnings
+    assert "skipped the event on promoted_mamba_s" in warning and "not a promotion" in warning
+    capsys.readouterr()
+    assert _promoted_json(data_dir, capsys)["mamba_s"]["build_id"] == s1
+    assert main(["promote", "mamba_s", s2, "--data-dir", str(data_dir)]) == EXIT_OK
+    out = capsys.readouterr()
+    assert f"mamba_s: promoted {s2[:12]} (was {s1[:12]})" in out.out
+    assert "lvm promote: warning: skipped the event on promoted_mamba_s" in out.err
+    assert main(["rollback", "mamba_s", "--data-dir", str(data_dir)]) == EXIT_OK
+    capsys.readouterr()
+    assert _promoted_json(data_dir, capsys)["mamba_s"]["demoted"] == [s2]
+
+
+def test_promotions_of_one_variant_at_the_same_instant_are_both_recorded_in_order(untrained):
+    """Two `lvm promote` processes started together: each reads, decides and writes under the
+    promotion lock, so the second builds on the first and neither is lost."""
+    import os
+    import subprocess
+    import sys
+
+    from lvm_pipeline.cli.runner import PROJECT_ROOT
+
+    data_dir, builds = untrained
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "lvm_pipeline.cli", "promote", "mamba_s", builds[name].build_id,
+         "--data-dir", str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name in ("s1", "s2")]
+    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+    with instance_at(data_dir) as instance:
+        history = [Promotion.from_record(r.asset_materialization.metadata["promotion"].value)
+                   for r in instance.fetch_materializations(promoted_key("mamba_s"),
+                                                            limit=10).records]
+    newest, first = history
+    assert {newest.build_id, first.build_id} == {builds["s1"].build_id, builds["s2"].build_id}
+    assert first.earlier == () and newest.earlier == (first.build_id,)
