@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from typing import Any
 
 from lvm_pipeline.cli.common import EXIT_OK, add_command
@@ -41,18 +40,16 @@ def describe(size: str) -> list[dict[str, Any]]:
     return records
 
 
-def _layout(layout: list[str]) -> str:
-    return " + ".join(f"{n} {kind}" for kind, n in Counter(layout).items())
-
-
 def render(size: str, records: list[dict[str, Any]]) -> str:
+    from lvm_pipeline.models import layout_text
+
     header = (f"{'variant':<15} {'layers':<20} {'d_model':>7} {'d_state':>7} {'d_inner':>7} "
               + " ".join(f"{'params@' + d:>11}" for d in INPUT_DIMS))
     lines = [f"preset '{size}'; params@384 = {INPUT_DIMS['384']} inputs, "
              f"params@768 = {INPUT_DIMS['768']} inputs", header, "-" * len(header)]
     for r in records:
         c = r["config"]
-        lines.append(f"{r['variant']:<15} {_layout(c['layout']):<20} {c['d_model']:>7} "
+        lines.append(f"{r['variant']:<15} {layout_text(c['layout']):<20} {c['d_model']:>7} "
                      f"{c['d_state']:>7} {c['expand'] * c['d_model']:>7} "
                      + " ".join(f"{r['n_params'][d] / 1e6:>10.2f}M" for d in INPUT_DIMS))
     # The key names are the same for every variant; the shapes differ (shown at d_in 384).

@@ -117,9 +117,10 @@ class BuildIOManager(dg.ConfigurableIOManager):
                                 "builds everything)")
         kind, build_id, how = resolved
         build = self.storage.store().get(kind, build_id)
+        # In the step's log, not as input metadata: Dagster records that as an observation of
+        # the upstream asset, which its page then lists above its own materialization.
         context.log.info(f"input {context.asset_key.to_user_string()}: {kind} "
                          f"{build_id[:12]} ({how})")
-        context.add_input_metadata({BUILD_ID: build_id, "resolved": how})
         return build
 
 

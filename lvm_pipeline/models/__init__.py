@@ -5,7 +5,7 @@ and :mod:`.scan_triton`), local attention (:mod:`.attention`) and a GRU gate (:m
 configured by :mod:`.config`.
 """
 
-from lvm_pipeline.models.config import PRESETS, SIZES, VARIANTS, LVMConfig, preset
+from lvm_pipeline.models.config import PRESETS, SIZES, VARIANTS, LVMConfig, layout_text, preset
 from lvm_pipeline.models.lvm import LVM
 
-__all__ = ["LVM", "PRESETS", "SIZES", "VARIANTS", "LVMConfig", "preset"]
+__all__ = ["LVM", "PRESETS", "SIZES", "VARIANTS", "LVMConfig", "layout_text", "preset"]

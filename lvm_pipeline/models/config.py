@@ -7,6 +7,8 @@ at a size that trains in about a minute on two CPU cores (the default run and th
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -66,6 +68,14 @@ class LVMConfig:
 
     def __str__(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def layout_text(self) -> str:
+        """How many blocks of each kind, in order of first use: ``"9 mamba + 3 attention"``."""
+        return layout_text(self.layout)
+
+
+def layout_text(layout: Sequence[str]) -> str:
+    return " + ".join(f"{n} {kind}" for kind, n in Counter(layout).items())
 
 
 def _m(n: int) -> tuple[str, ...]:

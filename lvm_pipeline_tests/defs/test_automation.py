@@ -135,3 +135,18 @@ def test_failed_blocking_check_keeps_training_from_being_requested():
 def test_passed_blocking_check_lets_training_follow_new_sequences():
     assert _payload_rebuilt_then_sequences_checked(training_check_passed=True) == {
         *VARIANTS, "retrieval_report", *(name for _, name in _checks_on("retrieval_report"))}
+
+
+def test_the_automation_sensor_says_what_it_does_and_targets_the_pipeline_by_name():
+    """The UI shows a sensor's description and its target's text: a sentence and group names,
+    not a Python repr; off until a user switches it on."""
+    [sensor] = defs().sensors
+    assert sensor.name == "rebuild_after_checked_upstream"
+    assert "blocking check" in sensor.description and "Off until switched on" in sensor.description
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert str(sensor.asset_selection) == (
+        'group:"data" or group:"sequences" or group:"models" or group:"evaluation"')
+    graph = defs().resolve_asset_graph()
+    automated = {k.to_user_string() for k in graph.materializable_asset_keys
+                 if graph.get(k).automation_condition is not None}
+    assert automated <= {k.to_user_string() for k in sensor.asset_selection.resolve(graph)}

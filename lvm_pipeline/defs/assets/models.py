@@ -103,10 +103,20 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
                         **tracked_metadata(tracked))
 
 
+def _description(variant: str) -> str:
+    return (f"The {variant} LVM ({preset(variant, 'paper').layout_text()} blocks at the paper "
+            "size, fewer at the tiny one), trained on the train windows of "
+            "aligned_training_sequences, early-stopped on the val windows' retrieval (MRR@10 "
+            "against the whole payload), the best epoch kept: model.safetensors + "
+            "checkpoint.json (config, lineage, per-epoch history). Its checks: finite weights, "
+            "trained on the sequences it names, and a warning when it does not beat "
+            "copy-last on val.")
+
+
 def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
     @dg.asset(name=variant, group_name="models", kinds={"pytorch", "safetensors"},
               ins={"sequences": dg.AssetIn("aligned_training_sequences")}, pool="training",
-              code_version=code_version(variant),
+              code_version=code_version(variant), description=_description(variant),
               automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
     def _checkpoint(context: dg.AssetExecutionContext, config: TrainParams, sequences: Build,
                     storage: StorageResource, embedder: EmbedderResource,
@@ -143,8 +153,6 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
                             history=dg.MetadataValue.json(result.history),
                             **tracked_metadata(tracked))
 
-    _checkpoint.__doc__ = (f"{variant}: the `{variant}` LVM trained on aligned_training_sequences "
-                           "(val split for early stopping); safetensors + checkpoint.json.")
     return _checkpoint
 
 
