@@ -32,7 +32,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from a bare checkout
@@ -43,6 +43,9 @@ import torch  # noqa: E402
 from harness import Budget, env_info  # noqa: E402
 
 from lvm_pipeline.search import DevicePayload  # noqa: E402
+
+if TYPE_CHECKING:
+    from lvm_pipeline.sequences import SequenceSet
 
 REFERENCE_QUERIES = 5244
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -79,10 +82,9 @@ def _timed(fn, repeats: int = 3) -> tuple[float, Any]:
 
 def stage_eval(args: argparse.Namespace, device: str, budget: Budget, work: Path
                ) -> dict[str, Any]:
-    from lvm_pipeline.evaluation import CONTAIN_K, EvalConfig, evaluate, predict
+    from lvm_pipeline.evaluation import EvalConfig, evaluate, predict
     from lvm_pipeline.models import LVM, preset
     from lvm_pipeline.payload import gather, load_payload
-    from lvm_pipeline.search import IndexConfig, build_index, recall_at_k
     from lvm_pipeline.sequences import SplitConfig, build_windows
     from lvm_pipeline.store import ArtifactStore
     from lvm_pipeline.synthetic import SyntheticPayloadConfig, publish_synthetic_payload
@@ -126,6 +128,31 @@ def stage_eval(args: argparse.Namespace, device: str, budget: Budget, work: Path
     exclude = np.tile(seqs.context_rows.astype(np.int64), (n_sets, 1))
     truth = np.tile(seqs.target_row.astype(np.int64), n_sets)
     queries = np.concatenate(list(predictions.values())).astype(np.float32)
+    out["exact_pass"] = _exact_passes(vectors, device, queries, truth, exclude)
+    out["bare_gemm_topk_5244"] = {
+        "float32": _bare_gemm_topk(vectors, queries[:len(seqs)], device, torch.float32),
+        "float16": _bare_gemm_topk(vectors, queries[:len(seqs)], device, torch.float16)}
+    print(f"[{budget.elapsed():6.1f} s] exact pass by dtype done", flush=True)
+
+    if budget.allows(args.cpu_estimate_s):
+        out["cpu_evaluate"] = _cpu_evaluate(predictions, vectors, seqs, gpu,
+                                            gpu_s / out["queries"]["total"])
+        print(f"[{budget.elapsed():6.1f} s] CPU evaluate {out['cpu_evaluate']['seconds']:.1f} s "
+              f"(x{out['cpu_evaluate']['cuda_speedup_per_query']:.0f} per query on CUDA)",
+              flush=True)
+    else:
+        out["cpu_evaluate"] = {"skipped": f"time budget ({budget.elapsed():.0f} s used)"}
+    return out
+
+
+def _exact_passes(vectors: np.ndarray, device: str, queries: np.ndarray, truth: np.ndarray,
+                  exclude: np.ndarray) -> dict[str, Any]:
+    """The exact pass over the (R, D) payload held on ``device`` in float32, float16 and
+    bfloat16: time, and top-50 recall and rank agreement against float32. queries (Q, D),
+    truth (Q,) rows, exclude (Q, 5) rows."""
+    from lvm_pipeline.evaluation import CONTAIN_K
+    from lvm_pipeline.search import recall_at_k
+
     passes: dict[str, Any] = {}
     ref = None
     for dtype in ("float32", "float16", "bfloat16"):
@@ -138,43 +165,44 @@ def stage_eval(args: argparse.Namespace, device: str, budget: Budget, work: Path
                          "rank_equal_share": float((ranks == ref[1]).mean()),
                          "rank_abs_diff_p99": float(np.percentile(np.abs(ranks - ref[1]), 99)),
                          "gpu_bytes": held.vectors.numel() * held.vectors.element_size()}
-        del held
+        del held  # one payload copy on the GPU at a time
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    out["exact_pass"] = passes
+    return passes
 
-    # Floor: one GEMM + top-50 per payload block, no exclusions, no ranks.
-    def bare(dtype: torch.dtype) -> float:
-        v = torch.from_numpy(vectors).to(device, dtype)
-        q = torch.from_numpy(queries[:len(seqs)]).to(device, dtype)
-        seconds, _ = _timed(lambda: (q @ v.T).topk(CONTAIN_K, dim=1))
-        return seconds
-    out["bare_gemm_topk_5244"] = {"float32": bare(torch.float32), "float16": bare(torch.float16)}
-    print(f"[{budget.elapsed():6.1f} s] exact pass by dtype done", flush=True)
 
-    # The CPU path of the same run: FAISS IndexFlatIP + numpy ranks, on the copy-last and
-    # oracle sets only (each set is a full pass; the ratio is per query).
-    if budget.allows(args.cpu_estimate_s):
-        cpu_sets = {k: predictions[k] for k in ("copy_last_context", "oracle")}
-        t0 = time.perf_counter()
-        index = build_index(vectors, IndexConfig())
-        build_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cpu = evaluate(cpu_sets, vectors, index, seqs, EvalConfig())
-        cpu_s = time.perf_counter() - t0
-        per_query_cpu = cpu_s / (len(seqs) * len(cpu_sets))
-        per_query_gpu = gpu_s / out["queries"]["total"]
-        out["cpu_evaluate"] = {
-            "seconds": cpu_s, "index_build_s": build_s, "queries": len(seqs) * len(cpu_sets),
-            "threads": torch.get_num_threads(), "cuda_speedup_per_query":
-                per_query_cpu / per_query_gpu,
+def _bare_gemm_topk(vectors: np.ndarray, queries: np.ndarray, device: str,
+                    dtype: torch.dtype) -> float:
+    """The floor: seconds of one GEMM + top-50 of queries (Q, D) against the (R, D) payload, no
+    exclusions, no ranks."""
+    from lvm_pipeline.evaluation import CONTAIN_K
+
+    v = torch.from_numpy(vectors).to(device, dtype)
+    q = torch.from_numpy(queries).to(device, dtype)
+    seconds, _ = _timed(lambda: (q @ v.T).topk(CONTAIN_K, dim=1))
+    return seconds
+
+
+def _cpu_evaluate(predictions: dict[str, np.ndarray], vectors: np.ndarray, seqs: SequenceSet,
+                  gpu: dict[str, Any], per_query_gpu: float) -> dict[str, Any]:
+    """The CPU path of the same run: FAISS IndexFlatIP + numpy ranks, on the copy-last and
+    oracle sets only (each set is a full pass; the ratio is per query), with rank parity
+    against the torch path's results ``gpu``."""
+    from lvm_pipeline.evaluation import EvalConfig, evaluate
+    from lvm_pipeline.search import IndexConfig, build_index
+
+    cpu_sets = {k: predictions[k] for k in ("copy_last_context", "oracle")}
+    t0 = time.perf_counter()
+    index = build_index(vectors, IndexConfig())
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cpu = evaluate(cpu_sets, vectors, index, seqs, EvalConfig())
+    cpu_s = time.perf_counter() - t0
+    per_query_cpu = cpu_s / (len(seqs) * len(cpu_sets))
+    return {"seconds": cpu_s, "index_build_s": build_s, "queries": len(seqs) * len(cpu_sets),
+            "threads": torch.get_num_threads(),
+            "cuda_speedup_per_query": per_query_cpu / per_query_gpu,
             "ranks_equal": {k: bool((cpu[k].ranks == gpu[k].ranks).all()) for k in cpu_sets}}
-        print(f"[{budget.elapsed():6.1f} s] CPU evaluate {cpu_s:.1f} s "
-              f"(x{out['cpu_evaluate']['cuda_speedup_per_query']:.0f} per query on CUDA)",
-              flush=True)
-    else:
-        out["cpu_evaluate"] = {"skipped": f"time budget ({budget.elapsed():.0f} s used)"}
-    return out
 
 
 # --------------------------------------------------------------------------- embedding

@@ -12,6 +12,9 @@ from lvm_pipeline.guards.result import N_EXAMPLES, GuardResult, blocks
 from lvm_pipeline.payload import Payload, gather
 from lvm_pipeline.sequences import CONTEXT, SequenceSet
 
+# A low cosine worth showing: (cos, split, window, "target" | "context").
+Worst = tuple[float, str, int, str]
+
 
 def check_alignment(
     payload: Payload,
@@ -31,7 +34,7 @@ def check_alignment(
             f"(cosine >= {threshold}) in payload {payload.build_id[:12]}")
     n_rows = len(payload)
     stats: dict[str, Any] = {}
-    worst: list[tuple[float, str, int, str]] = []  # (cos, split, window, part)
+    worst: list[Worst] = []
     missing: list[str] = []
     overall_min = 1.0
     for split, seqs in sets.items():
@@ -48,46 +51,12 @@ def check_alignment(
                 f"(payload {payload.build_id[:12]})",
                 [f"{split} window {i}: rows {seqs.context_rows[i].tolist()} → "
                  f"{int(seqs.target_row[i])}" for i in first])
-        t_min, c_min, t_sum, c_sum = 1.0, 1.0, 0.0, 0.0
-        n_missing = 0
-        for block in blocks(len(seqs)):
-            keys = seqs.truth_keys[block].astype(np.int64)  # (b, 2)
-            ctx_chunks = keys[:, 1:2] - np.arange(CONTEXT, 0, -1)[None, :]  # (b, 5)
-            key_rows = payload.rows_for_keys(keys[:, 0], keys[:, 1])  # (b,)
-            ctx_key_rows = payload.rows_for_keys(
-                np.repeat(keys[:, 0], CONTEXT), ctx_chunks.reshape(-1)).reshape(-1, CONTEXT)
-            unresolved = (key_rows < 0) | (ctx_key_rows < 0).any(axis=1)
-            if unresolved.any():
-                n_missing += int(unresolved.sum())
-                for i in np.flatnonzero(unresolved)[:N_EXAMPLES - len(missing)]:
-                    a, c = keys[i]
-                    missing.append(f"{split} window {block.start + i}: truth key (article "
-                                   f"{a}, chunk {c}) or one of its 5 context keys is not in "
-                                   "the payload")
-            key_rows = np.where(key_rows < 0, 0, key_rows)
-            ctx_key_rows = np.where(ctx_key_rows < 0, 0, ctx_key_rows)
-            t_cos = rowwise_cos(gather(payload.vectors, seqs.target_row[block]),
-                                 gather(payload.vectors, key_rows))  # (b,)
-            c_cos = rowwise_cos(gather(payload.vectors, seqs.context_rows[block]),
-                                 gather(payload.vectors, ctx_key_rows))  # (b, 5)
-            if seqs.target_cos is not None:
-                t_cos = np.minimum(t_cos, seqs.target_cos[block])
-            if seqs.context_cos is not None:
-                c_cos = np.minimum(c_cos, seqs.context_cos[block])
-            t_cos[unresolved] = 0.0
-            c_cos[unresolved] = 0.0
-            t_min, c_min = min(t_min, float(t_cos.min())), min(c_min, float(c_cos.min()))
-            t_sum, c_sum = t_sum + float(t_cos.sum()), c_sum + float(c_cos.sum())
-            c_row_min = c_cos.min(axis=1)
-            for part, cos in (("target", t_cos), ("context", c_row_min)):
-                for i in np.argsort(cos)[:N_EXAMPLES]:
-                    if cos[i] < threshold:
-                        worst.append((float(cos[i]), split, block.start + int(i), part))
-        stats[split] = {"windows": len(seqs), "target_cos_min": t_min,
-                        "target_cos_mean": t_sum / len(seqs), "context_cos_min": c_min,
-                        "context_cos_mean": c_sum / (len(seqs) * CONTEXT),
-                        "unresolved_keys": n_missing}
-        overall_min = min(overall_min, t_min, c_min)
+        stats[split], split_missing, split_worst = _split_alignment(payload, split, seqs,
+                                                                    threshold)
+        missing.extend(split_missing[:N_EXAMPLES - len(missing)])
+        worst.extend(split_worst)
+        overall_min = min(overall_min, stats[split]["target_cos_min"],
+                          stats[split]["context_cos_min"])
     worst.sort()
     examples = missing + [
         f"{split} window {i} {part}: cos {cos:.3f}; truth key "
@@ -104,3 +73,61 @@ def check_alignment(
                     "the payload's; rebuild them from this payload or re-embed with its encoder")
     return GuardResult(name, passed, rule, overall_min, threshold, message, examples,
                        {"splits": stats})
+
+
+def _split_alignment(payload: Payload, split: str, seqs: SequenceSet, threshold: float
+                     ) -> tuple[dict[str, Any], list[str], list[Worst]]:
+    """One split, block by block: its figures for the details, the first
+    :data:`N_EXAMPLES` windows whose keys are not in the payload, and each block's lowest
+    cosines under ``threshold``."""
+    t_min, c_min, t_sum, c_sum = 1.0, 1.0, 0.0, 0.0
+    n_missing = 0
+    missing: list[str] = []
+    worst: list[Worst] = []
+    for block in blocks(len(seqs)):
+        keys, t_cos, c_cos, unresolved = _block_cosines(payload, seqs, block)
+        if unresolved.any():
+            n_missing += int(unresolved.sum())
+            for i in np.flatnonzero(unresolved)[:N_EXAMPLES - len(missing)]:
+                a, c = keys[i]
+                missing.append(f"{split} window {block.start + i}: truth key (article "
+                               f"{a}, chunk {c}) or one of its 5 context keys is not in "
+                               "the payload")
+        t_min, c_min = min(t_min, float(t_cos.min())), min(c_min, float(c_cos.min()))
+        t_sum, c_sum = t_sum + float(t_cos.sum()), c_sum + float(c_cos.sum())
+        c_row_min = c_cos.min(axis=1)
+        for part, cos in (("target", t_cos), ("context", c_row_min)):
+            for i in np.argsort(cos)[:N_EXAMPLES]:
+                if cos[i] < threshold:
+                    worst.append((float(cos[i]), split, block.start + int(i), part))
+    stats = {"windows": len(seqs), "target_cos_min": t_min,
+             "target_cos_mean": t_sum / len(seqs), "context_cos_min": c_min,
+             "context_cos_mean": c_sum / (len(seqs) * CONTEXT), "unresolved_keys": n_missing}
+    return stats, missing, worst
+
+
+def _block_cosines(payload: Payload, seqs: SequenceSet, block: slice
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The windows ``block`` of ``seqs``: their truth keys (b, 2) int64, the cosine of each
+    target (b,) and context (b, 5) with the payload vector its key names (the lower of that and
+    the recorded alignment cosine of an imported set), and which windows have a key in no
+    payload row (b,) bool; their cosines are 0."""
+    keys = seqs.truth_keys[block].astype(np.int64)  # (b, 2)
+    ctx_chunks = keys[:, 1:2] - np.arange(CONTEXT, 0, -1)[None, :]  # (b, 5)
+    key_rows = payload.rows_for_keys(keys[:, 0], keys[:, 1])  # (b,)
+    ctx_key_rows = payload.rows_for_keys(
+        np.repeat(keys[:, 0], CONTEXT), ctx_chunks.reshape(-1)).reshape(-1, CONTEXT)
+    unresolved = (key_rows < 0) | (ctx_key_rows < 0).any(axis=1)
+    key_rows = np.where(key_rows < 0, 0, key_rows)
+    ctx_key_rows = np.where(ctx_key_rows < 0, 0, ctx_key_rows)
+    t_cos = rowwise_cos(gather(payload.vectors, seqs.target_row[block]),
+                        gather(payload.vectors, key_rows))  # (b,)
+    c_cos = rowwise_cos(gather(payload.vectors, seqs.context_rows[block]),
+                        gather(payload.vectors, ctx_key_rows))  # (b, 5)
+    if seqs.target_cos is not None:
+        t_cos = np.minimum(t_cos, seqs.target_cos[block])
+    if seqs.context_cos is not None:
+        c_cos = np.minimum(c_cos, seqs.context_cos[block])
+    t_cos[unresolved] = 0.0
+    c_cos[unresolved] = 0.0
+    return keys, t_cos, c_cos, unresolved

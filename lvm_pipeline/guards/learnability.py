@@ -83,18 +83,9 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
     rule = (f"a ridge predictor fit on train windows retrieves held-out train and val targets: "
             f"Contain@{k} >= {config.min_learnability_ratio:g} × chance ({chance:.4f}) = "
             f"{need:.4f} on both")
-    if len(train) < 2 or len(val) == 0:
-        return GuardResult(name, False, rule, 0.0, need,
-                           f"NOT LEARNABLE: cannot measure with {len(train)} train and {len(val)} "
-                           "val windows (need >= 2 and >= 1)")
-    if need > 1:
-        return GuardResult(name, False, rule, 0.0, need,
-                           f"NOT LEARNABLE: cannot judge on a payload of {n_rows} rows: "
-                           f"{config.min_learnability_ratio:g} × chance = {need:.4f} > 1, which "
-                           f"no predictor reaches (it needs >= "
-                           f"{CONTEXT + config.min_learnability_ratio * k:g} rows)")
-    dim = payload.dim
-    prior = copy_last_prior(dim)
+    refusal = _cannot_judge(len(train), len(val), n_rows, k, need, config)
+    if refusal is not None:
+        return GuardResult(name, False, rule, 0.0, need, refusal)
     rng = np.random.default_rng(config.seed)
     fit = np.sort(rng.choice(len(train), min(len(train), config.learnability_max_windows),
                              replace=False))
@@ -103,17 +94,10 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
     held_articles = _held_out_articles(np.unique(train.truth_keys[fit, 0]), config.seed + 1)
     held_mask = np.isin(train.truth_keys[fit, 0], held_articles)
     held = fit[held_mask][:config.learnability_max_queries]
+    prior = copy_last_prior(payload.dim)
     xtx_fit, xty_fit = normal_equations(payload.vectors, train, fit[~held_mask])
-    n_fit = int((~held_mask).sum())
-    scores: dict[str, float] = {}
-    if len(held):
-        for penalty in PENALTIES:
-            w = solve_ridge(xtx_fit, xty_fit, penalty, n_fit, prior)
-            scores[f"{penalty:g}"] = _contain_at_k(payload.vectors, train, held, w, k)
-        chosen = max(scores, key=lambda p: scores[p])
-        penalty, held_contain = float(chosen), scores[chosen]
-    else:  # one train article: nothing to choose on, so the penalty closest to copy-last
-        penalty, held_contain = max(PENALTIES), None
+    penalty, held_contain, scores = _choose_penalty(
+        payload.vectors, train, held, (xtx_fit, xty_fit), int((~held_mask).sum()), prior, k)
     xtx_held, xty_held = normal_equations(payload.vectors, train, fit[held_mask])
     weights = solve_ridge(xtx_fit + xtx_held, xty_fit + xty_held, penalty, len(fit), prior)
     val_contain = _contain_at_k(payload.vectors, val, queries, weights, k)
@@ -140,3 +124,34 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
                         "penalty": penalty, "penalty_scores_on_heldout": scores,
                         "copy_last_val_contain": copy_last, "fit_windows": len(fit),
                         "heldout_windows": len(held), "val_queries": len(queries)})
+
+
+def _cannot_judge(n_train: int, n_val: int, n_rows: int, k: int, need: float,
+                  config: GuardConfig) -> str | None:
+    """Why there is too little data to judge (the failure's message), or None."""
+    if n_train < 2 or n_val == 0:
+        return (f"NOT LEARNABLE: cannot measure with {n_train} train and {n_val} "
+                "val windows (need >= 2 and >= 1)")
+    if need > 1:
+        return (f"NOT LEARNABLE: cannot judge on a payload of {n_rows} rows: "
+                f"{config.min_learnability_ratio:g} × chance = {need:.4f} > 1, which "
+                f"no predictor reaches (it needs >= "
+                f"{CONTEXT + config.min_learnability_ratio * k:g} rows)")
+    return None
+
+
+def _choose_penalty(vectors: np.ndarray, train: SequenceSet, held: np.ndarray,
+                    fit_equations: tuple[np.ndarray, np.ndarray], n_fit: int,
+                    prior: np.ndarray, k: int) -> tuple[float, float | None, dict[str, float]]:
+    """The penalty of :data:`PENALTIES` whose fit (normal equations ``fit_equations`` of
+    ``n_fit`` windows) retrieves the held-out train windows ``held`` (H,) best: (penalty, its
+    Contain@k, every penalty's Contain@k). No held-out window (one train article): nothing to
+    choose on, so the penalty closest to copy-last, with no figure."""
+    if not len(held):
+        return max(PENALTIES), None, {}
+    scores: dict[str, float] = {}
+    for penalty in PENALTIES:
+        w = solve_ridge(*fit_equations, penalty, n_fit, prior)
+        scores[f"{penalty:g}"] = _contain_at_k(vectors, train, held, w, k)
+    chosen = max(scores, key=lambda p: scores[p])
+    return float(chosen), scores[chosen], scores

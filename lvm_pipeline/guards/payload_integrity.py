@@ -38,20 +38,9 @@ def check_payload_integrity(payload: Payload, expected_dim: int | None,
             if len(examples) < N_EXAMPLES + 1:
                 examples.append(f"{what}: {how(int(r))}")
 
-    nonfinite, off_norm = [], []
-    norm_of = np.empty(n, np.float64)
-    row_hash = np.empty(n, np.uint64)
-    for block in blocks(n, 65536):
-        v = np.asarray(payload.vectors[block])  # (b, D) as stored
-        finite = np.isfinite(v).all(axis=1)
-        norms = row_norms(np.where(np.isfinite(v), v, 0))
-        norm_of[block] = norms
-        nonfinite.append(block.start + np.flatnonzero(~finite))
-        off_norm.append(block.start + np.flatnonzero(finite & (np.abs(norms - 1) > tol)))
-        row_hash[block] = [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(),
-                                          "little") for r in v]
-    note("rows with NaN or inf", np.concatenate(nonfinite), payload.describe_row)
-    note(f"rows with norm off 1 by more than {tol}", np.concatenate(off_norm),
+    nonfinite, off_norm, norm_of, row_hash = _scan_vectors(payload.vectors, tol)
+    note("rows with NaN or inf", nonfinite, payload.describe_row)
+    note(f"rows with norm off 1 by more than {tol}", off_norm,
          lambda r: f"norm {norm_of[r]:.4f}, {payload.describe_row(r)}")
     if expected_dim is not None and payload.dim != expected_dim:
         counts[f"rows of dim {payload.dim} instead of the embedder's {expected_dim}"] = n
@@ -97,6 +86,28 @@ def check_payload_integrity(payload: Payload, expected_dim: int | None,
     return GuardResult(name, passed, rule, float(bad), 0.0, message, examples,
                        {"counts": counts, "rows": n, "dim": payload.dim,
                         "expected_dim": expected_dim, "max_norm_error": max_err})
+
+
+def _scan_vectors(vectors: np.ndarray, tol: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the (R, D) vectors in blocks, so that a memory-mapped payload is read once
+    and never held whole: the rows with NaN or inf, the finite rows whose norm is off 1 by more
+    than ``tol``, each row's norm (R,) float64 (of its finite entries) and a hash of its bytes
+    (R,) uint64, which finds duplicate vectors without comparing rows pairwise."""
+    n = len(vectors)
+    nonfinite, off_norm = [], []
+    norm_of = np.empty(n, np.float64)
+    row_hash = np.empty(n, np.uint64)
+    for block in blocks(n, 65536):
+        v = np.asarray(vectors[block])  # (b, D) as stored
+        finite = np.isfinite(v).all(axis=1)
+        norms = row_norms(np.where(np.isfinite(v), v, 0))
+        norm_of[block] = norms
+        nonfinite.append(block.start + np.flatnonzero(~finite))
+        off_norm.append(block.start + np.flatnonzero(finite & (np.abs(norms - 1) > tol)))
+        row_hash[block] = [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(),
+                                          "little") for r in v]
+    return np.concatenate(nonfinite), np.concatenate(off_norm), norm_of, row_hash
 
 
 def _duplicated(values: np.ndarray) -> np.ndarray:

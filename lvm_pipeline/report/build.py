@@ -47,8 +47,10 @@ latency_p50_ms, latency_p95_ms, n_queries.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
 import torch
@@ -68,7 +70,11 @@ from lvm_pipeline.evaluation import (
 )
 from lvm_pipeline.payload import Payload, gather, payload_of
 from lvm_pipeline.report.render import render_markdown, write_plots
-from lvm_pipeline.report.trained_baselines import fit_trained_baselines, recipe_of
+from lvm_pipeline.report.trained_baselines import (
+    TrainedBaseline,
+    fit_trained_baselines,
+    recipe_of,
+)
 from lvm_pipeline.runtime import Progress, silent
 from lvm_pipeline.search import load_index
 from lvm_pipeline.sequences import SequenceSet, load_sets
@@ -80,7 +86,7 @@ from lvm_pipeline.store import (
     recorded_inputs,
     report_lineage,
 )
-from lvm_pipeline.training import load_checkpoint
+from lvm_pipeline.training import checkpoint_info, load_checkpoint
 
 KIND = "report"
 SCHEMA_VERSION = 1
@@ -114,71 +120,79 @@ def query_sample(n_windows: int, config: EvalConfig) -> np.ndarray | None:
     return sample_rows(n_windows, config.sample_queries, config.sample_seed)
 
 
+@dataclass(frozen=True)
+class ReportInputs:
+    """What one report scores: the payload and its index, the eval windows it queries, the
+    training set its models were trained on (the baselines are fit on it too) and the
+    checkpoints, each as its build (for the lineage) and loaded."""
+
+    payload: Payload
+    index_build: Build
+    index: faiss.Index  # index_build loaded over payload
+    eval_build: Build
+    eval_set: SequenceSet  # the "eval" split of eval_build
+    train_build: Build
+    train_sets: dict[str, SequenceSet]  # the "train" and "val" splits of train_build
+    model_builds: dict[str, Build]  # variant → checkpoint build
+
+
+def fit_report_baselines(inputs: ReportInputs, progress: Progress = silent
+                         ) -> dict[str, TrainedBaseline]:
+    """The trained baselines :func:`build_report` judges ``inputs``' models against: fit on
+    their training set with their own recipe (:func:`recipe_of` of the checkpoints' train
+    configs). A step of its own: the report scores predictors, this trains two of them."""
+    recipe = recipe_of([checkpoint_info(build)["train_config"]
+                        for build in inputs.model_builds.values()])
+    return fit_trained_baselines(inputs.payload.vectors, inputs.train_sets["train"],
+                                 inputs.train_sets["val"], recipe, progress=progress,
+                                 article_of_row=inputs.payload.chunks["article_index"].to_numpy())
+
+
 def build_report(
-    payload: Payload,
-    index_build: Build,
-    index,
-    eval_build: Build,
-    eval_set: SequenceSet,
-    train_build: Build,
-    train_sets: dict[str, SequenceSet],
-    model_builds: dict[str, Build],
+    inputs: ReportInputs,
+    trained: dict[str, TrainedBaseline],
     config: EvalConfig | None = None,
     progress: Progress = silent,
     bootstrap_config: BootstrapConfig | None = None,
 ) -> tuple[dict[str, Any], dict[str, QuerySetResult]]:
-    """Score every checkpoint, the baselines and the oracle on ``eval_set`` (or the seeded
-    sample of it that ``config.sample_queries`` asks for) in one pass, with paired bootstrap
-    intervals of every figure and of every model − baseline difference.
+    """Score every checkpoint, the baselines (``trained``: :func:`fit_report_baselines`) and
+    the oracle on ``inputs.eval_set`` (or the seeded sample of it that
+    ``config.sample_queries`` asks for) in one pass, with paired bootstrap intervals of every
+    figure and of every model − baseline difference.
 
     Refuses (:class:`~lvm_pipeline.store.lineage.LineageError`) inputs made from different payloads
     or training sets. Returns report.json's content and the per-query results (for
     queries.parquet and plots).
     """
     config = config or EvalConfig()
-    lineage = report_lineage(index_build, eval_build, train_build, model_builds)
+    payload, eval_set = inputs.payload, inputs.eval_set
+    lineage = report_lineage(inputs.index_build, inputs.eval_build, inputs.train_build,
+                             inputs.model_builds)
     if lineage["payload"] != payload.build_id:
         raise ArtifactError(f"the report was given payload {payload.build_id[:12]}, but its "
-                            f"index {index_build.build_id[:12]} holds {lineage['payload'][:12]}")
-    predictors: dict[str, Predictor] = {}
-    models: dict[str, torch.nn.Module] = {}
-    model_info: dict[str, dict[str, Any]] = {}
-    recipes = []
-    for name, build in model_builds.items():
-        models[name], info = load_checkpoint(build)
-        recipes.append(info["train_config"])
-        predictors[name] = model_predictor(models[name])
-        best = info["history"][info["best_epoch"]]
-        model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
-                            "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
-                            "n_params": info["n_params"]}
+                            f"index {inputs.index_build.build_id[:12]} holds "
+                            f"{lineage['payload'][:12]}")
+    models, model_info = _load_models(inputs.model_builds)
+    predictors = {name: model_predictor(model) for name, model in models.items()}
     windows = query_sample(len(eval_set), config)
     scored = eval_set if windows is None else eval_set.subset(windows)
-    baselines = baseline_predictors(payload.vectors, train_sets["train"], train_sets["val"])
-    trained = fit_trained_baselines(payload.vectors, train_sets["train"], train_sets["val"],
-                                    recipe_of(recipes),
-                                    article_of_row=payload.chunks["article_index"].to_numpy())
+    baselines = baseline_predictors(payload.vectors, inputs.train_sets["train"],
+                                    inputs.train_sets["val"])
     baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
     predictions = {name: _predict_all(p, payload.vectors, scored, config.batch_size)
                    for name, p in {**predictors, **baselines}.items()}
     predictions["oracle"] = oracle(payload.vectors, scored)
-    results = evaluate(predictions, payload.vectors, index, scored, config, progress)
-    latency = {name: latency_ms(p, index, payload.vectors, scored, config.latency_queries,
-                                config.exclude_context)
+    results = evaluate(predictions, payload.vectors, inputs.index, scored, config, progress)
+    latency = {name: latency_ms(p, inputs.index, payload.vectors, scored,
+                                config.latency_queries, config.exclude_context)
                for name, p in {**predictors, **baselines}.items()}
     oracle_r1 = results["oracle"].metrics["r_at_1"]
-    warnings = []
-    if oracle_r1 < ORACLE_MIN_R_AT_1:
-        warnings.append(
-            f"ORACLE FAILED: searching with the truth vectors themselves gives R@1 "
-            f"{oracle_r1:.3f} < {ORACLE_MIN_R_AT_1}; the index or the truth keys are broken and "
-            "no number below can be trusted")
     report = {
         "schema_version": SCHEMA_VERSION,
         "payload_build_id": payload.build_id,
-        "index_id": index_build.build_id,
-        "eval_id": eval_build.build_id,
-        "train_sequences_id": train_build.build_id,
+        "index_id": inputs.index_build.build_id,
+        "eval_id": inputs.eval_build.build_id,
+        "train_sequences_id": inputs.train_build.build_id,
         "lineage": lineage,
         "n_queries": len(scored),
         "query_sample": {"n_eval_windows": len(eval_set), "n_queries": len(scored),
@@ -187,7 +201,7 @@ def build_report(
         "exclude_context": config.exclude_context,
         "search_device": config.device,
         "oracle_ok": oracle_r1 >= ORACLE_MIN_R_AT_1,
-        "warnings": warnings,
+        "warnings": _oracle_warnings(oracle_r1),
         "models": {n: {**results[n].metrics, **latency[n], **model_info[n]} for n in predictors},
         "baselines": {n: {**results[n].metrics, **latency.get(n, {})}
                       for n in [*baselines, "oracle"]},
@@ -200,6 +214,29 @@ def build_report(
                                  list(baselines), bootstrap_config or BootstrapConfig()),
     }
     return report, results
+
+
+def _load_models(model_builds: dict[str, Build]
+                 ) -> tuple[dict[str, torch.nn.Module], dict[str, dict[str, Any]]]:
+    """Each checkpoint's model, and what report.json records of it beside its metrics."""
+    models: dict[str, torch.nn.Module] = {}
+    model_info: dict[str, dict[str, Any]] = {}
+    for name, build in model_builds.items():
+        models[name], info = load_checkpoint(build)
+        best = info["history"][info["best_epoch"]]
+        model_info[name] = {"checkpoint_id": build.build_id, "best_epoch": info["best_epoch"],
+                            "val_cos": best["val_cos"], "loss": info["train_config"]["loss"],
+                            "n_params": info["n_params"]}
+    return models, model_info
+
+
+def _oracle_warnings(oracle_r1: float) -> list[str]:
+    """The warning of an oracle below :data:`ORACLE_MIN_R_AT_1`, or none."""
+    if oracle_r1 >= ORACLE_MIN_R_AT_1:
+        return []
+    return [f"ORACLE FAILED: searching with the truth vectors themselves gives R@1 "
+            f"{oracle_r1:.3f} < {ORACLE_MIN_R_AT_1}; the index or the truth keys are broken and "
+            "no number below can be trusted"]
 
 
 def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult],

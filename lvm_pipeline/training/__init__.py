@@ -6,7 +6,7 @@ The config (:mod:`.config`), the loop (:mod:`.loop`) and its parts (:mod:`.losse
 (:mod:`.worker`).
 """
 
-from lvm_pipeline.training.checkpoint import load_checkpoint
+from lvm_pipeline.training.checkpoint import checkpoint_info, load_checkpoint
 from lvm_pipeline.training.config import TrainConfig
 from lvm_pipeline.training.loop import TrainResult, train, train_variant
 from lvm_pipeline.training.validation import evaluate_val
@@ -15,6 +15,7 @@ from lvm_pipeline.training.worker import extras_for
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "checkpoint_info",
     "evaluate_val",
     "extras_for",
     "load_checkpoint",

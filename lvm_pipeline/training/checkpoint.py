@@ -47,9 +47,14 @@ def publish_checkpoint(store: ArtifactStore, model: LVM, info: dict[str, Any],
         return store.publish(kind, staged, manifest, upstream=upstream)
 
 
+def checkpoint_info(build: Build, verify: bool = True) -> dict[str, Any]:
+    """What :func:`save_checkpoint` wrote beside the weights, without loading them."""
+    return json.loads(build.file(INFO, verify).read_text())
+
+
 def load_checkpoint(build: Build, verify: bool = True) -> tuple[LVM, dict[str, Any]]:
     """The model (eval mode, CPU) and its info; weights must match the config exactly."""
-    info = json.loads(build.file(INFO, verify).read_text())
+    info = checkpoint_info(build, verify)
     model = LVM(LVMConfig.from_dict(info["model_config"]))
     state = load_file(str(build.file(WEIGHTS, verify)))
     try:

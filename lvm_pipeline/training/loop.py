@@ -1,7 +1,8 @@
 """Training an LVM on payload windows: AdamW, warmup + cosine LR, early stopping, resumable.
 
-Reads top to bottom like nanoGPT's ``train.py``: the optimizer's parameter groups, the loop,
-then :func:`train_variant`, which guards the inputs, trains one preset and publishes it. The
+Reads top to bottom like nanoGPT's ``train.py``: the optimizer's parameter groups, the loop
+(:func:`train`) followed by its parts (set-up, one epoch, one step, a step's negatives), then
+:func:`train_variant`, which guards the inputs, trains one preset and publishes it. The
 parts live in a module each of this package: the config (:mod:`.config`), the losses
 (:mod:`.losses`), the LR schedule (:mod:`.lr_schedule`), the batches (:mod:`.batching`), the val
 pass (:mod:`.validation`), the resume file (:mod:`.resume`) and the published checkpoint
@@ -111,6 +112,28 @@ def _to(device: str, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]
     return [None if t is None else t.to(device) for t in tensors]
 
 
+@dataclass
+class _Run:
+    """What every step of one training run reads, set up once before the first epoch; what
+    changes between epochs (history, best weights) stays in :func:`train`."""
+
+    model: LVM
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    vectors: np.ndarray  # (R, D) payload
+    train_set: SequenceSet
+    config: TrainConfig
+    device: str
+    ranks: Distributed
+    articles: ArticleRows | None  # None: no own-article negatives
+    batch_size: int  # global, over all ranks
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+
 def train(
     model: LVM,
     vectors: np.ndarray,
@@ -135,47 +158,17 @@ def train(
     ``val_mrr_at_10`` after each epoch, and, at most every ``progress_every_s`` seconds within
     one, ``(epochs done, epochs)`` with :func:`in_epoch_figures` (``windows_done``…).
     """
-    if len(train_set) < 2:
-        raise ValueError(f"{len(train_set)} training windows: need at least 2 (InfoNCE needs "
-                         "a negative); use a larger corpus")
-    if len(val_set) == 0:
-        raise ValueError("the val split has no windows; early stopping needs some")
-    articles = None
-    if config.article_negatives and config.loss != "reference":
-        if article_of_row is None or len(article_of_row) != len(vectors):
-            raise ValueError(f"article_negatives={config.article_negatives} needs the payload's "
-                             f"article_index per row ({len(vectors)} rows)")
-        articles = ArticleRows.of(article_of_row)
+    articles = _check_inputs(vectors, train_set, val_set, config, article_of_row)
     device = pick_device(config.device)
     scan_backend = resolve_backend(config.scan_backend, device)  # raises, never falls back
     use_scan_backend(model, scan_backend)
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr)
-    # A corpus smaller than one batch trains on one full-size batch; the effective size is
-    # recorded in the result (and the checkpoint) rather than failing a small run.
-    batch_size = min(config.batch_size, len(train_set))
-    if batch_size < 2 * ranks.world_size:
-        raise ValueError(f"global batch {batch_size} cannot be split over {ranks.world_size} "
-                         "processes with at least 2 rows each (InfoNCE needs a negative)")
+    batch_size = _global_batch_size(config, len(train_set), ranks)
+    history, best, start_epoch = _resume(work_dir, device, model, optimizer)
     steps_per_epoch = len(train_set) // batch_size  # drop_last: InfoNCE needs full batches
-    total_steps = steps_per_epoch * config.epochs
-
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"mrr_at_10": -math.inf, "epoch": -1, "state": None}
-    start_epoch, resumed_from = 0, 0
-    state = load_resume(work_dir, device)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, best = state["history"], state["best"]
-        start_epoch = resumed_from = int(state["epoch"]) + 1
-    net: torch.nn.Module = model
-    if ranks.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # Wrapped after resuming: DDP broadcasts rank 0's weights when it is built.
-        net = DistributedDataParallel(
-            model, device_ids=[ranks.local_rank] if device == "cuda" else None)
+    run = _Run(model, _data_parallel(model, device, ranks), optimizer, vectors, train_set,
+               config, device, ranks, articles, batch_size, steps_per_epoch)
 
     t0 = time.perf_counter()
     stopped_early = False
@@ -183,54 +176,12 @@ def train(
         if epoch - best["epoch"] > config.patience and best["epoch"] >= 0:
             stopped_early = True
             break
-        model.train()
-        train_loss, n_batches = 0.0, 0
-        epoch_start = last_report = time.perf_counter()
-        order = epoch_order(len(train_set), config.seed, epoch)
-        for step_in_epoch, (idx, context, target) in enumerate(
-                batches(vectors, train_set, batch_size, order, drop_last=True)):
-            step = epoch * steps_per_epoch + step_in_epoch
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, config) * group["lr_scale"]
-            local = idx[ranks.share(len(idx))]
-            context, target, rank_targets, weight = ranks.local_batch(context, target)
-            negatives = mask = None
-            if config.negatives == "payload" and config.loss != "reference":
-                # Seeded by (seed, epoch, step): every rank, and a resumed run, draws the same.
-                rng = np.random.default_rng([config.seed, epoch, step_in_epoch])
-                negatives, mask = payload_negatives(vectors, train_set, local,
-                                                    config.payload_negatives, rng)
-            if articles is not None:
-                rng = np.random.default_rng([config.seed, epoch, step_in_epoch, 1])
-                own, own_mask = article_negatives(vectors, train_set, idx, local,
-                                                  config.article_negatives, articles, rng)
-                negatives = own if negatives is None else torch.cat([negatives, own])
-                mask = own_mask if mask is None else torch.cat([mask, own_mask], dim=1)
-            context, target, rank_targets, negatives, mask = _to(
-                device, context, target, rank_targets, negatives, mask)
-            with autocast(device):
-                pred = net(context)
-            loss = compute_loss(pred, target, config, rank_targets, negatives, mask)
-            if weight != 1.0:  # this rank's share of the global mean (distributed.py)
-                loss = loss * weight
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            train_loss += loss.item()  # CPU-GPU sync point, once per step is fine at these sizes
-            n_batches += 1
-            now = time.perf_counter()
-            if (ranks.is_main and n_batches < steps_per_epoch
-                    and now - last_report >= progress_every_s):
-                last_report = now
-                progress(epoch, config.epochs, **in_epoch_figures(
-                    n_batches * batch_size, steps_per_epoch * batch_size, now - epoch_start))
-        train_loss = ranks.sum([train_loss], device)[0] / ranks.world_size
+        train_loss = _train_epoch(run, epoch, progress, progress_every_s)
         val = evaluate_val(model, vectors, val_set, config, device, ranks)
-        record = {"epoch": epoch, "train_loss": train_loss / max(n_batches, 1),
-                  "val_loss": val["loss"], "val_cos": val["cos"],
-                  "val_mrr_at_10": val["mrr_at_10"], "val_r_at_5": val["r_at_5"],
-                  "lr": lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, config)}
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
+                  "val_cos": val["cos"], "val_mrr_at_10": val["mrr_at_10"],
+                  "val_r_at_5": val["r_at_5"],
+                  "lr": lr_at((epoch + 1) * steps_per_epoch - 1, run.total_steps, config)}
         history.append(record)
         if val["mrr_at_10"] > best["mrr_at_10"]:
             best = {"mrr_at_10": val["mrr_at_10"], "epoch": epoch,
@@ -248,9 +199,133 @@ def train(
     model.cpu()
     use_scan_backend(model, model.config.scan_backend)  # back to the model's own (CPU-safe)
     return TrainResult(model=model, history=history, best_epoch=int(best["epoch"]),
-                       stopped_early=stopped_early, resumed_from_epoch=resumed_from,
+                       stopped_early=stopped_early, resumed_from_epoch=start_epoch,
                        device=device, seconds=time.perf_counter() - t0, batch_size=batch_size,
                        scan_backend=scan_backend, world_size=ranks.world_size)
+
+
+def _check_inputs(vectors: np.ndarray, train_set: SequenceSet, val_set: SequenceSet,
+                  config: TrainConfig, article_of_row: np.ndarray | None) -> ArticleRows | None:
+    """Refuse, before any work, sets that cannot train; return the payload's rows by article
+    when the recipe draws own-article negatives (None otherwise)."""
+    if len(train_set) < 2:
+        raise ValueError(f"{len(train_set)} training windows: need at least 2 (InfoNCE needs "
+                         "a negative); use a larger corpus")
+    if len(val_set) == 0:
+        raise ValueError("the val split has no windows; early stopping needs some")
+    if not config.article_negatives or config.loss == "reference":
+        return None
+    if article_of_row is None or len(article_of_row) != len(vectors):
+        raise ValueError(f"article_negatives={config.article_negatives} needs the payload's "
+                         f"article_index per row ({len(vectors)} rows)")
+    return ArticleRows.of(article_of_row)
+
+
+def _global_batch_size(config: TrainConfig, n_windows: int, ranks: Distributed) -> int:
+    """``config.batch_size``, or all ``n_windows`` when there are fewer."""
+    # A corpus smaller than one batch trains on one full-size batch; the effective size is
+    # recorded in the result (and the checkpoint) rather than failing a small run.
+    batch_size = min(config.batch_size, n_windows)
+    if batch_size < 2 * ranks.world_size:
+        raise ValueError(f"global batch {batch_size} cannot be split over {ranks.world_size} "
+                         "processes with at least 2 rows each (InfoNCE needs a negative)")
+    return batch_size
+
+
+def _resume(work_dir: Path | None, device: str, model: LVM, optimizer: torch.optim.Optimizer
+            ) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    """Load the last finished epoch's state from ``work_dir`` into ``model`` and ``optimizer``;
+    return (history, best, the epoch to start at), empty and 0 for a fresh run."""
+    state = load_resume(work_dir, device)
+    if state is None:
+        return [], {"mrr_at_10": -math.inf, "epoch": -1, "state": None}, 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["history"], state["best"], int(state["epoch"]) + 1
+
+
+def _data_parallel(model: LVM, device: str, ranks: Distributed) -> torch.nn.Module:
+    """The module the forward pass goes through: ``model`` itself, or with several ranks its
+    DistributedDataParallel wrapper, which averages the gradients over them."""
+    if ranks.world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Built after resuming: DDP broadcasts rank 0's weights when it is built.
+    return DistributedDataParallel(
+        model, device_ids=[ranks.local_rank] if device == "cuda" else None)
+
+
+def _train_epoch(run: _Run, epoch: int, progress: Progress, progress_every_s: float) -> float:
+    """One pass over the epoch's shuffle of the training windows in full global batches,
+    reporting progress within it; returns the mean train loss over the steps of all ranks."""
+    run.model.train()
+    train_loss, n_batches = 0.0, 0
+    epoch_start = last_report = time.perf_counter()
+    order = epoch_order(len(run.train_set), run.config.seed, epoch)
+    for step_in_epoch, (idx, context, target) in enumerate(
+            batches(run.vectors, run.train_set, run.batch_size, order, drop_last=True)):
+        train_loss += _train_step(run, epoch, step_in_epoch, idx, context, target)
+        n_batches += 1
+        now = time.perf_counter()
+        if (run.ranks.is_main and n_batches < run.steps_per_epoch
+                and now - last_report >= progress_every_s):
+            last_report = now
+            progress(epoch, run.config.epochs, **in_epoch_figures(
+                n_batches * run.batch_size, run.steps_per_epoch * run.batch_size,
+                now - epoch_start))
+    train_loss = run.ranks.sum([train_loss], run.device)[0] / run.ranks.world_size
+    return train_loss / max(n_batches, 1)
+
+
+def _train_step(run: _Run, epoch: int, step_in_epoch: int, idx: np.ndarray,
+                context: torch.Tensor, target: torch.Tensor) -> float:
+    """One optimizer step on a global batch: idx (B,) window indices, context (B, 5, D),
+    target (B, D). This rank trains on its share and returns its loss (weighted, see
+    :mod:`.distributed`); DDP averages the gradients so the step is the global batch's."""
+    config = run.config
+    step = epoch * run.steps_per_epoch + step_in_epoch
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(step, run.total_steps, config) * group["lr_scale"]
+    local = idx[run.ranks.share(len(idx))]
+    context, target, rank_targets, weight = run.ranks.local_batch(context, target)
+    negatives, mask = _step_negatives(run, epoch, step_in_epoch, idx, local)
+    context, target, rank_targets, negatives, mask = _to(
+        run.device, context, target, rank_targets, negatives, mask)
+    with autocast(run.device):
+        pred = run.net(context)
+    loss = compute_loss(pred, target, config, rank_targets, negatives, mask)
+    if weight != 1.0:  # this rank's share of the global mean (distributed.py)
+        loss = loss * weight
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    return loss.item()  # CPU-GPU sync point, once per step is fine at these sizes
+
+
+def _step_negatives(run: _Run, epoch: int, step_in_epoch: int, idx: np.ndarray,
+                    local: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The extra InfoNCE negatives of one step beyond the batch's targets: random payload rows,
+    then rows of each window's own article, as (S, D) and the (b, S) mask of those that are a
+    local query's own rows; (None, None) when the recipe asks for neither.
+
+    idx: (B,) the global batch's window indices; local: (b,) this rank's share of them.
+    """
+    config = run.config
+    negatives = mask = None
+    if config.negatives == "payload" and config.loss != "reference":
+        # Seeded by (seed, epoch, step): every rank, and a resumed run, draws the same.
+        rng = np.random.default_rng([config.seed, epoch, step_in_epoch])
+        negatives, mask = payload_negatives(run.vectors, run.train_set, local,
+                                            config.payload_negatives, rng)
+    if run.articles is not None:
+        rng = np.random.default_rng([config.seed, epoch, step_in_epoch, 1])
+        own, own_mask = article_negatives(run.vectors, run.train_set, idx, local,
+                                          config.article_negatives, run.articles, rng)
+        negatives = own if negatives is None else torch.cat([negatives, own])
+        mask = own_mask if mask is None else torch.cat([mask, own_mask], dim=1)
+    return negatives, mask
 
 
 def in_epoch_figures(done: int, total: int, seconds: float) -> dict[str, Any]:

@@ -13,7 +13,14 @@ import torch
 
 from lvm_pipeline.evaluation.bootstrap import VERDICTS
 from lvm_pipeline.evaluation.metrics import EvalConfig
-from lvm_pipeline.report.build import build_report, publish_report, query_ranks, rescore
+from lvm_pipeline.report.build import (
+    ReportInputs,
+    build_report,
+    fit_report_baselines,
+    publish_report,
+    query_ranks,
+    rescore,
+)
 from lvm_pipeline.report.diagnosis import diagnose
 from lvm_pipeline.report.promotion import Promotion, PromotionConfig, gate_report
 from lvm_pipeline.report.render import render_markdown
@@ -53,8 +60,9 @@ def inputs(tmp_path_factory):
 def _report(inputs, config=None):
     _, payload, index, ev, train, models = inputs
     eval_set = load_sets(ev)["eval"]
-    report, results = build_report(payload, index, load_index(index, payload), ev, eval_set,
-                                   train, load_sets(train), models, config)
+    report_inputs = ReportInputs(payload, index, load_index(index, payload), ev, eval_set, train,
+                                 load_sets(train), models)
+    report, results = build_report(report_inputs, fit_report_baselines(report_inputs), config)
     return report, results, eval_set
 
 

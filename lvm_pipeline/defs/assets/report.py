@@ -20,8 +20,10 @@ from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.payload import payload_of
 from lvm_pipeline.report import (
     HEADLINE_METRICS,
+    ReportInputs,
     build_report,
     embedded_images_markdown,
+    fit_report_baselines,
     markdown_table,
     publish_report,
 )
@@ -68,10 +70,10 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
     eval_config = EvalConfig(device=config.device, sample_queries=config.sample_queries,
                              sample_seed=config.sample_seed)
     with tracking.start_run(context, store.root, {"eval": asdict(eval_config)}) as tracked:
-        report, results = build_report(
-            payload, index_build, load_index(index_build, payload), eval_build, eval_set,
-            train_build, load_sets(train_build), models, eval_config,
-            progress.for_step(context, "evaluating"))
+        inputs = ReportInputs(payload, index_build, load_index(index_build, payload), eval_build,
+                              eval_set, train_build, load_sets(train_build), models)
+        report, results = build_report(inputs, fit_report_baselines(inputs), eval_config,
+                                       progress.for_step(context, "evaluating"))
         build = publish_report(store, report, results, eval_set)
         headline = {f"{name}/{metric}": float(figures[metric])
                     for group in ("models", "baselines")
