@@ -54,15 +54,21 @@ class CheckRow:
     check: str
     asset: str
     status: str  # pass / FAIL / ERROR
+    measure: str  # what the figure is (min_cosine_to_payload, broken_keys…)
     figure: float | None
     threshold: float | None
     blocking: bool
     description: str
 
 
-def _value(metadata: dict, key: str) -> float | None:
-    entry = metadata.get(key)
-    return None if entry is None else entry.value
+def _figures(metadata: dict) -> tuple[str, float | None, float | None]:
+    """(measure, value, threshold): a check's first number is its measure, named by its key,
+    then its threshold (defs/checks.py ``figures``)."""
+    numbers = [(k, v.value) for k, v in metadata.items()
+               if isinstance(v.value, int | float) and not isinstance(v.value, bool)]
+    measured = [(k, v) for k, v in numbers if k != "threshold"]
+    threshold = next((v for k, v in numbers if k == "threshold"), None)
+    return (*measured[0], threshold) if measured else ("", None, threshold)
 
 
 def check_rows(result: Any) -> list[CheckRow]:
@@ -72,12 +78,11 @@ def check_rows(result: Any) -> list[CheckRow]:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             ev = event.event_specific_data
             rows.append(CheckRow(ev.check_name, ev.asset_key.to_user_string(),
-                                 "pass" if ev.passed else "FAIL", _value(ev.metadata, "figure"),
-                                 _value(ev.metadata, "threshold"), ev.blocking,
-                                 ev.description or ""))
+                                 "pass" if ev.passed else "FAIL", *_figures(ev.metadata),
+                                 ev.blocking, ev.description or ""))
         elif _check_step_crashed(event):
             error = event.event_specific_data.error
-            rows.append(CheckRow(event.step_key, "", "ERROR", None, None, True,
+            rows.append(CheckRow(event.step_key, "", "ERROR", "", None, None, True,
                                  error.to_string() if error else "unknown error"))
     return sorted(rows, key=lambda r: (r.asset, r.check))
 
@@ -117,12 +122,13 @@ def print_check_table(result: Any, title: str) -> bool:
     blocks (a blocking check failed or errored, or a step failed)."""
     rows = check_rows(result)
     failures = step_failures(result)
-    widths = (max([len(r.check) for r in rows] + [5]), max([len(r.asset) for r in rows] + [5]))
+    widths = [max([len(getattr(r, f)) for r in rows] + [5]) for f in ("check", "asset", "measure")]
     print(f"{title}\n")
-    print(f"{'check':<{widths[0]}}  {'asset':<{widths[1]}}  status  {'figure':>10}  threshold")
+    print(f"{'check':<{widths[0]}}  {'asset':<{widths[1]}}  status  {'measure':<{widths[2]}}  "
+          f"{'value':>10}  threshold")
     for r in rows:
         print(f"{r.check:<{widths[0]}}  {r.asset:<{widths[1]}}  {r.status:<6}  "
-              f"{_fmt(r.figure):>10}  {_fmt(r.threshold)}")
+              f"{r.measure:<{widths[2]}}  {_fmt(r.figure):>10}  {_fmt(r.threshold)}")
     bad = [r for r in rows if r.status != "pass"]
     for r in bad:
         print(f"\n{r.check} on {r.asset or 'its asset'} {r.status}"

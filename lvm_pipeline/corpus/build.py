@@ -24,7 +24,7 @@ from lvm_pipeline.corpus.article import Article, CorpusError
 from lvm_pipeline.corpus.chunking import ChunkingConfig, chunk_text, normalise_text
 from lvm_pipeline.corpus.readers import read_text_dir, read_wikipedia
 from lvm_pipeline.runtime import Progress, silent
-from lvm_pipeline.store import ArtifactStore, Build
+from lvm_pipeline.store import ArtifactStore, Build, kinds
 
 SOURCES = ("sample", "wikipedia", "text_dir")
 CHUNK_COLUMNS = ["article_id", "title", "url", "chunk_index", "text"]
@@ -208,7 +208,6 @@ def cut_summary(info: dict) -> str:
     return line + (f"; dropped {', '.join(dropped)}" if dropped else "")
 
 
-KIND = "corpus"
 CHUNKS = "chunks.parquet"
 
 
@@ -218,6 +217,6 @@ def publish_corpus(store: ArtifactStore, config: CorpusConfig, progress: Progres
     build and this read's ``info``. Why both: identical chunks are one build, whose manifest
     keeps the first read's counts, while what this read cut depends on this config."""
     corpus = build_corpus(config, progress)
-    with store.stage(KIND) as staged:
+    with store.stage(kinds.CORPUS) as staged:
         corpus.chunks.to_parquet(staged / CHUNKS, index=False)
-        return store.publish(KIND, staged, corpus.info), corpus.info
+        return store.publish(kinds.CORPUS, staged, corpus.info), corpus.info

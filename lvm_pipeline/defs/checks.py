@@ -11,7 +11,6 @@ built over another payload) fails the check with the loader's message instead of
 it, so ``lvm check`` and the UI show why.
 """
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,9 +28,16 @@ from lvm_pipeline.defs.resources import (
     StorageResource,
 )
 from lvm_pipeline.payload import load_payload, payload_of
-from lvm_pipeline.report import ORACLE_MIN_R_AT_1, gate_report, promoted_after
+from lvm_pipeline.report import (
+    ORACLE_MIN_R_AT_1,
+    PromotionConfig,
+    gate_report,
+    promoted_after,
+    read_report,
+)
+from lvm_pipeline.runtime import Progress
 from lvm_pipeline.search import load_index
-from lvm_pipeline.store import ArtifactError, Build, kinds
+from lvm_pipeline.store import ArtifactError, ArtifactStore, Build, kinds
 
 # The artifact kind behind each checked asset (``lvm check`` runs the checks of those present).
 CHECKED_KINDS = {"payload": kinds.PAYLOAD, "aligned_training_sequences": kinds.TRAIN_SEQUENCES,
@@ -43,27 +49,48 @@ OTHER_SEQUENCES = {key: dg.AssetIn(key, input_manager_key=OPTIONAL_INPUT)
                    for key in ("aligned_eval", "aligned_training_sequences")}
 
 
+# Decimals of a check's figures in the UI: thresholds are given to 2-4 decimals, and
+# 0.9999999999999998 says nothing 1.0 does not.
+DECIMALS = 4
+
+
+def figures(measure: str, value: float | None, threshold: float | None) -> dict[str, float]:
+    """A check's measured value under its own name, then its threshold, rounded: the first two
+    numbers on the check's page (``lvm check`` reads them in that order)."""
+    out = {} if value is None else {measure: round(float(value), DECIMALS)}
+    if threshold is not None:
+        out["threshold"] = round(float(threshold), DECIMALS) or 0.0  # not -0.0
+    return out
+
+
 def to_check_result(result: rules.GuardResult, **key: dg.AssetKey | str) -> dg.AssetCheckResult:
     """Observed figure, expected threshold, the rule and the first offending rows."""
-    metadata = {"rule": result.rule, "details": dg.MetadataValue.json(result.details)}
-    if result.figure is not None:
-        metadata["figure"] = float(result.figure)
-    if result.threshold is not None:
-        metadata["threshold"] = float(result.threshold)
+    metadata: dict[str, Any] = {"rule": result.rule,
+                                **figures(result.measure, result.figure, result.threshold)}
     if result.examples:
         metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in result.examples))
+    metadata["details"] = dg.MetadataValue.json(result.details)
     return dg.AssetCheckResult(passed=result.passed, description=result.full_message(),
                                metadata=metadata, **key)
 
 
+def could_not_run(name: str, err: Exception, **key: dg.AssetKey | str) -> dg.AssetCheckResult:
+    """A failed check that says why it could not judge (an input refused, or any other error),
+    so the check's page shows the reason rather than "Execution failed"."""
+    if isinstance(err, ArtifactError):
+        message = f"INPUT REFUSED: {err}"
+    else:
+        message = f"CHECK COULD NOT RUN: {type(err).__name__}: {err}"
+    return to_check_result(rules.GuardResult(name, False, LOAD_RULE, None, None, message), **key)
+
+
 def _guarded(name: str, compute: Callable[[], rules.GuardResult],
              **key: dg.AssetKey | str) -> dg.AssetCheckResult:
-    """The guard's result, or a failed check carrying the loader's message."""
+    """The guard's result, or a failed check carrying the reason it could not run."""
     try:
         return to_check_result(compute(), **key)
-    except ArtifactError as err:
-        return to_check_result(rules.GuardResult(name, False, LOAD_RULE, None, None,
-                                                 f"INPUT REFUSED: {err}"), **key)
+    except Exception as err:  # any error becomes the check's stated reason (could_not_run)
+        return could_not_run(name, err, **key)
 
 
 # Each check's result is picked from its suite by the guard function itself (a suite raises,
@@ -209,14 +236,16 @@ def check_report_lineage(retrieval_report: Build, storage: StorageResource) -> d
 def check_report_oracle(retrieval_report: Build) -> dg.AssetCheckResult:
     """Searching with the truth vectors themselves finds them at rank 1 (else the index or the
     truth keys are broken and no number in the report can be trusted)."""
-    report = json.loads(retrieval_report.file("report.json").read_text())
-    oracle = report["baselines"]["oracle"]
-    return dg.AssetCheckResult(
-        passed=bool(report["oracle_ok"]),
-        description=report["warnings"][0] if report["warnings"] else
-        f"oracle R@1 {oracle['r_at_1']:.3f} >= {ORACLE_MIN_R_AT_1}",
-        metadata={"figure": oracle["r_at_1"], "threshold": ORACLE_MIN_R_AT_1,
-                  "rule": "the truth vector searched in the index comes back at rank 1"})
+    def compute() -> rules.GuardResult:
+        report = read_report(retrieval_report)
+        r_at_1 = report["baselines"]["oracle"]["r_at_1"]
+        message = (report["warnings"][0] if report["warnings"] else
+                   f"oracle R@1 {r_at_1:.3f} >= {ORACLE_MIN_R_AT_1}")
+        return rules.GuardResult(
+            "check_report_oracle", bool(report["oracle_ok"]),
+            "the truth vector searched in the index comes back at rank 1", r_at_1,
+            ORACLE_MIN_R_AT_1, message, measure="oracle_r_at_1")
+    return _guarded("check_report_oracle", compute)
 
 
 @dg.asset_check(asset="retrieval_report", blocking=True, automation_condition=CHECK_WITH_ITS_ASSET)
@@ -228,36 +257,40 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
     variant unless the paired bootstrap on the report's queries shows it worse (by more than
     the margin); fails, naming each variant held back, its difference and interval, when one
     is. The promotions it makes are recorded in the instance (defs/promoted_models.py)."""
-    config = promotion.config()
+    try:
+        return _gate(context, retrieval_report, storage.store(), promotion.config(),
+                     progress.for_step(context, "scoring promoted models"))
+    except Exception as err:  # the check's page says why it could not decide
+        return could_not_run("check_candidates_not_worse", err)
+
+
+def _gate(context: dg.AssetCheckExecutionContext, report: Build, store: ArtifactStore,
+          config: PromotionConfig, progress: Progress) -> dg.AssetCheckResult:
+    """The gate's decisions on ``report``, the promotions recorded, and the check's result."""
     # Read, score and write under one lock: a rollback or a manual promotion made meanwhile
     # waits, and is never overwritten by a state read before it.
     with promotion_lock(context.instance):
         promoted = read_promotions(context.instance, context.log.warning)
-        try:
-            decisions = gate_report(storage.store(), retrieval_report, promoted, config,
-                                    progress.for_step(context, "scoring promoted models"))
-        except ArtifactError as err:
-            return to_check_result(rules.GuardResult(
-                "check_candidates_not_worse", False, LOAD_RULE, None, None,
-                f"INPUT REFUSED: {err}"))
+        decisions = gate_report(store, report, promoted, config, progress)
         by = f"gate (run {context.run.run_id})"
         for decision in decisions:
             if decision.promote:
                 record_promotion(context.instance, promoted_after(
-                    decision, promoted.get(decision.variant), by, retrieval_report.build_id),
+                    decision, promoted.get(decision.variant), by, report.build_id),
                     decision.difference)
     held = [d for d in decisions if d.held]
     compared = [d.difference["high"] for d in decisions if d.difference is not None]
     metadata: dict[str, Any] = {
         "rule": "promoted unless the upper end of the 95 % paired interval of candidate − "
                 "promoted MRR@10 is below −margin",
-        "decisions": dg.MetadataValue.md("\n".join(f"- {d.line()}" for d in decisions)),
-        "threshold": -config.margin or 0.0}  # not -0.0 in tables
-    if compared:
-        metadata["figure"] = min(compared)  # the worst upper end: what the threshold is held to
+        # The worst upper end is what the threshold (−margin) is held to.
+        **figures("worst_upper_end_of_mrr_at_10_difference", min(compared, default=None),
+                  -config.margin),
+        "decisions": dg.MetadataValue.md("\n".join(f"- {d.line()}" for d in decisions))}
     for d in decisions:
         if d.difference is not None:
-            metadata[f"{d.variant}/mrr_at_10_difference"] = float(d.difference["value"])
+            metadata[f"{d.variant}/mrr_at_10_difference"] = round(float(d.difference["value"]),
+                                                                 DECIMALS)
     lines = [d.line() for d in held] + [d.line() for d in decisions if d.promote]
     return dg.AssetCheckResult(
         passed=not held, metadata=metadata,

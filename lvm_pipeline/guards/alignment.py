@@ -16,6 +16,11 @@ from lvm_pipeline.sequences import CONTEXT, SequenceSet
 Worst = tuple[float, str, int, str]
 
 
+# What the figure is: the lowest cosine of any target or context vector to the payload vector its
+# truth key names.
+MEASURE = "min_cosine_to_payload"
+
+
 def check_alignment(
     payload: Payload,
     sets: dict[str, SequenceSet],
@@ -50,7 +55,7 @@ def check_alignment(
                 f"{int(bad_rows.sum())} {split} windows point outside the payload's {n_rows} rows "
                 f"(payload {payload.build_id[:12]})",
                 [f"{split} window {i}: rows {seqs.context_rows[i].tolist()} → "
-                 f"{int(seqs.target_row[i])}" for i in first])
+                 f"{int(seqs.target_row[i])}" for i in first], measure=MEASURE)
         stats[split], split_missing, split_worst = _split_alignment(payload, split, seqs,
                                                                     threshold)
         missing.extend(split_missing[:N_EXAMPLES - len(missing)])
@@ -72,7 +77,7 @@ def check_alignment(
         message += (". Training on these windows would teach the model vectors that are not "
                     "the payload's; rebuild them from this payload or re-embed with its encoder")
     return GuardResult(name, passed, rule, overall_min, threshold, message, examples,
-                       {"splits": stats})
+                       {"splits": stats}, measure=MEASURE)
 
 
 def _split_alignment(payload: Payload, split: str, seqs: SequenceSet, threshold: float

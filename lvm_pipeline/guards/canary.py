@@ -12,6 +12,10 @@ from lvm_pipeline.guards.config import GuardConfig
 from lvm_pipeline.guards.result import N_EXAMPLES, GuardResult, verdict
 from lvm_pipeline.payload import Payload
 
+# What the figure is: the lowest cosine between a sampled text's stored vector and the one the
+# configured embedder makes of it now.
+MEASURE = "min_cosine_reembedded"
+
 
 class TextEncoder(Protocol):
     """What the canary needs of an embedder (:class:`lvm_pipeline.embedding.Embedder` fits)."""
@@ -57,7 +61,7 @@ def check_embedder_canary(payload: Payload, embedder: TextEncoder,
         return GuardResult(name, False, rule, 0.0, threshold,
                            f"ENCODER MISMATCH: the configured embedder makes {embedder.dim}-d "
                            f"vectors, the payload holds {payload.dim}-d ones ({who})", [],
-                           details)
+                           details, measure=MEASURE)
     rows = sample_rows(len(payload), config.canary_sample, config.seed)
     texts = payload.chunks["text"].iloc[rows].astype(str).tolist()
     fresh = np.asarray(embedder.encode(texts), dtype=np.float32)  # (S, D)
@@ -82,4 +86,4 @@ def check_embedder_canary(payload: Payload, embedder: TextEncoder,
         "the payload with it or configure the encoder the payload was built with")
     details.update(rows=rows.tolist(), cos_min=float(cos.min()), cos_mean=float(cos.mean()))
     return GuardResult(name, passed, rule, float(cos.min()), threshold, message, examples,
-                       details)
+                       details, measure=MEASURE)

@@ -35,4 +35,4 @@ def check_index(index: Any, payload: Payload, config: GuardConfig = GuardConfig(
         "the payload's: rebuild the index")
     return GuardResult(name, passed, "every sampled payload row retrieves itself (or an "
                        f"identical row) at rank 1: self-recall >= {threshold}", recall,
-                       threshold, message, examples)
+                       threshold, message, examples, measure="self_recall_at_1")

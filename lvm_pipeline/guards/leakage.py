@@ -68,4 +68,5 @@ def check_split_leakage(payload: Payload, sets: dict[str, SequenceSet],
         "on looks better than it is; split by article and drop the shared chunks")
     return GuardResult(name, passed, rule, float(total), 0.0, message, examples[:N_EXAMPLES + 1],
                        {"pairs": pairs, "splits": {s: len(sets[s]) for s in present},
-                        "near_duplicate_cosine": threshold})
+                        "near_duplicate_cosine": threshold},
+                       measure="shared_articles_texts_and_near_duplicates")

@@ -78,6 +78,7 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
     """
     n_rows = len(payload)
     k = learnability_k(n_rows, config)
+    measure = f"ridge_contain_at_{k}"  # the worse of val and held-out train
     chance = k / max(n_rows - CONTEXT, 1)
     need = config.min_learnability_ratio * chance
     rule = (f"a ridge predictor fit on train windows retrieves held-out train and val targets: "
@@ -85,7 +86,7 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
             f"{need:.4f} on both")
     refusal = _cannot_judge(len(train), len(val), n_rows, k, need, config)
     if refusal is not None:
-        return GuardResult(name, False, rule, 0.0, need, refusal)
+        return GuardResult(name, False, rule, 0.0, need, refusal, measure=measure)
     rng = np.random.default_rng(config.seed)
     fit = np.sort(rng.choice(len(train), min(len(train), config.learnability_max_windows),
                              replace=False))
@@ -123,7 +124,8 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
                         "heldout_train_contain": held_contain, "ratio": figure / chance,
                         "penalty": penalty, "penalty_scores_on_heldout": scores,
                         "copy_last_val_contain": copy_last, "fit_windows": len(fit),
-                        "heldout_windows": len(held), "val_queries": len(queries)})
+                        "heldout_windows": len(held), "val_queries": len(queries)},
+                       measure=measure)
 
 
 def _cannot_judge(n_train: int, n_val: int, n_rows: int, k: int, need: float,

@@ -41,7 +41,8 @@ def check_lineage(store: ArtifactStore, build: Build, name: str = "check_lineage
         f"STALE LINEAGE: {len(stale)} of its inputs changed since {build.kind} "
         f"{build.build_id[:12]} was built (threshold 0); rebuild it (`lvm run`)")
     return GuardResult(name, passed, "every input of the build is the current build of its kind",
-                       float(len(stale)), 0.0, message, stale, {"upstream": checked})
+                       float(len(stale)), 0.0, message, stale, {"upstream": checked},
+                       measure="stale_inputs")
 
 
 def check_report_lineage(store: ArtifactStore, report: Build,
@@ -75,4 +76,4 @@ def check_report_lineage(store: ArtifactStore, report: Build,
                f"{str(recorded[kinds.PAYLOAD])[:12]}'s and intact" if passed else
                f"LINEAGE BROKEN in report {report.build_id[:12]}: {'; '.join(problems)}")
     return GuardResult(name, passed, rule, float(len(problems)), 0.0, message, problems,
-                       {"lineage": recorded})
+                       {"lineage": recorded}, measure="inputs_out_of_lineage")

@@ -85,7 +85,8 @@ def check_payload_integrity(payload: Payload, expected_dim: int | None,
         "downstream may read it: rebuild the payload (`lvm run`) or fix its source")
     return GuardResult(name, passed, rule, float(bad), 0.0, message, examples,
                        {"counts": counts, "rows": n, "dim": payload.dim,
-                        "expected_dim": expected_dim, "max_norm_error": max_err})
+                        "expected_dim": expected_dim, "max_norm_error": max_err},
+                       measure="broken_rows")
 
 
 def _scan_vectors(vectors: np.ndarray, tol: float

@@ -20,7 +20,9 @@ class GuardError(RuntimeError):
 
 @dataclass(frozen=True)
 class GuardResult:
-    """Outcome of one guard: pass/fail, the measured figure against its threshold, evidence."""
+    """Outcome of one guard: pass/fail, the measured figure against its threshold, evidence.
+    ``measure`` names what ``figure`` is (``min_cosine_to_payload``, ``broken_keys``…), the
+    label a person reads beside the number."""
 
     name: str
     passed: bool
@@ -30,6 +32,7 @@ class GuardResult:
     message: str
     examples: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    measure: str = "figure"
 
     def raise_if_failed(self) -> None:
         if not self.passed:

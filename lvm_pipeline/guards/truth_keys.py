@@ -57,7 +57,7 @@ def check_truth_keys(payload: Payload, sets: dict[str, SequenceSet],
         "that names the wrong chunk makes the eval's truth wrong and the training target "
         "ambiguous; rebuild the windows from this payload or fix the keys at their source")
     return GuardResult(name, passed, rule, float(bad), 0.0, message, examples,
-                       {"counts": counts, "splits": split_stats})
+                       {"counts": counts, "splits": split_stats}, measure="broken_keys")
 
 
 def _payload_duplicates(payload: Payload, article: np.ndarray, chunk: np.ndarray) -> Finding:

@@ -38,9 +38,8 @@ import pandas as pd
 from lvm_pipeline.corpus import text_sha256
 from lvm_pipeline.embedding import BatchEncoder, CacheStats, EmbeddingCache
 from lvm_pipeline.runtime import Progress, silent
-from lvm_pipeline.store import MANIFEST, ArtifactError, ArtifactStore, Build, read_json
+from lvm_pipeline.store import MANIFEST, ArtifactError, ArtifactStore, Build, kinds, read_json
 
-KIND = "payload"
 VECTORS = "vectors.npy"
 CHUNKS = "chunks.parquet"
 PAYLOAD_DTYPES = ("float32", "float16")
@@ -152,7 +151,7 @@ def build_payload(
     cache = EmbeddingCache.of_store(store)
     vectors, stats = cache.embed(embedder, table["text"].tolist(), progress=progress)
     vectors = vectors.astype(dtype)
-    with store.stage(KIND) as staged:
+    with store.stage(kinds.PAYLOAD) as staged:
         np.save(staged / VECTORS, vectors)
         table.to_parquet(staged / CHUNKS, index=False)
         manifest = {
@@ -166,7 +165,7 @@ def build_payload(
             "adjacent_cosine_mean": adjacent_cosine(vectors, table["article_index"].to_numpy()),
             "corpus_build_id": corpus.build_id,
         }
-        build = store.publish(KIND, staged, manifest, upstream={"corpus": corpus.build_id})
+        build = store.publish(kinds.PAYLOAD, staged, manifest, upstream={"corpus": corpus.build_id})
     cache.record_build(build.build_id, stats)
     return build, stats
 
@@ -183,7 +182,7 @@ def load_payload(build: Build, verify: bool = True, in_memory: bool = False) -> 
     ``vectors`` is memory-mapped (the page cache shares it between processes) unless
     ``in_memory``.
     """
-    if build.manifest.get("kind") != KIND:
+    if build.manifest.get("kind") != kinds.PAYLOAD:
         raise ArtifactError(f"{build.path}: not a payload build (kind {build.manifest.get('kind')})")
     vectors = np.load(build.file(VECTORS, verify), mmap_mode=None if in_memory else "r",
                       allow_pickle=False)
@@ -215,14 +214,14 @@ def find_payload_build(path: str | os.PathLike[str]) -> Build:
     path = Path(path).expanduser().resolve()
     if (path / MANIFEST).is_file():
         manifest = read_json(path / MANIFEST)
-        if manifest.get("kind") != KIND:
+        if manifest.get("kind") != kinds.PAYLOAD:
             raise ArtifactError(f"{path / MANIFEST}: a {manifest.get('kind')!r} build, not a "
                                 "payload")
-        return Build(kind=KIND, path=path, manifest=manifest)
-    if (path / KIND).is_dir():
-        return ArtifactStore(path).current(KIND)
+        return Build(kind=kinds.PAYLOAD, path=path, manifest=manifest)
+    if (path / kinds.PAYLOAD).is_dir():
+        return ArtifactStore(path).current(kinds.PAYLOAD)
     raise ArtifactError(f"{path}: neither a payload build folder (with {MANIFEST}) nor a data dir "
-                        f"with a {KIND}/ folder (e.g. the OUT of `lvm synth-payload`)")
+                        f"with a {kinds.PAYLOAD}/ folder (e.g. the OUT of `lvm synth-payload`)")
 
 
 def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tuple[Build, str]:
@@ -237,8 +236,8 @@ def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tupl
     src.verify()
     # A build of this very store is republished unchanged (publish keeps the existing folder);
     # the links made on the way are dropped with the staging folder.
-    method = "already in the store" if src.path.parent == store.root / KIND else "hardlink"
-    with store.stage(KIND) as staged:
+    method = "already in the store" if src.path.parent == store.root / kinds.PAYLOAD else "hardlink"
+    with store.stage(kinds.PAYLOAD) as staged:
         for name in src.manifest["files"]:
             target = staged / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -250,13 +249,13 @@ def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tupl
         manifest = {k: v for k, v in src.manifest.items() if k not in STORE_KEYS}
         manifest["imported_from"] = {"path": str(src.path), "build_id": src.build_id,
                                      "files": method}
-        build = store.publish(KIND, staged, manifest, upstream=src.manifest.get("upstream"))
+        build = store.publish(kinds.PAYLOAD, staged, manifest, upstream=src.manifest.get("upstream"))
     return build, method
 
 
 def current_payload(store: ArtifactStore, verify: bool = True) -> Payload:
     """The payload ``CURRENT`` names: for readers outside a run (CLI, notebooks) only."""
-    return load_payload(store.current(KIND), verify=verify)
+    return load_payload(store.current(kinds.PAYLOAD), verify=verify)
 
 
 def payload_of(store: ArtifactStore, build: Build, verify: bool = True) -> Payload:
@@ -266,4 +265,4 @@ def payload_of(store: ArtifactStore, build: Build, verify: bool = True) -> Paylo
     if not payload_id:
         raise ArtifactError(f"{build.path / MANIFEST}: {build.kind} build {build.build_id[:12]} "
                             "names no payload_build_id")
-    return load_payload(store.get(KIND, payload_id), verify=verify)
+    return load_payload(store.get(kinds.PAYLOAD, payload_id), verify=verify)

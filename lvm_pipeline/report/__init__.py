@@ -15,6 +15,7 @@ from lvm_pipeline.report.build import (
     fit_report_baselines,
     model_predictor,
     publish_report,
+    read_report,
 )
 from lvm_pipeline.report.diagnosis import diagnose
 from lvm_pipeline.report.promotion import Promotion, PromotionConfig, gate_report, promoted_after
@@ -41,5 +42,6 @@ __all__ = [
     "model_predictor",
     "promoted_after",
     "publish_report",
+    "read_report",
     "render_markdown",
 ]

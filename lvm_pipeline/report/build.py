@@ -83,12 +83,12 @@ from lvm_pipeline.store import (
     ArtifactStore,
     Build,
     as_upstream,
+    kinds,
     recorded_inputs,
     report_lineage,
 )
 from lvm_pipeline.training import checkpoint_info, load_checkpoint
 
-KIND = "report"
 SCHEMA_VERSION = 1
 # R@1 of the oracle (the truth searched for itself) below this means the index or the keys
 # are broken; 0.99 leaves room only for exact duplicate vectors.
@@ -259,13 +259,13 @@ def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult],
 def publish_report(store: ArtifactStore, report: dict[str, Any],
                    results: dict[str, QuerySetResult], eval_set: SequenceSet) -> Build:
     upstream = as_upstream(report["lineage"])
-    with store.stage(KIND) as staged:
+    with store.stage(kinds.REPORT) as staged:
         plots = write_plots(report, results, staged / "plots")
         (staged / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         (staged / "report.md").write_text(render_markdown(report, plots))
         query_table(eval_set, results, report["query_sample"]["windows"]).to_parquet(
             staged / "queries.parquet", index=False)
-        return store.publish(KIND, staged, {"n_queries": report["n_queries"],
+        return store.publish(kinds.REPORT, staged, {"n_queries": report["n_queries"],
                                             "oracle_ok": report["oracle_ok"]}, upstream)
 
 
@@ -306,4 +306,4 @@ def rescore(store: ArtifactStore, report_build: Build, checkpoints: dict[str, Bu
 
 
 def current_report(store: ArtifactStore) -> dict[str, Any]:
-    return read_report(store.current(KIND))
+    return read_report(store.current(kinds.REPORT))

@@ -35,9 +35,8 @@ import numpy as np
 from lvm_pipeline.embedding import sample_rows
 from lvm_pipeline.payload import Payload, release_pages
 from lvm_pipeline.runtime import Progress, silent
-from lvm_pipeline.store import ArtifactError, ArtifactStore, Build
+from lvm_pipeline.store import ArtifactError, ArtifactStore, Build, kinds
 
-KIND = "index"
 INDEX_FILE = "index.faiss"
 INDEX_TYPES = ("flat", "ivf_flat", "sq8", "fp16")
 # Rows added per call: bounds the temporary float32 copy of a memory-mapped payload.
@@ -182,14 +181,14 @@ def publish_index(store: ArtifactStore, payload: Payload, config: IndexConfig,
     index = build_index(payload.vectors, config, progress)
     build_s = time.perf_counter() - t0
     recall = self_recall(index, payload.vectors, config.self_recall_sample, config.seed)
-    with store.stage(KIND) as staged:
+    with store.stage(kinds.INDEX) as staged:
         faiss.write_index(index, str(staged / INDEX_FILE))
         manifest = {"payload_build_id": payload.build_id, "index_type": type(index).__name__,
                     "type": config.type, "params": config.params(), "config": asdict(config),
                     "exact": config.type == "flat", "ntotal": int(index.ntotal),
                     "dim": payload.dim, "metric": "ip", "self_recall_at_1": recall,
                     "build_seconds": build_s, "faiss_version": faiss.__version__}
-        return store.publish(KIND, staged, manifest, upstream={"payload": payload.build_id})
+        return store.publish(kinds.INDEX, staged, manifest, upstream={"payload": payload.build_id})
 
 
 def load_index(build: Build, payload: Payload, verify: bool = True) -> faiss.Index:

@@ -33,12 +33,10 @@ import numpy as np
 
 from lvm_pipeline.payload import Payload
 from lvm_pipeline.sequences.near_duplicates import NEAR_DUPLICATE_COSINE, near_duplicates
-from lvm_pipeline.store import ArtifactError, ArtifactStore, Build
+from lvm_pipeline.store import ArtifactError, ArtifactStore, Build, kinds
 
 CONTEXT = 5
-TRAIN_KIND = "sequences/train"
-EVAL_KIND = "sequences/eval"
-SPLITS_OF_KIND = {TRAIN_KIND: ("train", "val"), EVAL_KIND: ("eval",)}
+SPLITS_OF_KIND = {kinds.TRAIN_SEQUENCES: ("train", "val"), kinds.EVAL_SEQUENCES: ("eval",)}
 ARRAYS = ("context_rows", "target_row", "truth_keys")
 OPTIONAL_ARRAYS = ("target_cos", "context_cos")
 SPLITS = ("train", "val", "eval")

@@ -142,7 +142,8 @@ def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, caps
 
     assert main(["check", "--data-dir", str(small_run_copy)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert out.splitlines()[2].split() == ["check", "asset", "status", "figure", "threshold"]
+    assert out.splitlines()[2].split() == ["check", "asset", "status", "measure", "value",
+                                           "threshold"]
     for name in CHECKS:
         check, asset = name.split("@")
         assert any(line.split()[:3] == [check, asset, "pass"] for line in out.splitlines()), name

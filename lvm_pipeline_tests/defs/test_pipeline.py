@@ -156,7 +156,7 @@ def test_misaligned_training_set_is_blocked_before_any_checkpoint(small_run_copy
         check = check_evaluations(result)["check_training_sequences_aligned"]
         assert not check.passed, how
         assert "MISALIGNED" in check.description and "threshold 0.99" in check.description
-        assert check.metadata["figure"].value < 0.99
+        assert check.metadata["min_cosine_to_payload"].value < 0.99
         assert not result.success
         assert materialized(result) == {"aligned_training_sequences"}, how
     # The checkpoints and report that were good before are untouched, and no new one appeared.

@@ -103,7 +103,7 @@ def test_graphql_run_shows_lineage_hashes_and_blocking_checks(ui_run):
     assert execution["runId"] == run_id and execution["status"] == "SUCCEEDED"
     assert execution["evaluation"]["success"] is True
     figures = {e["label"]: e.get("floatValue") for e in execution["evaluation"]["metadataEntries"]}
-    assert figures["figure"] >= figures["threshold"] == pytest.approx(0.99)
+    assert figures["min_cosine_to_payload"] >= figures["threshold"] == pytest.approx(0.99)
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
