@@ -32,7 +32,7 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
         store = open_cli_store(out)
         store.ensure_writable()
         progress = make_progress("generating", lambda line: print(line, file=sys.stderr),
-                                 bar=sys.stderr.isatty())
+                                 bar=sys.stderr.isatty(), unit="chunks")
         build = publish_synthetic_payload(store, config, progress)
         store.set_current(build)  # OUT is a data dir whose payload `lvm run --payload` takes
     except (ValueError, ArtifactError) as err:

@@ -193,8 +193,11 @@ def cut_summary(info: dict) -> str:
     config = info["config"]
     cuts = []
     if info["stopped_by"]:
-        cuts.append(f"reading stopped at {info['stopped_by']} {config[info['stopped_by']]:,} "
-                    "(the rest of the source was not read)")
+        # The limit is checked between articles: the article that reaches it is kept whole.
+        what = "chunks" if info["stopped_by"] == "max_chunks" else "articles"
+        cuts.append(f"reading stopped after the article that reached {info['stopped_by']} "
+                    f"{config[info['stopped_by']]:,} (kept {info['n_' + what]:,} {what}; the "
+                    "rest of the source was not read)")
     if info["articles_capped"]:
         cuts.append(f"{info['articles_capped']:,} articles capped at max_chunks_per_article "
                     f"{config['max_chunks_per_article']:,} "

@@ -27,6 +27,7 @@ from lvm_pipeline.defs.resources import (
     PromotionResource,
     StorageResource,
 )
+from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.payload import load_payload, payload_of
 from lvm_pipeline.report import (
     ORACLE_MIN_R_AT_1,
@@ -259,7 +260,7 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
     is. The promotions it makes are recorded in the instance (defs/promoted_models.py)."""
     try:
         return _gate(context, retrieval_report, storage.store(), promotion.config(),
-                     progress.for_step(context, "scoring promoted models"))
+                     progress.for_step(context, "scoring promoted models", "payload rows"))
     except Exception as err:  # the check's page says why it could not decide
         return could_not_run("check_candidates_not_worse", err)
 
@@ -295,3 +296,41 @@ def _gate(context: dg.AssetCheckExecutionContext, report: Build, store: Artifact
     return dg.AssetCheckResult(
         passed=not held, metadata=metadata,
         description="; ".join(lines) or "every candidate is the promoted build of its variant")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_checks(variant: str) -> list[dg.AssetChecksDefinition]:
+    """Each checkpoint's checks: finite weights and its lineage block the report (which also
+    refuses such a checkpoint on its own); not beating copy-last on val only warns."""
+    @dg.asset_check(asset=variant, name="check_weights_finite", blocking=True,
+                    automation_condition=CHECK_WITH_ITS_ASSET,
+                    description="Every weight of the checkpoint is a finite number.")
+    def _finite(checkpoint: Build) -> dg.AssetCheckResult:
+        return _guarded("check_weights_finite", lambda: rules.check_weights_finite(checkpoint))
+
+    @dg.asset_check(asset=variant, name="check_trained_on_its_sequences", blocking=True,
+                    automation_condition=CHECK_WITH_ITS_ASSET,
+                    description="The training set the checkpoint names is in the store, intact, "
+                                "over the payload it names.")
+    def _lineage(checkpoint: Build, storage: StorageResource) -> dg.AssetCheckResult:
+        return _guarded("check_trained_on_its_sequences",
+                        lambda: rules.check_trained_on_named_sequences(storage.store(),
+                                                                       checkpoint))
+
+    @dg.asset_check(asset=variant, name="check_beats_copy_last_on_val", blocking=False,
+                    automation_condition=CHECK_WITH_ITS_ASSET,
+                    description="A warning when the kept epoch's val MRR@10 is not above "
+                                "copy-last's on the same val windows.")
+    def _bar(checkpoint: Build) -> dg.AssetCheckResult:
+        result = _guarded("check_beats_copy_last_on_val",
+                          lambda: rules.check_beats_copy_last_on_val(checkpoint))
+        return dg.AssetCheckResult(passed=result.passed, metadata=result.metadata,
+                                   description=result.description,
+                                   severity=dg.AssetCheckSeverity.WARN)
+
+    return [_finite, _lineage, _bar]
+
+
+CHECKPOINT_CHECKS = [check for variant in VARIANTS for check in checkpoint_checks(variant)]

@@ -25,6 +25,7 @@ from lvm_pipeline.guards import GuardConfig
 from lvm_pipeline.report import PromotionConfig
 from lvm_pipeline.runtime import (
     DEFAULT_EXPERIMENT,
+    Describe,
     Progress,
     TrackedRun,
     TrackingConfig,
@@ -190,10 +191,12 @@ class ProgressResource(dg.ConfigurableResource):
     bars: bool = False
 
     def for_step(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
-                 task: str, every_s: float = 5.0) -> Progress:
+                 task: str, unit: str = "", every_s: float = 5.0,
+                 describe: Describe | None = None) -> Progress:
         """Progress of ``task`` in ``context``'s run log, at most every ``every_s`` seconds (and
-        at the end)."""
-        return make_progress(task, log=context.log.info, every_s=every_s, bar=self.bars)
+        at the end), counted in ``unit`` or worded by ``describe``."""
+        return make_progress(task, log=context.log.info, every_s=every_s, bar=self.bars,
+                             unit=unit, describe=describe)
 
 
 @dg.definitions

@@ -12,11 +12,17 @@ the table): alignment of targets and contexts (:mod:`.alignment`), truth keys
 (:mod:`.truth_keys`), leakage between splits (:mod:`.leakage`), payload integrity
 (:mod:`.payload_integrity`), the embedder canary (:mod:`.canary`), the learnability smoke test
 that catches misalignment of a kind nobody wrote a rule for (:mod:`.learnability`), the index
-(:mod:`.index`) and lineage (:mod:`.lineage`). Thresholds live in :mod:`.config`.
+(:mod:`.index`), lineage (:mod:`.lineage`) and the checkpoints the report scores
+(:mod:`.checkpoint`). Thresholds live in :mod:`.config`.
 """
 
 from lvm_pipeline.guards.alignment import check_alignment
 from lvm_pipeline.guards.canary import TextEncoder, check_embedder_canary
+from lvm_pipeline.guards.checkpoint import (
+    check_beats_copy_last_on_val,
+    check_trained_on_named_sequences,
+    check_weights_finite,
+)
 from lvm_pipeline.guards.config import GuardConfig
 from lvm_pipeline.guards.index import check_index
 from lvm_pipeline.guards.leakage import check_split_leakage
@@ -36,8 +42,9 @@ from lvm_pipeline.guards.truth_keys import check_truth_keys
 
 __all__ = [
     "GuardConfig", "GuardError", "GuardNotInSuite", "GuardResult", "SuiteResult", "TextEncoder",
-    "check_alignment", "check_embedder_canary", "check_index", "check_learnability",
-    "check_lineage", "check_payload_integrity", "check_report_lineage", "check_split_leakage",
-    "check_truth_keys", "evaluation_guards", "learnability_k", "payload_guards",
+    "check_alignment", "check_beats_copy_last_on_val", "check_embedder_canary", "check_index",
+    "check_learnability", "check_lineage", "check_payload_integrity", "check_report_lineage",
+    "check_split_leakage", "check_trained_on_named_sequences", "check_truth_keys",
+    "check_weights_finite", "evaluation_guards", "learnability_k", "payload_guards",
     "require_passed", "training_guards",
 ]

@@ -6,17 +6,12 @@ An asset, a notebook and a ``torchrun`` worker report progress through the same 
 """
 
 from lvm_pipeline.runtime.device import pick_device
-from lvm_pipeline.runtime.progress import (
-    Progress,
-    is_progress_line,
-    make_progress,
-    silent,
-    tee,
-)
+from lvm_pipeline.runtime.progress import Describe, Progress, is_progress_line, make_progress, silent, tee
 from lvm_pipeline.runtime.tracking import DEFAULT_EXPERIMENT, TrackedRun, TrackingConfig, start_run
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "Describe",
     "Progress",
     "TrackedRun",
     "TrackingConfig",

@@ -24,9 +24,11 @@ def silent(done: int, total: int, **metrics: Any) -> None:
     """A Progress that reports nothing (tests, library use)."""
 
 
-# The shape of the lines make_progress logs ("task: done/total (rate/s) metrics"): a console
-# that draws bars recognises them with this and leaves them to the bar.
-_PROGRESS_LINE = re.compile(r"^[^:\n]+: \d+/(\d+|\?) \([\d.]+/s\)")
+# The shape of the lines make_progress logs ("task: done/total unit · …", or a training's
+# "task: epoch e/E · …"): a console that draws bars recognises them and leaves them to the bar.
+_PROGRESS_LINE = re.compile(r"^[^:\n]+: (epoch \d+/\d+|[\d,]+/([\d,]+|\?))( |$)")
+# (done, total, seconds since the start, metrics) → the line after "task: ".
+Describe = Callable[[int, int, float, dict[str, Any]], str]
 
 
 def is_progress_line(message: str) -> bool:
@@ -34,9 +36,25 @@ def is_progress_line(message: str) -> bool:
     return bool(_PROGRESS_LINE.match(message))
 
 
-def _format(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in metrics.items())
+def _figure(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(
+        value, int) and not isinstance(value, bool) else str(value)
+
+
+def counted(unit: str) -> Describe:
+    """The body of a progress line of work counted in ``unit``: ``1,024/6,006 texts · 212
+    texts/s · 23 s left · name value``. The rate and time left show once a second has passed
+    (a rate over a millisecond says nothing)."""
+    def describe(done: int, total: int, elapsed: float, metrics: dict[str, Any]) -> str:
+        parts = [f"{done:,}/{total:,} {unit}" if total else f"{done:,}/? {unit}"]
+        if elapsed >= 1.0 and done:
+            rate = done / elapsed
+            parts.append(f"{rate:,.1f} {unit}/s" if rate < 10 else f"{rate:,.0f} {unit}/s")
+            if total and done < total:
+                parts.append(f"{(total - done) / rate:,.0f} s left")
+        parts += [f"{name} {_figure(value)}" for name, value in metrics.items()]
+        return " · ".join(parts).strip()
+    return describe
 
 
 def tee(*targets: Progress) -> Progress:
@@ -54,12 +72,15 @@ def make_progress(
     log: Callable[[str], None] | None = None,
     every_s: float = 5.0,
     bar: bool = False,
+    unit: str = "",
+    describe: Describe | None = None,
 ) -> Progress:
-    """A Progress that logs ``task: done/total`` at most every ``every_s`` seconds (and at the
-    end) through ``log``, and draws a tqdm bar on stderr when ``bar``: the caller knows whether
-    a person watches a terminal (``lvm run`` does; a step's own stderr is Dagster's capture
-    pipe, so it cannot tell)."""
+    """A Progress that logs ``task: <line>`` at most every ``every_s`` seconds (and at the end)
+    through ``log``, and draws a tqdm bar on stderr when ``bar``: the caller knows whether a
+    person watches a terminal (``lvm run`` does; a step's own stderr is Dagster's capture pipe,
+    so it cannot tell). ``describe`` words the line (default :func:`counted` in ``unit``)."""
     show_bar = bar
+    describe = describe or counted(unit)
     state: dict[str, Any] = {"last": 0.0, "bar": None, "start": time.perf_counter()}
 
     def report(done: int, total: int, **metrics: Any) -> None:
@@ -74,14 +95,12 @@ def make_progress(
             pbar.total = total or None
             pbar.update(done - pbar.n)
             if metrics:
-                pbar.set_postfix_str(_format(metrics))
+                pbar.set_postfix_str(" ".join(f"{k}={_figure(v)}" for k, v in metrics.items()))
             if finished:
                 pbar.close()
                 state["bar"] = None
         if log is not None and (finished or now - state["last"] >= every_s):
             state["last"] = now
-            rate = done / max(now - state["start"], 1e-9)
-            extra = f" {_format(metrics)}" if metrics else ""
-            log(f"{task}: {done}/{total or '?'} ({rate:.1f}/s){extra}")
+            log(f"{task}: " + describe(done, total, now - state["start"], metrics))
 
     return report

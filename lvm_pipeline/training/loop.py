@@ -49,7 +49,7 @@ from lvm_pipeline.training.distributed import SINGLE, Distributed
 from lvm_pipeline.training.losses import compute_loss
 from lvm_pipeline.training.lr_schedule import lr_at
 from lvm_pipeline.training.resume import RESUME_FILE, load_resume, save_resume
-from lvm_pipeline.training.validation import evaluate_val
+from lvm_pipeline.training.validation import copy_last_val, evaluate_val
 
 # RESUME_FILE, TrainConfig and evaluate_val live in their own modules; callers (the assets,
 # the benchmarks, the worker) import them from here, where a training run starts.
@@ -94,6 +94,8 @@ class TrainResult:
     seconds: float
     batch_size: int
     scan_backend: str
+    # Copy-last's val MRR@10 on the same val windows: the bar the best epoch must clear.
+    copy_last_val_mrr_at_10: float
     world_size: int = 1
 
     def summary(self) -> dict[str, Any]:
@@ -104,8 +106,25 @@ class TrainResult:
                 "global_batch_size": self.batch_size, "epochs_run": len(self.history),
                 "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
                 "best_val_mrr_at_10": best.get("val_mrr_at_10"),
+                "copy_last_val_mrr_at_10": self.copy_last_val_mrr_at_10,
                 "best_val_r_at_5": best.get("val_r_at_5"), "best_val_cos": best.get("val_cos"),
                 "train_seconds": self.seconds, "resumed_from_epoch": self.resumed_from_epoch}
+
+
+def stop_summary(history: list[dict[str, Any]], best_epoch: int, stopped_early: bool,
+                 config: TrainConfig, copy_last_val_mrr_at_10: float) -> str:
+    """When and why training stopped and which epoch was kept, in one line (epochs counted
+    from 1, as the progress lines count them)."""
+    ran = len(history)
+    if stopped_early:
+        why = (f"stopped early after epoch {ran}/{config.epochs}: val MRR@10 did not improve "
+               f"for {config.patience} epochs")
+    else:
+        why = f"ran all {config.epochs} epochs"
+    best = history[best_epoch]["val_mrr_at_10"]
+    verdict = "above" if best > copy_last_val_mrr_at_10 else "NOT above"
+    return (f"{why}; kept epoch {best_epoch + 1} (val MRR@10 {best:.4f}, {verdict} copy-last's "
+            f"{copy_last_val_mrr_at_10:.4f})")
 
 
 def _to(device: str, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
@@ -201,7 +220,9 @@ def train(
     return TrainResult(model=model, history=history, best_epoch=int(best["epoch"]),
                        stopped_early=stopped_early, resumed_from_epoch=start_epoch,
                        device=device, seconds=time.perf_counter() - t0, batch_size=batch_size,
-                       scan_backend=scan_backend, world_size=ranks.world_size)
+                       scan_backend=scan_backend, world_size=ranks.world_size,
+                       copy_last_val_mrr_at_10=copy_last_val(vectors, val_set,
+                                                             config)["mrr_at_10"])
 
 
 def _check_inputs(vectors: np.ndarray, train_set: SequenceSet, val_set: SequenceSet,
@@ -336,6 +357,25 @@ def in_epoch_figures(done: int, total: int, seconds: float) -> dict[str, Any]:
             "epoch_eta_s": round((total - done) / max(rate, 1e-9), 1)}
 
 
+# An epoch's figures as a person reads them on a progress line.
+_EPOCH_FIGURES = {"train_loss": "train loss", "val_loss": "val loss", "val_cos": "val cos",
+                  "val_mrr_at_10": "val MRR@10", "val_r_at_5": "val R@5"}
+
+
+def progress_line(done: int, total: int, elapsed: float, metrics: dict[str, Any]) -> str:
+    """The body of a training's progress line (:func:`lvm_pipeline.runtime.make_progress`):
+    ``epoch 3/20 · 7,168/19,712 windows · 193 windows/s · 65 s left`` within an epoch (``done``
+    epochs finished, so this is epoch ``done + 1``), ``epoch 3/20 done · train loss 2.31 · …``
+    after one."""
+    if "windows_done" in metrics:
+        return (f"epoch {done + 1}/{total} · {metrics['windows_done']:,}/"
+                f"{metrics['epoch_windows']:,} windows · {metrics['windows_per_s']:,.0f} "
+                f"windows/s · {metrics['epoch_eta_s']:,.0f} s left")
+    figures = [f"{label} {metrics[key]:.4f}" for key, label in _EPOCH_FIGURES.items()
+               if key in metrics]
+    return " · ".join([f"epoch {done}/{total} done", *figures, f"{elapsed:,.0f} s so far"])
+
+
 def train_variant(
     store: ArtifactStore,
     variant: str,
@@ -366,14 +406,16 @@ def train_variant(
                    work_dir, ranks, payload.chunks["article_index"].to_numpy())
     if not ranks.is_main:
         return None, result
+    # What the checkpoint holds is what the training computed; how long it took and whether it
+    # resumed are facts of the run (its metadata), so the same training is the same build.
     build = publish_checkpoint(store, result.model, {
         "variant": variant, "size": size, "train_config": asdict(config),
         "payload_build_id": payload.build_id, "sequences_build_id": sequences.build_id,
         "history": result.history, "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
-        "device": result.device, "train_seconds": result.seconds,
-        "effective_batch_size": result.batch_size, "scan_backend": result.scan_backend,
-        "world_size": result.world_size,
+        "stopped_early": result.stopped_early,
+        "copy_last_val_mrr_at_10": result.copy_last_val_mrr_at_10,
+        "device": result.device, "effective_batch_size": result.batch_size,
+        "scan_backend": result.scan_backend, "world_size": result.world_size,
         "n_params": result.model.num_params(), "n_train_windows": len(sets["train"]),
         "n_val_windows": len(sets["val"]),
     }, upstream={"payload": payload.build_id, kinds.TRAIN_SEQUENCES: sequences.build_id})

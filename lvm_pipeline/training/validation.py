@@ -17,12 +17,31 @@ import torch.nn.functional as F
 
 from lvm_pipeline.evaluation import mrr_at_k
 from lvm_pipeline.models import LVM
+from lvm_pipeline.payload import gather
 from lvm_pipeline.search import truth_ranks
 from lvm_pipeline.sequences import SequenceSet
 from lvm_pipeline.training.batching import autocast, batches
 from lvm_pipeline.training.config import TrainConfig
 from lvm_pipeline.training.distributed import SINGLE, Distributed
 from lvm_pipeline.training.losses import compute_loss
+
+
+def picked_windows(n_windows: int, config: TrainConfig) -> np.ndarray:
+    """(Q,) int64: the ``config.val_queries`` evenly spaced val windows retrieval is scored on."""
+    return np.unique(np.linspace(0, n_windows - 1, num=min(config.val_queries, n_windows),
+                                 dtype=np.int64))
+
+
+def copy_last_val(vectors: np.ndarray, seqs: SequenceSet, config: TrainConfig
+                  ) -> dict[str, float]:
+    """Copy-last's val MRR@10 and R@5 on the windows :func:`evaluate_val` scores: the bar a
+    model must clear, since a model that retrieves no better than copying its last input has
+    learned nothing about what comes next. vectors: (R, D) float32 payload."""
+    picked = picked_windows(len(seqs), config)
+    ranks = truth_ranks(gather(vectors, seqs.context_rows[picked, -1]), vectors,
+                        seqs.target_row[picked].astype(np.int64),
+                        seqs.context_rows[picked].astype(np.int64))
+    return {"mrr_at_10": mrr_at_k(ranks, 10), "r_at_5": float(np.mean(ranks <= 5))}
 
 
 @torch.no_grad()
@@ -38,8 +57,7 @@ def evaluate_val(model: LVM, vectors: np.ndarray, seqs: SequenceSet, config: Tra
     ``ranks``: every rank gets the one-process figures (up to float summation order) and so
     takes the same early-stopping decision.
     """
-    picked = np.unique(np.linspace(0, len(seqs) - 1, num=min(config.val_queries, len(seqs)),
-                                   dtype=np.int64))  # (Q,) window indices
+    picked = picked_windows(len(seqs), config)
     loss_sum, n_scored, cos_sum, n = 0.0, 0, 0.0, 0
     positions, queries = [], []  # this rank's picked windows: index into picked, prediction
     model.eval()

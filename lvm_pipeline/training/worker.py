@@ -30,7 +30,7 @@ from lvm_pipeline.runtime import make_progress, pick_device, silent
 from lvm_pipeline.store import kinds, open_store
 from lvm_pipeline.training.config import TrainConfig
 from lvm_pipeline.training.distributed import init_from_env, shutdown
-from lvm_pipeline.training.loop import train_variant
+from lvm_pipeline.training.loop import progress_line, train_variant
 
 EXTRAS = ("data_dir", "mirror_url", "sequences_build_id", "variant", "size", "train_config",
           "min_alignment_cosine")
@@ -79,6 +79,7 @@ def run(extras: dict[str, Any], pipes: PipesContext | None) -> None:
             pipes.log.info(f"torchrun: {ranks.world_size} processes, device {device}, "
                            f"global batch {config.batch_size}")
             progress = make_progress(f"training {extras['variant']}", log=pipes.log.info,
+                                     describe=progress_line,
                                      every_s=0.0, bar=False)
         build, result = train_variant(
             store, extras["variant"], extras["size"], payload, sequences, config,

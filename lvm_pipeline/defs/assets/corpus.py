@@ -36,7 +36,7 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusParams,
     """Articles from the configured source (default: the offline documentation sample),
     chunked deterministically and de-duplicated; says what the limits cut."""
     build, info = publish_corpus(storage.store(), config.to_domain(),
-                                 progress.for_step(context, "chunking"))
+                                 progress.for_step(context, "chunking", "chunks"))
     chunks = pd.read_parquet(build.file("chunks.parquet"))
     context.log.info(cut_summary(info))
     return build_output(

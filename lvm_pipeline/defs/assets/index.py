@@ -40,7 +40,7 @@ def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, payload:
     vectors = load_payload(payload)
     require_passed(payload_guards(vectors, embedder.load(), guards.config()))
     build = publish_index(storage.store(), vectors, config.to_domain(),
-                          progress.for_step(context, "indexing"))
+                          progress.for_step(context, "indexing", "rows"))
     m = build.manifest
     return build_output(
         build, payload_build_id=payload.build_id, index_type=m["index_type"],

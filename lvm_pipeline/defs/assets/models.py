@@ -28,7 +28,13 @@ from lvm_pipeline.models.scan import BACKENDS
 from lvm_pipeline.payload import payload_of
 from lvm_pipeline.runtime import TrackedRun, tee
 from lvm_pipeline.store import Build, kinds
-from lvm_pipeline.training import TrainConfig, extras_for, train_variant
+from lvm_pipeline.training import (
+    TrainConfig,
+    extras_for,
+    progress_line,
+    stop_summary,
+    train_variant,
+)
 
 _DEFAULT = TrainConfig()
 
@@ -84,9 +90,9 @@ def tracked_params(variant: str, config: TrainParams, d_in: int) -> dict[str, An
 def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient,
                         variant: str, config: TrainParams, storage: StorageResource,
                         sequences: Build, min_alignment_cosine: float,
-                        tracked: TrackedRun) -> dg.Output:
-    """Run the worker on ``world_size`` processes; its report plus the build's hashes (and,
-    from the checkpoint's history, the epochs' figures in the tracked run)."""
+                        tracked: TrackedRun) -> tuple[Build, dict[str, Any], list[dict]]:
+    """Run the worker on ``world_size`` processes; (its build, its summary, the history), the
+    epochs' figures logged in the tracked run from the checkpoint's history."""
     command = torchrun_command(config.world_size)
     context.log.info(f"launching {' '.join(command)}")
     store = storage.store()
@@ -95,12 +101,25 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
     reported = client.run(context=context, command=command, extras=extras
                           ).get_materialize_result()
     build = store.get(kinds.checkpoint(variant), reported.metadata["build_id"].value)
-    figures = {k: v for k, v in reported.metadata.items() if k != "build_id"}
-    tracked.log_history(figures["history"].value)
-    tracked.record_build(build, {k: v.value for k, v in figures.items()})
-    return build_output(build, figures, payload_build_id=build.manifest["payload_build_id"],
-                        sequences_build_id=sequences.build_id, launcher="torchrun",
-                        **tracked_metadata(tracked))
+    summary = {k: v.value for k, v in reported.metadata.items() if k not in ("build_id",
+                                                                               "history")}
+    history = reported.metadata["history"].value
+    tracked.log_history(history)
+    tracked.record_build(build, summary)
+    return build, summary, history
+
+
+HISTORY_COLUMNS = ("train_loss", "val_loss", "val_cos", "val_mrr_at_10", "val_r_at_5", "lr")
+
+
+def history_table(history: list[dict[str, Any]], best_epoch: int) -> dg.TableMetadataValue:
+    """One row per epoch (counted from 1, as the run's log counts them), the kept one marked."""
+    columns = [dg.TableColumn("epoch", "int"), dg.TableColumn("kept", "bool"),
+               *(dg.TableColumn(c, "float") for c in HISTORY_COLUMNS)]
+    rows = [dg.TableRecord({"epoch": r["epoch"] + 1, "kept": r["epoch"] == best_epoch,
+                            **{c: round(float(r[c]), 4) for c in HISTORY_COLUMNS}})
+            for r in history]
+    return dg.MetadataValue.table(rows, dg.TableSchema(columns))
 
 
 def _description(variant: str) -> str:
@@ -134,23 +153,31 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
                                 {f"lvm.upstream.{kinds.PAYLOAD}": payload.build_id,
                                  f"lvm.upstream.{kinds.TRAIN_SEQUENCES}": sequences.build_id}) as tracked:
             if config.world_size > 1:
-                return train_with_torchrun(context, pipes_subprocess_client, variant, config,
-                                           storage, sequences,
-                                           guards.config().min_alignment_cosine, tracked)
-            build, result = train_variant(
-                store, variant, config.size, payload, sequences, config.to_domain(),
-                guards.config().min_alignment_cosine,
-                # Every call logged: the loop spaces its in-epoch reports itself
-                # (IN_EPOCH_PROGRESS_S), and an epoch's figures must never be thinned out.
-                tee(progress.for_step(context, f"training {variant}", every_s=0.0),
-                    tracked.progress))
-            tracked.log_history(result.history[:result.resumed_from_epoch])  # before the resume
-            tracked.record_build(build, result.summary())
-        context.log.info(f"{variant}: trained with scan backend {result.scan_backend} on "
-                         f"{result.device}")
-        return build_output(build, result.summary(), payload_build_id=payload.build_id,
-                            sequences_build_id=sequences.build_id, launcher="in_process",
-                            history=dg.MetadataValue.json(result.history),
+                build, summary, history = train_with_torchrun(
+                    context, pipes_subprocess_client, variant, config, storage, sequences,
+                    guards.config().min_alignment_cosine, tracked)
+                launcher = "torchrun"
+            else:
+                build, result = train_variant(
+                    store, variant, config.size, payload, sequences, config.to_domain(),
+                    guards.config().min_alignment_cosine,
+                    # Every call logged: the loop spaces its in-epoch reports itself
+                    # (IN_EPOCH_PROGRESS_S), and an epoch's figures must never be thinned out.
+                    tee(progress.for_step(context, f"training {variant}", every_s=0.0,
+                                          describe=progress_line), tracked.progress))
+                tracked.log_history(result.history[:result.resumed_from_epoch])  # resumed
+                summary, history, launcher = result.summary(), result.history, "in_process"
+                tracked.record_build(build, summary)
+        stopped = stop_summary(history, summary["best_epoch"], summary["stopped_early"],
+                               config.to_domain(), summary["copy_last_val_mrr_at_10"])
+        context.log.info(f"{variant}: {stopped}; scan backend {summary['scan_backend']} on "
+                         f"{summary['device']}")
+        return build_output(build, {"training": stopped,
+                                    "history": history_table(history, summary["best_epoch"])},
+                            **{k: round(v, 4) if isinstance(v, float) else v
+                               for k, v in summary.items()},
+                            payload_build_id=payload.build_id,
+                            sequences_build_id=sequences.build_id, launcher=launcher,
                             **tracked_metadata(tracked))
 
     return _checkpoint

@@ -53,7 +53,7 @@ def payload(context: dg.AssetExecutionContext, config: PayloadParams, corpus: Bu
                              "`path`, `lvm run --payload OUT`)")
         context.log.info(f"embedding with {model.config.model} on {model.device} "
                          f"(weights sha256 {model.fingerprint['weights_sha256'][:12]})")
-        build, stats = build_payload(store, corpus, model, progress.for_step(context, "embedding"),
+        build, stats = build_payload(store, corpus, model, progress.for_step(context, "embedding", "texts"),
                                      config.dtype)
         context.log.info(stats.line())
         cache = stats.metadata()

@@ -73,7 +73,7 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
         inputs = ReportInputs(payload, index_build, load_index(index_build, payload), eval_build,
                               eval_set, train_build, load_sets(train_build), models)
         report, results = build_report(inputs, fit_report_baselines(inputs), eval_config,
-                                       progress.for_step(context, "evaluating"))
+                                       progress.for_step(context, "evaluating", "payload rows"))
         build = publish_report(store, report, results, eval_set)
         headline = {f"{name}/{metric}": float(figures[metric])
                     for group in ("models", "baselines")
