@@ -106,6 +106,30 @@ def test_graphql_run_shows_lineage_hashes_and_blocking_checks(ui_run):
     assert figures["min_cosine_to_payload"] >= figures["threshold"] == pytest.approx(0.99)
 
 
+def _job_runs(server: Webserver, location: str, job: str) -> list[str]:
+    """The run ids the UI lists on ``job``'s page (it filters by the code location's label)."""
+    query = """
+    query Runs($selector: PipelineSelector!) { pipelineOrError(params: $selector) {
+      ... on Pipeline { runs(limit: 20) { runId } } } }"""
+    found = server.graphql(query, selector={"pipelineName": job, "repositoryName": "__repository__",
+                                            "repositoryLocationName": location})
+    return [r["runId"] for r in found["pipelineOrError"]["runs"]]
+
+
+def test_lvm_runs_show_on_their_jobs_page_like_the_uis_own(ui_run, webserver, capsys,
+                                                           monkeypatch):
+    """`lvm materialize` runs in its own process, not through the webserver; its run carries the
+    code location's label, so the job's page (and the Overview timeline) list it."""
+    from lvm_pipeline.cli import EXIT_OK, main
+
+    server, location, data_dir = webserver
+    monkeypatch.setenv("DAGSTER_HOME", str(data_dir.parent / "dagster_home"))  # the UI's
+    assert main(["materialize", "corpus", "--max-chunks", "20",
+                 "--data-dir", str(data_dir)]) == EXIT_OK
+    run_id = capsys.readouterr().err.split("(run ")[-1].split(")")[0]
+    assert run_id in _job_runs(server, location, "__ASSET_JOB")
+
+
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="Chromium not installed (apt-get install chromium chromium-driver; "
                            ".ci/run does this)")
