@@ -139,6 +139,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                           help="device of the five trainings and of the embedder; auto: CUDA "
                                "when torch sees a GPU, else the CPU (default auto; the device "
                                "used is logged and recorded)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="compute every selected step even when a build of the same code, "
+                             "config and inputs exists (default: reuse it; the corpus always "
+                             "reads its source)")
     parser.add_argument("--no-tracking", action="store_true",
                         help="record no MLflow runs of the trainings and the report (env "
                              "LVM_TRACKING=off; default: <data dir>/mlflow/mlflow.db, or "
@@ -156,8 +160,11 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
     silently ignoring ``--epochs`` on a selection without models would surprise."""
     from lvm_pipeline.cli.run_config import (
         CorpusParams,
+        EvalSequencesParams,
         IndexParams,
         PayloadParams,
+        ReportParams,
+        TrainingSequencesParams,
         TrainParams,
         run_config,
     )
@@ -188,6 +195,7 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
                                 corpus=corpus, payload=payload, index=index, training=training)
     if args.device and set(VARIANTS) & selected:
         training["device"] = args.device
+    rebuild = {"rebuild": True} if args.rebuild else {}
     embedder = embedder_for_payload(args.payload) if args.payload else {}
     if args.device:
         embedder["device"] = args.device
@@ -197,9 +205,12 @@ def run_config_from_args(args: argparse.Namespace, ops: Collection[str] | None =
     if args.no_tracking:
         resources["tracking"] = TrackingResource(enabled=False)
     return run_config(corpus=CorpusParams(**corpus) if corpus else None,
-                      payload=PayloadParams(**payload) if payload else None,
-                      index=IndexParams(**index) if index else None,
-                      training=TrainParams(**training) if training else None,
+                      payload=PayloadParams(**payload, **rebuild) if payload or rebuild else None,
+                      index=IndexParams(**index, **rebuild) if index or rebuild else None,
+                      training=TrainParams(**training, **rebuild) if training or rebuild else None,
+                      sequences=TrainingSequencesParams(**rebuild) if rebuild else None,
+                      eval_sequences=EvalSequencesParams(**rebuild) if rebuild else None,
+                      report=ReportParams(**rebuild) if rebuild else None,
                       resources=resources, only=ops)
 
 
@@ -272,7 +283,8 @@ def run_with_console(command: str, data_dir: Path, run_config: Any, log_level: s
     return EXIT_OK, result
 
 
-def run_quietly(data_dir: Path, selection: Any, run_config: Any = None) -> Any:
+def run_quietly(data_dir: Path, selection: Any, run_config: Any = None,
+                resources: dict[str, Any] | None = None) -> Any:
     """Run the assets and checks of ``selection`` against ``data_dir``, recorded in its
     instance, without a console: the caller prints a table of what was checked (Dagster's own
     console lines, stack traces of the blocked steps included, would bury it; the full log stays
@@ -285,7 +297,8 @@ def run_quietly(data_dir: Path, selection: Any, run_config: Any = None) -> Any:
     quiet = dg.RunConfig(ops=config.ops, resources=config.resources,
                          loggers={"console": {"config": {"log_level": "CRITICAL"}}})
     with open_instance(prepare(data_dir)) as instance:
-        return execute(data_dir, instance, selection=selection, run_config=quiet)
+        return execute(data_dir, instance, selection=selection, run_config=quiet,
+                       resources=resources)
 
 
 def exit_code(blocked: bool) -> int:

@@ -20,6 +20,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from lvm_pipeline.cli.events import step_failure_reason
+from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID, BUILT, REUSE
 from lvm_pipeline.runtime import is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
@@ -42,11 +43,26 @@ def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
         return f"✗ {step} failed: {step_failure_reason(event)}"
     if kind == "STEP_SKIPPED":
         return f"- {step} skipped (an upstream step or blocking check did not pass)"
+    if kind == "ASSET_MATERIALIZATION":
+        return _materialization_line(data.materialization, step)
     if kind == "ASSET_CHECK_EVALUATION":
         verdict = "✓ check" if data.passed else "✗ check"
         outcome = "passed" if data.passed else f"FAILED: {data.description}"
         return f"{verdict} {data.check_name} on {data.asset_key.to_user_string()} {outcome}"
     return None
+
+
+def _materialization_line(materialization: dg.AssetMaterialization, step: str | None) -> str:
+    """``  mamba_s: built models/mamba_s 1a2b…`` or ``… reused … (same code, config and inputs)
+    from run …``: whether the step computed its build (lvm_pipeline/defs/reuse.py)."""
+    meta = materialization.metadata
+    if BUILD_ID not in meta or REUSE not in meta:
+        return ""
+    how = meta[REUSE].value
+    build = f"{meta[ARTIFACT_KIND].value} {str(meta[BUILD_ID].value)[:12]}"
+    if how == BUILT:
+        return f"  {step}: built {build}"
+    return f"  {step}: {how.replace('the build', build, 1)}"
 
 
 class ConsoleHandler(logging.Handler):

@@ -94,9 +94,13 @@ def cmd_import_payload(args: argparse.Namespace) -> int:
     selection = dg.AssetSelection.assets("payload")
     if args.downstream:
         selection = selection.downstream()
+    from lvm_pipeline.defs.resources import PickleImportsResource
+
     config = run_config(payload=PayloadParams(import_npy=str(npy), allow_pickle=True,
                                               normalise=args.normalise))
-    result = run_quietly(data_dir, selection, config)
+    # This command's explicit flag is what allows the unpickling, for this run alone.
+    result = run_quietly(data_dir, selection, config,
+                         {"pickle_imports": PickleImportsResource(allowed=True)})
     return exit_code(print_check_table(
         result, f"lvm import-payload: {npy} → {data_dir} (run {result.run_id})"))
 

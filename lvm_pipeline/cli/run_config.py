@@ -9,21 +9,25 @@ from lvm_pipeline.defs.assets.corpus import CorpusParams
 from lvm_pipeline.defs.assets.index import IndexParams
 from lvm_pipeline.defs.assets.models import TrainParams
 from lvm_pipeline.defs.assets.payload import PayloadParams
-from lvm_pipeline.defs.assets.sequences import TrainingSequencesParams
+from lvm_pipeline.defs.assets.report import ReportParams
+from lvm_pipeline.defs.assets.sequences import EvalSequencesParams, TrainingSequencesParams
 from lvm_pipeline.models import VARIANTS
 
-__all__ = ["CorpusParams", "IndexParams", "PayloadParams", "TrainParams",
-           "TrainingSequencesParams", "run_config"]
+__all__ = ["CorpusParams", "EvalSequencesParams", "IndexParams", "PayloadParams", "ReportParams",
+           "TrainParams", "TrainingSequencesParams", "run_config"]
 
 
 def run_config(corpus: CorpusParams | None = None, payload: PayloadParams | None = None,
                index: IndexParams | None = None, training: TrainParams | None = None,
                sequences: TrainingSequencesParams | None = None,
+               eval_sequences: EvalSequencesParams | None = None,
+               report: ReportParams | None = None,
                resources: Mapping[str, dg.ConfigurableResource] | None = None,
                only: Collection[str] | None = None) -> dg.RunConfig:
-    """``corpus``, ``payload``, ``index`` and ``sequences`` configure those assets, ``training``
-    every one of the five checkpoints; ``resources`` override the definitions' for this run
-    (recorded in the run's config, as a launch from the UI records them).
+    """``corpus``, ``payload``, ``index``, ``sequences`` (the training set), ``eval_sequences``
+    and ``report`` configure those assets, ``training`` every one of the five checkpoints;
+    ``resources`` override the definitions' for this run (recorded in the run's config, as a
+    launch from the UI records them).
 
     ``only``: keep the config of these assets alone (Dagster rejects config for ops outside a
     run's selection).
@@ -37,6 +41,10 @@ def run_config(corpus: CorpusParams | None = None, payload: PayloadParams | None
         ops["faiss_index"] = index
     if sequences is not None:
         ops["aligned_training_sequences"] = sequences
+    if eval_sequences is not None:
+        ops["aligned_eval"] = eval_sequences
+    if report is not None:
+        ops["retrieval_report"] = report
     if training is not None:
         ops.update({variant: training for variant in VARIANTS})
     if only is not None:

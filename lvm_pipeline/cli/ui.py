@@ -14,6 +14,9 @@ from pathlib import Path
 
 from lvm_pipeline.cli.common import CliError, add_command, prepare, resolve_data_dir
 
+# What the definitions read to allow pickled imports (lvm_pipeline/defs/resources.py).
+PICKLE_IMPORTS_ENV = "LVM_PICKLE_IMPORTS"
+
 EPILOG = """\
 It runs `dg dev -w workspace.yaml` in the data dir's Dagster instance folder, with
 DAGSTER_HOME and LVM_DATA_DIR set for the processes it starts, so it shows the runs of
@@ -61,6 +64,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = dagster_dev_command(args.host, args.port)
     print(f"lvm ui: http://{args.host}:{args.port}/asset-groups  (data dir {data_dir}, "
           f"Dagster instance {home}); Ctrl-C stops it", flush=True)
+    if args.allow_pickle_imports:
+        print("lvm ui: WARNING: --allow-pickle-imports: a run launched here may unpickle a "
+              "reference payload, which executes code from that file as this user",
+              file=sys.stderr)
     if not _is_loopback(args.host):
         print(f"lvm ui: WARNING: listening on {args.host}, beyond this machine; the Dagster UI "
               "has no authentication: anyone who reaches the port can launch runs and read the "
@@ -76,8 +83,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.chdir(home)
     # exec: the webserver gets this process's pid and signals, so Ctrl-C or a SIGTERM to the
     # process group stops all of it (webserver, daemon, code server) and nothing is orphaned.
-    os.execve(command[0], command, {**os.environ, "DAGSTER_HOME": str(home),
-                                    "LVM_DATA_DIR": str(data_dir)})
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LVM_DATA_DIR": str(data_dir)}
+    env.pop(PICKLE_IMPORTS_ENV, None)  # only this command's own flag allows them
+    if args.allow_pickle_imports:
+        env[PICKLE_IMPORTS_ENV] = "allowed"
+    os.execve(command[0], command, env)
     return 0  # not reached
 
 
@@ -96,4 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ui.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    ui.add_argument("--allow-pickle-imports", action="store_true",
+                    help="let runs launched here unpickle a reference payload (payload config "
+                         "import_npy + allow_pickle); unpickling executes code from the file, "
+                         "so without this flag the UI refuses it (`lvm import-payload "
+                         "--allow-pickle` needs no server)")
     ui.set_defaults(func=cmd_ui)

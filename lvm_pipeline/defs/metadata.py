@@ -18,11 +18,15 @@ from lvm_pipeline.store import Build
 # Metadata keys every materialization of this project records, and the IO manager reads back
 # to find the build (lvm_pipeline/defs/io_manager.py).
 BUILD_ID, ARTIFACT_KIND = "build_id", "kind"
+# Whether the step computed its build or reused one its recipe made (lvm_pipeline/defs/reuse.py).
+REUSE = "build"
+BUILT = "built in this run"
 
 
 def build_output(build: Build, first: dict[str, Any] | None = None, **extra: Any) -> dg.Output:
     """The Dagster output of an asset that published ``build``."""
     meta: dict[str, Any] = {**(first or {}), **extra}
+    meta.setdefault(REUSE, BUILT)
     meta.update({
         BUILD_ID: build.build_id,
         ARTIFACT_KIND: build.kind,

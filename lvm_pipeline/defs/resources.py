@@ -40,6 +40,7 @@ from lvm_pipeline.synthetic import SPEC_PREFIX, SyntheticEncoder, SyntheticPaylo
 # processes it starts.
 DATA_DIR_ENV, MIRROR_ENV = "LVM_DATA_DIR", "LVM_ARTIFACT_MIRROR"
 TRACKING_ENV, TRACKING_URI_ENV = "LVM_TRACKING", "MLFLOW_TRACKING_URI"
+PICKLE_IMPORTS_ENV = "LVM_PICKLE_IMPORTS"
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -183,6 +184,27 @@ def tracking_from_environment() -> TrackingResource:
         tracking_uri=_from_environment(TRACKING_URI_ENV, ""))
 
 
+class PickleImportsResource(dg.ConfigurableResource):
+    """Whether a run may unpickle the reference project's payload (``import_npy`` with
+    ``allow_pickle``). Unpickling runs code from the file, so asking for it in a run's config is
+    not enough: the deployment must allow it too. `lvm import-payload --allow-pickle` allows it
+    for its own run; a UI allows it only when started with `lvm ui --allow-pickle-imports`, since
+    anyone who reaches the UI can fill in a launchpad."""
+
+    allowed: bool = False
+
+    def require(self, asked: bool, path: str) -> None:
+        """Refuse a pickled import unless both the run asked and the deployment allows."""
+        if not asked:
+            raise ValueError(f"{path}: a pickled reference payload; unpickling executes code "
+                             "stored in the file, so it needs `allow_pickle: true`")
+        if not self.allowed:
+            raise ValueError(f"{path}: pickled imports are not allowed in this deployment "
+                             "(they execute code from the file); use `lvm import-payload "
+                             f"{path} --allow-pickle`, or start the UI with `lvm ui "
+                             "--allow-pickle-imports` if everyone who can reach it may")
+
+
 class ProgressResource(dg.ConfigurableResource):
     """How long steps show their progress: always as throttled lines in the run's log, and as
     tqdm bars when ``bars`` (what `lvm run` sets when it started on a terminal; a step cannot
@@ -208,6 +230,9 @@ def resources() -> dg.Definitions:
         "promotion": PromotionResource(),
         "tracking": tracking_from_environment(),
         "progress": ProgressResource(),
+        # Set for the processes of a UI started with `lvm ui --allow-pickle-imports` only.
+        "pickle_imports": PickleImportsResource(
+            allowed=os.environ.get(PICKLE_IMPORTS_ENV, "") == "allowed"),
         # Launches torchrun for data-parallel training (world_size > 1) and streams its
         # logs and reported metadata back into the materialization.
         "pipes_subprocess_client": dg.PipesSubprocessClient(),

@@ -5,7 +5,9 @@ because unpickling runs whatever code the file carries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,7 +81,8 @@ def read_reference_payload(path: str | Path, allow_pickle: bool = False
 
 
 def import_reference_payload(store: ArtifactStore, path: str | Path, allow_pickle: bool = False,
-                             normalise: bool = False) -> Build:
+                             normalise: bool = False,
+                             recipe: Mapping[str, Any] | None = None) -> Build:
     """Convert the reference project's pickled payload into a payload build (explicit opt-in).
 
     ``allow_pickle`` must be True: the file is unpickled, which executes code it carries.
@@ -106,5 +109,5 @@ def import_reference_payload(store: ArtifactStore, path: str | Path, allow_pickl
             "source": {"kind": "reference payload (pickle)", "path": str(path),
                        "sha256": sha256_file(path), "normalised_on_import": normalise},
         }
-        return store.publish(kinds.PAYLOAD, staged, manifest)
+        return store.publish(kinds.PAYLOAD, staged, manifest, recipe=recipe)
 

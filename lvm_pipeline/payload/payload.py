@@ -27,6 +27,7 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -137,6 +138,7 @@ def build_payload(
     embedder: BatchEncoder,
     progress: Progress = silent,
     dtype: str = "float32",
+    recipe: Mapping[str, Any] | None = None,
 ) -> tuple[Build, CacheStats]:
     """Embed every chunk of a corpus build and publish the payload, stored as ``dtype``.
 
@@ -165,7 +167,8 @@ def build_payload(
             "adjacent_cosine_mean": adjacent_cosine(vectors, table["article_index"].to_numpy()),
             "corpus_build_id": corpus.build_id,
         }
-        build = store.publish(kinds.PAYLOAD, staged, manifest, upstream={"corpus": corpus.build_id})
+        build = store.publish(kinds.PAYLOAD, staged, manifest, upstream={"corpus": corpus.build_id},
+                              recipe=recipe)
     cache.record_build(build.build_id, stats)
     return build, stats
 
@@ -224,7 +227,8 @@ def find_payload_build(path: str | os.PathLike[str]) -> Build:
                         f"with a {kinds.PAYLOAD}/ folder (e.g. the OUT of `lvm synth-payload`)")
 
 
-def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tuple[Build, str]:
+def import_payload(store: ArtifactStore, source: str | os.PathLike[str],
+                   recipe: Mapping[str, Any] | None = None) -> tuple[Build, str]:
     """Publish the payload build at ``source`` (see :func:`find_payload_build`) into ``store``.
 
     Every file is re-hashed against its manifest first. Files are hard-linked into the store
@@ -249,7 +253,8 @@ def import_payload(store: ArtifactStore, source: str | os.PathLike[str]) -> tupl
         manifest = {k: v for k, v in src.manifest.items() if k not in STORE_KEYS}
         manifest["imported_from"] = {"path": str(src.path), "build_id": src.build_id,
                                      "files": method}
-        build = store.publish(kinds.PAYLOAD, staged, manifest, upstream=src.manifest.get("upstream"))
+        build = store.publish(kinds.PAYLOAD, staged, manifest, upstream=src.manifest.get("upstream"),
+                              recipe=recipe)
     return build, method
 
 

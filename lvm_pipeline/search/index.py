@@ -26,6 +26,7 @@ the same exact pass gives the top 50 too). :func:`search_ref`
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -176,7 +177,7 @@ def self_recall(index: faiss.Index, vectors: np.ndarray, sample: int, seed: int)
 
 
 def publish_index(store: ArtifactStore, payload: Payload, config: IndexConfig,
-                  progress: Progress = silent) -> Build:
+                  progress: Progress = silent, recipe: Mapping[str, Any] | None = None) -> Build:
     t0 = time.perf_counter()
     index = build_index(payload.vectors, config, progress)
     build_s = time.perf_counter() - t0
@@ -188,7 +189,8 @@ def publish_index(store: ArtifactStore, payload: Payload, config: IndexConfig,
                     "exact": config.type == "flat", "ntotal": int(index.ntotal),
                     "dim": payload.dim, "metric": "ip", "self_recall_at_1": recall,
                     "build_seconds": build_s, "faiss_version": faiss.__version__}
-        return store.publish(kinds.INDEX, staged, manifest, upstream={"payload": payload.build_id})
+        return store.publish(kinds.INDEX, staged, manifest, upstream={"payload": payload.build_id},
+                             recipe=recipe)
 
 
 def load_index(build: Build, payload: Payload, verify: bool = True) -> faiss.Index:

@@ -25,6 +25,7 @@ each foreign vector to the payload row it was aligned to.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -236,8 +237,10 @@ def publish_sequences(
     payload: Payload,
     sets: dict[str, SequenceSet],
     info: dict[str, Any],
+    recipe: Mapping[str, Any] | None = None,
 ) -> Build:
-    """Write the splits of one sequences asset and publish them against ``payload``."""
+    """Write the splits of one sequences asset and publish them against ``payload``
+    (``recipe``: :meth:`lvm_pipeline.store.ArtifactStore.publish`)."""
     with store.stage(kind) as staged:
         for split in SPLITS_OF_KIND[kind]:
             sets[split].save(staged / split)
@@ -249,7 +252,8 @@ def publish_sequences(
                                "articles": len(sets[split].articles())}
                        for split in SPLITS_OF_KIND[kind]},
         }
-        return store.publish(kind, staged, manifest, upstream={"payload": payload.build_id})
+        return store.publish(kind, staged, manifest, upstream={"payload": payload.build_id},
+                             recipe=recipe)
 
 
 def native_info(config: SplitConfig) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+# <kind>/recipes/<recipe key>.json: which build each recipe made (ArtifactStore.build_for_recipe).
+RECIPES = "recipes"
 # Top-level folders of a data root that hold no builds: the Dagster instance, and the
 # embedding cache (lvm_pipeline.embedding.cache: its shards verify themselves when read).
 NOT_BUILDS = ("dagster_home", "embedding_cache")
@@ -74,6 +76,12 @@ def code_version() -> str:
         digest.update(source.relative_to(package_dir).as_posix().encode())
         digest.update(source.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def recipe_key(recipe: Mapping[str, Any]) -> str:
+    """The sha256 of a step's recipe: its asset's code version, its resolved config and the
+    build ids of its inputs. Equal keys compute the same thing, so one's build serves both."""
+    return sha256_json(dict(recipe))
 
 
 def utc_now() -> str:
@@ -234,6 +242,7 @@ class ArtifactStore:
         staged: Path,
         manifest: Mapping[str, Any],
         upstream: Mapping[str, str] | None = None,
+        recipe: Mapping[str, Any] | None = None,
     ) -> Build:
         """Hash the staged files, write the manifest and move the folder into place.
 
@@ -241,6 +250,8 @@ class ArtifactStore:
         the same bytes against another payload are another artifact, and the same bytes against
         the same inputs are the same build (so a rebuild of identical content changes nothing
         downstream). CURRENT is not touched: :meth:`set_current` does that once a step succeeded.
+        ``recipe``: what made it (:func:`recipe_key`), recorded in the manifest and remembered,
+        so a step with the same recipe can reuse the build (:meth:`build_for_recipe`).
         """
         files = {
             p.relative_to(staged).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -257,9 +268,11 @@ class ArtifactStore:
             "build_id": build_id,
             "files": files,
             "upstream": upstream,
-            "code_version": code_version(),
+            "code_version": recipe["code_version"] if recipe else code_version(),
             "created_at": utc_now(),
         }
+        if recipe is not None:
+            full["recipe"] = {**recipe, "key": recipe_key(recipe)}
         write_json_atomic(staged / MANIFEST, full)
         final = self.root / kind / build_id[:BUILD_DIR_CHARS]
         if final.exists():
@@ -271,7 +284,35 @@ class ArtifactStore:
             full = existing
         else:
             os.rename(staged, final)
+        if recipe is not None:
+            self.remember_recipe(kind, recipe_key(recipe), build_id)
         return Build(kind=kind, path=final, manifest=full)
+
+    def _recipe_entry(self, kind: str, key: str) -> Path:
+        return self.root / kind / RECIPES / f"{key[:BUILD_DIR_CHARS * 2]}.json"
+
+    def remember_recipe(self, kind: str, key: str, build_id: str) -> None:
+        """Note that recipe ``key`` made build ``build_id`` (after it is in place, so an entry
+        never names a build that is not complete)."""
+        entry = self._recipe_entry(kind, key)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(entry, {"recipe_key": key, "build_id": build_id})
+
+    def build_for_recipe(self, kind: str, key: str) -> Build | None:
+        """The build recipe ``key`` made, re-hashed against its manifest; None when the recipe
+        never ran here or its build is gone or damaged (then it must be built anew)."""
+        entry = self._recipe_entry(kind, key)
+        if not entry.exists():
+            return None
+        try:
+            recorded = read_json(entry)
+            build = self.get(kind, recorded["build_id"])
+            build.verify()
+        except (ArtifactError, KeyError, TypeError):
+            return None
+        # The manifest may carry another recipe: identical content made by another recipe is
+        # one build, and both recipes name it.
+        return build
 
     def set_current(self, build: Build) -> None:
         """Point ``<kind>/CURRENT`` at ``build`` (atomically), for readers outside a run."""

@@ -82,7 +82,24 @@ class MirroredStore(ArtifactStore):
         pointer = {"build_id": build.build_id, "dir": build.path.name}
         self.fs.pipe_file(self._remote(build.kind, CURRENT), json.dumps(pointer).encode())
 
+    def remember_recipe(self, kind: str, key: str, build_id: str) -> None:
+        """Note the recipe here and in the mirror (after the build it names was pushed), so
+        every machine reuses what any of them built."""
+        super().remember_recipe(kind, key, build_id)
+        entry = self._recipe_entry(kind, key)
+        self.fs.pipe_file(self._remote(kind, entry.parent.name, entry.name), entry.read_bytes())
+
     # ------------------------------------------------------------------ reading
+
+    def build_for_recipe(self, kind: str, key: str) -> Build | None:
+        """The build recipe ``key`` made here or on any machine sharing the mirror (pulled and
+        verified like any build), or None."""
+        entry = self._recipe_entry(kind, key)
+        remote = self._remote(kind, entry.parent.name, entry.name)
+        if not entry.exists() and self.fs.exists(remote):
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            entry.write_bytes(self.fs.cat_file(remote))
+        return super().build_for_recipe(kind, key)
 
     def has_current(self, kind: str) -> bool:
         return self.fs.exists(self._remote(kind, CURRENT))

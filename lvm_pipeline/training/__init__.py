@@ -8,7 +8,14 @@ The config (:mod:`.config`), the loop (:mod:`.loop`) and its parts (:mod:`.losse
 
 from lvm_pipeline.training.checkpoint import checkpoint_info, load_checkpoint
 from lvm_pipeline.training.config import TrainConfig
-from lvm_pipeline.training.loop import TrainResult, progress_line, stop_summary, train, train_variant
+from lvm_pipeline.training.loop import (
+    TrainResult,
+    execution_of,
+    progress_line,
+    stop_summary,
+    train,
+    train_variant,
+)
 from lvm_pipeline.training.validation import copy_last_val, evaluate_val
 from lvm_pipeline.training.worker import extras_for
 
@@ -18,6 +25,7 @@ __all__ = [
     "checkpoint_info",
     "copy_last_val",
     "evaluate_val",
+    "execution_of",
     "extras_for",
     "load_checkpoint",
     "progress_line",

@@ -10,6 +10,7 @@ builds it was trained on, device, timings). The artifact store hashes both.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def save_checkpoint(folder: Path, model: LVM, info: dict[str, Any]) -> None:
 
 
 def publish_checkpoint(store: ArtifactStore, model: LVM, info: dict[str, Any],
-                       upstream: dict[str, str]) -> Build:
+                       upstream: dict[str, str], recipe: Mapping[str, Any] | None = None) -> Build:
     """Publish ``model`` and ``info`` as a ``models/<info["variant"]>`` build.
 
     ``info`` is what :func:`save_checkpoint` writes; its variant, size and payload build id go
@@ -44,7 +45,7 @@ def publish_checkpoint(store: ArtifactStore, model: LVM, info: dict[str, Any],
     with store.stage(kind) as staged:
         save_checkpoint(staged, model, info)
         manifest = {key: info[key] for key in ("variant", "size", "payload_build_id")}
-        return store.publish(kind, staged, manifest, upstream=upstream)
+        return store.publish(kind, staged, manifest, upstream=upstream, recipe=recipe)
 
 
 def checkpoint_info(build: Build, verify: bool = True) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,14 @@ def stop_summary(history: list[dict[str, Any]], best_epoch: int, stopped_early: 
     verdict = "above" if best > copy_last_val_mrr_at_10 else "NOT above"
     return (f"{why}; kept epoch {best_epoch + 1} (val MRR@10 {best:.4f}, {verdict} copy-last's "
             f"{copy_last_val_mrr_at_10:.4f})")
+
+
+def execution_of(config: TrainConfig) -> dict[str, str]:
+    """The device and scan backend a training with ``config`` runs on here ("auto" resolved):
+    they decide its float rounding, so a build made on others is not the same recipe."""
+    device = pick_device(config.device)
+    return {"device": device.split(":")[0],
+            "scan_backend": resolve_backend(config.scan_backend, device)}
 
 
 def _to(device: str, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
@@ -386,6 +395,7 @@ def train_variant(
     min_alignment_cosine: float,
     progress: Progress = silent,
     ranks: Distributed = SINGLE,
+    recipe: Mapping[str, Any] | None = None,
 ) -> tuple[Build | None, TrainResult]:
     """Train one preset on the current sequences and publish its checkpoint.
 
@@ -418,6 +428,7 @@ def train_variant(
         "scan_backend": result.scan_backend, "world_size": result.world_size,
         "n_params": result.model.num_params(), "n_train_windows": len(sets["train"]),
         "n_val_windows": len(sets["val"]),
-    }, upstream={"payload": payload.build_id, kinds.TRAIN_SEQUENCES: sequences.build_id})
+    }, upstream={"payload": payload.build_id, kinds.TRAIN_SEQUENCES: sequences.build_id},
+        recipe=recipe)
     shutil.rmtree(work_dir, ignore_errors=True)
     return build, result

@@ -33,11 +33,12 @@ from lvm_pipeline.training.distributed import init_from_env, shutdown
 from lvm_pipeline.training.loop import progress_line, train_variant
 
 EXTRAS = ("data_dir", "mirror_url", "sequences_build_id", "variant", "size", "train_config",
-          "min_alignment_cosine")
+          "min_alignment_cosine", "recipe")
 
 
 def extras_for(data_dir: str, mirror_url: str, sequences_build_id: str, variant: str, size: str,
-               config: TrainConfig, min_alignment_cosine: float) -> dict[str, Any]:
+               config: TrainConfig, min_alignment_cosine: float,
+               recipe: dict[str, Any]) -> dict[str, Any]:
     """The Pipes extras a worker needs (JSON values only). The store is named as the asset
     opened it (data dir and mirror), so the checkpoint rank 0 publishes reaches the mirror too;
     the sequences by build id, the one the asset's input resolved, so every rank trains on
@@ -46,7 +47,8 @@ def extras_for(data_dir: str, mirror_url: str, sequences_build_id: str, variant:
 
     return {"data_dir": data_dir, "mirror_url": mirror_url,
             "sequences_build_id": sequences_build_id, "variant": variant, "size": size,
-            "train_config": asdict(config), "min_alignment_cosine": min_alignment_cosine}
+            "train_config": asdict(config), "min_alignment_cosine": min_alignment_cosine,
+            "recipe": recipe}
 
 
 def _read_extras_without_channel() -> dict[str, Any]:
@@ -83,7 +85,7 @@ def run(extras: dict[str, Any], pipes: PipesContext | None) -> None:
                                      every_s=0.0, bar=False)
         build, result = train_variant(
             store, extras["variant"], extras["size"], payload, sequences, config,
-            float(extras["min_alignment_cosine"]), progress, ranks)
+            float(extras["min_alignment_cosine"]), progress, ranks, extras["recipe"])
         if pipes is not None and build is not None:
             pipes.report_asset_materialization(metadata={
                 "build_id": build.build_id, **result.summary(),

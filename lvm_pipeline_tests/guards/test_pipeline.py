@@ -18,7 +18,7 @@ import pytest
 
 from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, main
 from lvm_pipeline.cli.run_config import PayloadParams, TrainingSequencesParams
-from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource, PickleImportsResource
 from lvm_pipeline.embedding.encoder import DEFAULT_EMBEDDER, Embedder, EmbedderConfig, resolve_model_dir
 from lvm_pipeline.interop.reference_npz import export_training_npz
 from lvm_pipeline.models import VARIANTS
@@ -43,6 +43,8 @@ DOWNSTREAM_OF_PAYLOAD = {"aligned_training_sequences", "aligned_eval", "faiss_in
                          "retrieval_report", *VARIANTS}
 # Where the canary is not the point, it re-embeds 8 texts instead of 64 (seconds per run).
 QUICK_CANARY = {"guards": GuardsResource(canary_sample=8)}
+# What `lvm import-payload --allow-pickle` binds for its own run.
+PICKLES_ALLOWED = {**QUICK_CANARY, "pickle_imports": PickleImportsResource(allowed=True)}
 
 
 @pytest.fixture(scope="session")
@@ -209,13 +211,21 @@ def test_broken_payload_is_blocked_and_every_consumer_refuses_it(small_run_copy,
     before = snapshot_files(data_dir)
     everything = dg.AssetSelection.assets("payload").downstream()
 
-    refused = materialize_all(data_dir, selection=everything, resources=QUICK_CANARY,
+    refused = materialize_all(data_dir, selection=everything, resources=PICKLES_ALLOWED,
                               ops={"payload": PayloadParams(import_npy=str(broken))})
     assert "executes code stored in the file" in step_errors(refused)["payload"]
     assert materialized(refused) == set()
+    # What a UI's launchpad can send: asking in the run's config is not enough.
+    launchpad = materialize_all(data_dir, selection=everything, resources=QUICK_CANARY,
+                                ops={"payload": PayloadParams(import_npy=str(broken),
+                                                              allow_pickle=True)})
+    assert "pickled imports are not allowed in this deployment" in step_errors(
+        launchpad)["payload"]
+    assert materialized(launchpad) == set()
 
-    result = materialize_all(data_dir, selection=everything, resources=QUICK_CANARY,
-                             ops={"payload": PayloadParams(import_npy=str(broken), allow_pickle=True)})
+    result = materialize_all(data_dir, selection=everything, resources=PICKLES_ALLOWED,
+                             ops={"payload": PayloadParams(import_npy=str(broken),
+                                                           allow_pickle=True)})
     check = check_evaluations(result)["check_payload_integrity"]
     print(check.description)
     assert not check.passed and "PAYLOAD BROKEN" in check.description
@@ -226,7 +236,7 @@ def test_broken_payload_is_blocked_and_every_consumer_refuses_it(small_run_copy,
 
     wide = {k: (t, m, np.concatenate([v, np.zeros(16, np.float32)]))  # unit norm, 400-d
             for k, (t, m, v) in reference_payload_dict(payload).items()}
-    result = materialize_all(data_dir, selection=everything, resources=QUICK_CANARY, ops={
+    result = materialize_all(data_dir, selection=everything, resources=PICKLES_ALLOWED, ops={
         "payload": PayloadParams(import_npy=str(save_pickled(tmp_path / "wide.npy", wide)),
                                  allow_pickle=True)})
     checks = check_evaluations(result)
@@ -364,7 +374,7 @@ def test_unlearnable_windows_no_rule_names_are_blocked_by_the_smoke_test(small_r
     npy = save_pickled(tmp_path / "scrambled.npy", scrambled)
     before = snapshot_files(data_dir)
     result = materialize_all(data_dir, selection=dg.AssetSelection.assets("payload").downstream(),
-                             resources=QUICK_CANARY,
+                             resources=PICKLES_ALLOWED,
                              ops={"payload": PayloadParams(import_npy=str(npy), allow_pickle=True)})
     checks = check_evaluations(result)
     learnable = checks["check_training_learnable"]

@@ -11,10 +11,11 @@ from lvm_pipeline.defs.resources import (
     ProgressResource,
     StorageResource,
 )
+from lvm_pipeline.defs.reuse import reused_output, step_recipe
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.payload import load_payload
 from lvm_pipeline.search import IndexConfig, publish_index
-from lvm_pipeline.store import Build
+from lvm_pipeline.store import Build, kinds
 
 _DEFAULT = IndexConfig()
 
@@ -26,6 +27,8 @@ class IndexParams(dg.Config):
     type: str = _DEFAULT.type
     nlist: int = _DEFAULT.nlist
     nprobe: int = _DEFAULT.nprobe
+    # Compute even when this recipe (code, config, payload) made a build before.
+    rebuild: bool = False
 
     def to_domain(self) -> IndexConfig:
         return IndexConfig(type=self.type, nlist=self.nlist, nprobe=self.nprobe)
@@ -37,10 +40,14 @@ def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, payload:
                 storage: StorageResource, embedder: EmbedderResource,
                 guards: GuardsResource, progress: ProgressResource) -> dg.Output:
     """The payload's vectors in a FAISS index, with self-retrieval recall measured on a sample."""
+    store = storage.store()
+    recipe = step_recipe(context, config, {"payload": payload})
+    if (reused := reused_output(context, store, kinds.INDEX, recipe, config.rebuild)):
+        return reused
     vectors = load_payload(payload)
     require_passed(payload_guards(vectors, embedder.load(), guards.config()))
-    build = publish_index(storage.store(), vectors, config.to_domain(),
-                          progress.for_step(context, "indexing", "rows"))
+    build = publish_index(store, vectors, config.to_domain(),
+                          progress.for_step(context, "indexing", "rows"), recipe)
     m = build.manifest
     return build_output(
         build, payload_build_id=payload.build_id, index_type=m["index_type"],

@@ -22,14 +22,16 @@ from lvm_pipeline.defs.resources import (
     StorageResource,
     TrackingResource,
 )
+from lvm_pipeline.defs.reuse import reused_output, step_recipe
 from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS, preset
 from lvm_pipeline.models.scan import BACKENDS
-from lvm_pipeline.payload import payload_of
-from lvm_pipeline.runtime import TrackedRun, tee
-from lvm_pipeline.store import Build, kinds
+from lvm_pipeline.payload import Payload, payload_of
+from lvm_pipeline.runtime import Progress, TrackedRun, tee
+from lvm_pipeline.store import ArtifactStore, Build, kinds
 from lvm_pipeline.training import (
     TrainConfig,
+    execution_of,
     extras_for,
     progress_line,
     stop_summary,
@@ -57,6 +59,8 @@ class TrainParams(dg.Config):
     # Processes of data-parallel training; > 1 launches torchrun through Pipes. batch_size
     # stays the global batch, so the result matches world_size 1 up to float rounding.
     world_size: int = 1
+    # Compute even when this recipe (code, config, sequences, device) made a build before.
+    rebuild: bool = False
 
     def to_domain(self) -> TrainConfig:
         if self.size not in SIZES:
@@ -90,14 +94,15 @@ def tracked_params(variant: str, config: TrainParams, d_in: int) -> dict[str, An
 def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient,
                         variant: str, config: TrainParams, storage: StorageResource,
                         sequences: Build, min_alignment_cosine: float,
-                        tracked: TrackedRun) -> tuple[Build, dict[str, Any], list[dict]]:
+                        tracked: TrackedRun, recipe: dict[str, Any]
+                        ) -> tuple[Build, dict[str, Any], list[dict]]:
     """Run the worker on ``world_size`` processes; (its build, its summary, the history), the
     epochs' figures logged in the tracked run from the checkpoint's history."""
     command = torchrun_command(config.world_size)
     context.log.info(f"launching {' '.join(command)}")
     store = storage.store()
     extras = extras_for(str(store.root), storage.mirror_url, sequences.build_id, variant,
-                        config.size, config.to_domain(), min_alignment_cosine)
+                        config.size, config.to_domain(), min_alignment_cosine, recipe)
     reported = client.run(context=context, command=command, extras=extras
                           ).get_materialize_result()
     build = store.get(kinds.checkpoint(variant), reported.metadata["build_id"].value)
@@ -107,6 +112,23 @@ def train_with_torchrun(context: dg.AssetExecutionContext, client: dg.PipesSubpr
     tracked.log_history(history)
     tracked.record_build(build, summary)
     return build, summary, history
+
+
+def _train_here(context: dg.AssetExecutionContext, variant: str, config: TrainParams,
+                store: ArtifactStore, payload: Payload, sequences: Build,
+                min_alignment_cosine: float, tracked: TrackedRun, progress: Progress,
+                recipe: dict[str, Any]) -> tuple[Build, dict[str, Any], list[dict]]:
+    """Train in this process; (the build, its summary, the history), every epoch's figures
+    logged in the tracked run as they come (and those of a resumed run's earlier epochs)."""
+    build, result = train_variant(store, variant, config.size, payload, sequences,
+                                  config.to_domain(), min_alignment_cosine,
+                                  # Every call logged: the loop spaces its in-epoch reports
+                                  # itself (IN_EPOCH_PROGRESS_S), and an epoch's figures must
+                                  # never be thinned out.
+                                  tee(progress, tracked.progress), recipe=recipe)
+    tracked.log_history(result.history[:result.resumed_from_epoch])
+    tracked.record_build(build, result.summary())
+    return build, result.summary(), result.history
 
 
 HISTORY_COLUMNS = ("train_loss", "val_loss", "val_cos", "val_mrr_at_10", "val_r_at_5", "lr")
@@ -143,6 +165,11 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
                     progress: ProgressResource,
                     pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.Output:
         store = storage.store()
+        recipe = step_recipe(context, config, {"sequences": sequences},
+                             **execution_of(config.to_domain()))
+        if (reused := reused_output(context, store, kinds.checkpoint(variant), recipe,
+                                    config.rebuild)):
+            return reused
         # The payload these sequences index, by the id their manifest records (lineage).
         payload = payload_of(store, sequences)
         # Blocking checks gate only their own run: every guard of the inputs, again, here
@@ -151,23 +178,18 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
                         *training_guards(payload, sequences, None, guards.config())])
         with tracking.start_run(context, store.root, tracked_params(variant, config, payload.dim),
                                 {f"lvm.upstream.{kinds.PAYLOAD}": payload.build_id,
-                                 f"lvm.upstream.{kinds.TRAIN_SEQUENCES}": sequences.build_id}) as tracked:
+                                 f"lvm.upstream.{kinds.TRAIN_SEQUENCES}": sequences.build_id}
+                                ) as tracked:
             if config.world_size > 1:
                 build, summary, history = train_with_torchrun(
                     context, pipes_subprocess_client, variant, config, storage, sequences,
-                    guards.config().min_alignment_cosine, tracked)
-                launcher = "torchrun"
+                    guards.config().min_alignment_cosine, tracked, recipe)
             else:
-                build, result = train_variant(
-                    store, variant, config.size, payload, sequences, config.to_domain(),
-                    guards.config().min_alignment_cosine,
-                    # Every call logged: the loop spaces its in-epoch reports itself
-                    # (IN_EPOCH_PROGRESS_S), and an epoch's figures must never be thinned out.
-                    tee(progress.for_step(context, f"training {variant}", every_s=0.0,
-                                          describe=progress_line), tracked.progress))
-                tracked.log_history(result.history[:result.resumed_from_epoch])  # resumed
-                summary, history, launcher = result.summary(), result.history, "in_process"
-                tracked.record_build(build, summary)
+                build, summary, history = _train_here(
+                    context, variant, config, store, payload, sequences,
+                    guards.config().min_alignment_cosine, tracked,
+                    progress.for_step(context, f"training {variant}", every_s=0.0,
+                                      describe=progress_line), recipe)
         stopped = stop_summary(history, summary["best_epoch"], summary["stopped_early"],
                                config.to_domain(), summary["copy_last_val_mrr_at_10"])
         context.log.info(f"{variant}: {stopped}; scan backend {summary['scan_backend']} on "
@@ -177,7 +199,8 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
                             **{k: round(v, 4) if isinstance(v, float) else v
                                for k, v in summary.items()},
                             payload_build_id=payload.build_id,
-                            sequences_build_id=sequences.build_id, launcher=launcher,
+                            sequences_build_id=sequences.build_id,
+                            launcher="torchrun" if config.world_size > 1 else "in_process",
                             **tracked_metadata(tracked))
 
     return _checkpoint

@@ -45,6 +45,8 @@ class ReportParams(dg.Config):
     device: str = EvalConfig.device
     sample_queries: int | None = EvalConfig.sample_queries
     sample_seed: int = EvalConfig.sample_seed
+    # Compute even when this recipe (code, config, inputs) made a build before.
+    rebuild: bool = False
 
 
 @dg.asset(group_name="evaluation", kinds={"json", "markdown"}, ins=INPUTS,

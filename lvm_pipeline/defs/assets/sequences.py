@@ -1,5 +1,7 @@
 """The sequence assets: train/val and eval windows as row indices into their input payload."""
 
+from dataclasses import asdict
+
 import dagster as dg
 
 from lvm_pipeline.defs.automation import REBUILD_AFTER_CHECKED_UPSTREAM
@@ -11,24 +13,38 @@ from lvm_pipeline.defs.resources import (
     SplitResource,
     StorageResource,
 )
+from lvm_pipeline.defs.reuse import reused_output, step_recipe
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.interop import import_training_npz
 from lvm_pipeline.payload import load_payload
 from lvm_pipeline.sequences import build_windows, native_info, publish_sequences
-from lvm_pipeline.store import Build, kinds
+from lvm_pipeline.store import Build, kinds, sha256_file
 
 
-class TrainingSequencesParams(dg.Config):
+class EvalSequencesParams(dg.Config):
+    """``rebuild``: compute even when this recipe (code, split config, payload) made a build
+    before."""
+
+    rebuild: bool = False
+
+
+class TrainingSequencesParams(EvalSequencesParams):
     """``import_npz``: build the training set from a reference-layout .npz (aligned to the
     payload by nearest neighbour, measured cosines kept) instead of from payload windows."""
 
     import_npz: str = ""
 
 
-def _publish(kind: str, payload_build: Build, storage: StorageResource, splits: SplitResource,
-             embedder: EmbedderResource, guards: GuardsResource,
-             import_npz: str = "") -> dg.Output:
+def _publish(context: dg.AssetExecutionContext, kind: str, config: EvalSequencesParams,
+             payload_build: Build, storage: StorageResource, splits: SplitResource,
+             embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
     store = storage.store()
+    import_npz = getattr(config, "import_npz", "")
+    inputs = {"payload": payload_build, **({"npz_sha256": sha256_file(import_npz)}
+                                           if import_npz else {})}
+    recipe = step_recipe(context, config, inputs, split=asdict(splits.config()))
+    if (reused := reused_output(context, store, kind, recipe, config.rebuild)):
+        return reused
     payload = load_payload(payload_build)
     # The payload's blocking checks only gate their own run: verify it here too.
     require_passed(payload_guards(payload, embedder.load(), guards.config()))
@@ -41,7 +57,7 @@ def _publish(kind: str, payload_build: Build, storage: StorageResource, splits: 
         sets = build_windows(payload, splits.config(), facts,
                              drop_near_duplicates=kind == kinds.TRAIN_SEQUENCES)
         info = {**native_info(splits.config()), **facts}
-    build = publish_sequences(store, kind, payload, sets, info)
+    build = publish_sequences(store, kind, payload, sets, info, recipe)
     counts = {f"{split}_{what}": n for split, c in build.manifest["splits"].items()
               for what, n in c.items()}
     return build_output(
@@ -55,17 +71,21 @@ def _publish(kind: str, payload_build: Build, storage: StorageResource, splits: 
 @dg.asset(group_name="sequences", kinds={"numpy"},
           code_version=code_version("aligned_training_sequences"),
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
-def aligned_training_sequences(config: TrainingSequencesParams, payload: Build,
+def aligned_training_sequences(context: dg.AssetExecutionContext,
+                               config: TrainingSequencesParams, payload: Build,
                                storage: StorageResource, splits: SplitResource,
                                embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
     """Train and val windows (5 context rows → target row) of the train/val articles, or an
     imported .npz aligned to the payload."""
-    return _publish(kinds.TRAIN_SEQUENCES, payload, storage, splits, embedder, guards, config.import_npz)
+    return _publish(context, kinds.TRAIN_SEQUENCES, config, payload, storage, splits, embedder,
+                    guards)
 
 
 @dg.asset(group_name="sequences", kinds={"numpy"}, code_version=code_version("aligned_eval"),
           automation_condition=REBUILD_AFTER_CHECKED_UPSTREAM)
-def aligned_eval(payload: Build, storage: StorageResource, splits: SplitResource,
-                 embedder: EmbedderResource, guards: GuardsResource) -> dg.Output:
+def aligned_eval(context: dg.AssetExecutionContext, config: EvalSequencesParams, payload: Build,
+                 storage: StorageResource, splits: SplitResource, embedder: EmbedderResource,
+                 guards: GuardsResource) -> dg.Output:
     """Eval windows, from articles that no training or val window comes from."""
-    return _publish(kinds.EVAL_SEQUENCES, payload, storage, splits, embedder, guards)
+    return _publish(context, kinds.EVAL_SEQUENCES, config, payload, storage, splits, embedder,
+                    guards)

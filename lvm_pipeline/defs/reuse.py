@@ -1,0 +1,75 @@
+"""Rebuild only what changed: a step whose recipe already made a build returns that build.
+
+A step's recipe is its asset's code version, its resolved config (the settings that decide its
+output: the embedder's fingerprint, the split, the device class a training runs on) and the
+build ids of its inputs (:func:`step_recipe`). Builds are content-addressed and the store
+remembers which recipe made which build (``ArtifactStore.build_for_recipe``), so a step with a
+recipe it has seen re-hashes that build and returns it, with the same data version, instead of
+computing it again; its checks still run, since they are the gate. Dagster itself does not skip
+a step whose inputs' data versions are unchanged; here the data versions are content hashes, so
+the step can.
+
+Never reused: a build that fails verification (it is built anew), a build of other inputs or
+another config or code (another recipe key), and anything asked for with ``rebuild: true``.
+The corpus has no recipe: its input is the outside world, which it reads every time (an
+unchanged source gives the same build id, so nothing downstream changes).
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from lvm_pipeline.defs.metadata import BUILD_ID, REUSE, build_output
+from lvm_pipeline.store import ArtifactStore, Build, recipe_key
+
+REUSED = "reused the build of run {run} (same code, config and inputs)"
+_PAGE = 50
+
+
+def step_recipe(context: dg.AssetExecutionContext, config: dg.Config | None,
+                inputs: Mapping[str, Build | str], **settings: Any) -> dict[str, Any]:
+    """The recipe of this step: the asset's code version, its config (``rebuild`` aside: it
+    says whether to compute, not what), ``settings`` from resources that decide the output,
+    and each input's build id (or a content hash for an input outside the store)."""
+    code = context.assets_def.code_versions_by_key[context.asset_key]
+    asked = {} if config is None else {k: v for k, v in config.model_dump().items()
+                                       if k != "rebuild"}
+    return {"asset": context.asset_key.to_user_string(), "code_version": code, "config": asked,
+            "settings": dict(settings),
+            "inputs": {name: value.build_id if isinstance(value, Build) else value
+                       for name, value in sorted(inputs.items())}}
+
+
+def _materialization(instance: dg.DagsterInstance, key: dg.AssetKey,
+                     build_id: str) -> dg.EventLogRecord | None:
+    """The newest materialization of ``key`` that recorded ``build_id``."""
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(key, limit=_PAGE, cursor=cursor)
+        for record in page.records:
+            meta = record.asset_materialization.metadata if record.asset_materialization else {}
+            if BUILD_ID in meta and meta[BUILD_ID].value == build_id:
+                return record
+        if not page.has_more:
+            return None
+        cursor = page.cursor
+
+
+def reused_output(context: dg.AssetExecutionContext, store: ArtifactStore, kind: str,
+                  recipe: Mapping[str, Any], rebuild: bool) -> dg.Output | None:
+    """The output of a step whose recipe already made a sound build (its earlier
+    materialization's figures, and where it came from), or None: compute it."""
+    if rebuild:
+        context.log.info("rebuild: true: computing even if this recipe made a build before")
+        return None
+    build = store.build_for_recipe(kind, recipe_key(recipe))
+    if build is None:
+        return None
+    earlier = _materialization(context.instance, context.asset_key, build.build_id)
+    run = earlier.run_id if earlier else "(not recorded in this instance)"
+    context.log.info(f"reused {kind} {build.build_id[:12]} (same code, config and inputs) "
+                     f"from run {run}")
+    figures = dict(earlier.asset_materialization.metadata) if earlier else {}
+    figures[REUSE] = REUSED.format(run=run)
+    return build_output(build, figures)
