@@ -6,7 +6,7 @@
    IndexFlatIP + numpy ranks) in the same run, with rank parity; then the exact pass in
    float32 / float16 / bfloat16 (rank agreement and recall@50 against float32) and a bare
    GEMM + top-k as the floor.
-2. Embedding: the product's ``Embedder`` (length-bucketed batches, next batch tokenized in a
+2. Embedding: the product's ``Embedder`` (fixed-shape passes, the next pass tokenized in a
    thread, bf16 on CUDA) against plain fixed-order float32 batches, texts/s end to end
    (tokenization included), on random weights in the GTR-T5-base and all-MiniLM-L6 shapes
    (no weights can be fetched; the speed does not depend on the values). The tokenizer is the
@@ -259,16 +259,15 @@ def stage_embed(args: argparse.Namespace, device: str, budget: Budget, work: Pat
         folder = model_dir(kind, Path(args.tokenizer), work, args.smoke)
         fast_precision = "bfloat16" if device == "cuda" else "float32"
         fast = Embedder(EmbedderConfig(model=str(folder), device=device,
-                                       precision=fast_precision,
-                                       max_batch_tokens=args.max_batch_tokens,
-                                       batch_size=args.batch_size))
-        plain = Embedder(EmbedderConfig(model=str(folder), device=device, precision="float32"))
+                                       precision=fast_precision, batch_size=args.batch_size))
+        plain = Embedder(EmbedderConfig(model=str(folder), device=device, precision="float32",
+                                        batch_size=args.batch_size))
         tokens = fast.token_lengths(texts[:2000])
         cases = [("fixed-order float32, batch 32 (baseline)",
                   lambda plain=plain: plain.encode_ref(texts[:n_ref], batch_size=32), n_ref),
-                 ("length-bucketed float32", lambda plain=plain: plain.encode(texts[:n_ref]),
-                  n_ref),
-                 (f"length-bucketed {fast_precision} (product default)",
+                 (f"fixed-shape passes of {fast.batch_size}, float32",
+                  lambda plain=plain: plain.encode(texts[:n_ref]), n_ref),
+                 (f"fixed-shape passes of {fast.batch_size}, {fast_precision} (product default)",
                   lambda fast=fast: fast.encode(texts), len(texts))]
         base_rate = None
         for label, fn, n in cases:
@@ -309,9 +308,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--texts", type=int, default=100_000, help="texts for the product path")
     p.add_argument("--ref-fraction", type=int, default=5,
                    help="the float32 cases embed texts / this many")
-    p.add_argument("--max-batch-tokens", type=int, default=65536,
-                   help="token budget per batch on the GPU (the CPU default is 8192)")
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="texts per forward pass (default: the product's, 256 on CUDA)")
     p.add_argument("--cpu-estimate-s", type=float, default=90.0,
                    help="time the CPU evaluation needs; skipped if the budget lacks it")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, any device (a test)")
@@ -319,7 +317,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.articles, args.chunks, args.dim, args.queries = 30, 900, 32, 64
-        args.texts, args.max_batch_tokens, args.batch_size = 40, 2048, 16
+        args.texts, args.batch_size = 40, 16
         args.ref_fraction, args.cpu_estimate_s = 2, 1.0
     return args
 

@@ -110,9 +110,9 @@ def test_scale_benchmark_smoke_measures_every_stage(tmp_path):
     assert "whole graph peak RSS" in proc.stdout
 
 
-def test_embed_benchmark_smoke_compares_both_paths(tmp_path):
-    """bench_embed.py --smoke times encode and encode_ref on the same real chunks and checks
-    that they return the same vectors."""
+def test_embed_benchmark_smoke_compares_the_paths(tmp_path):
+    """bench_embed.py --smoke times encode, encode_ref and the batching encode replaced on the
+    same real chunks and checks that encode and encode_ref return the same vectors."""
     out = tmp_path / "embed.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench_embed.py", "--smoke", "--out", str(out)], cwd=REPO,
@@ -123,4 +123,6 @@ def test_embed_benchmark_smoke_compares_both_paths(tmp_path):
     assert results["encode_texts_per_s"] > 0 and results["encode_ref_texts_per_s"] > 0
     assert results["speedup"] == pytest.approx(
         results["encode_texts_per_s"] / results["encode_ref_texts_per_s"])
+    assert results["encode_over_previous"] == pytest.approx(
+        results["encode_texts_per_s"] / results["previous_texts_per_s"])
     assert results["min_cosine"] > 0.9999

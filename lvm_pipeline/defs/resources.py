@@ -84,17 +84,19 @@ class EmbedderResource(dg.ConfigurableResource):
 
     ``model``: a bundled or local sentence-transformers model, or a synthetic payload's
     generator spec (``synthetic:…``, what `lvm run --payload` sets for a synthetic payload).
+    ``batch_size`` (texts per forward pass; unset: by device) and ``length_multiple`` shape
+    the forward passes, and so the vectors' bytes (:class:`EmbedderConfig`).
     """
 
     model: str = DEFAULT_EMBEDDER
-    max_batch_tokens: int = EmbedderConfig.max_batch_tokens
-    batch_size: int = EmbedderConfig.batch_size
+    batch_size: int | None = EmbedderConfig.batch_size
+    length_multiple: int = EmbedderConfig.length_multiple
     device: str = EmbedderConfig.device
     precision: str = EmbedderConfig.precision
 
     def config(self) -> EmbedderConfig:
-        return EmbedderConfig(model=self.model, max_batch_tokens=self.max_batch_tokens,
-                              batch_size=self.batch_size, device=self.device,
+        return EmbedderConfig(model=self.model, batch_size=self.batch_size,
+                              length_multiple=self.length_multiple, device=self.device,
                               precision=self.precision)
 
     def load(self) -> Embedder | SyntheticEncoder:

@@ -30,16 +30,15 @@ Why these rules:
   deleted and its texts count as misses, embedded again and written to a new shard.
 - **Byte-identical payloads**: the cache serves exactly the float32 rows the encoder produced.
   That equals what an empty cache would give only if a text's vector does not depend on the
-  other texts of its batch. The embedder batches texts of one token length only (no padding;
-  see ``Embedder.encode_batches``): with padding, 5 of 60 texts changed by up to 9e-8 between
-  batches; with one length per batch, texts of 13-21 tokens gave the same bytes alone and in
-  batches of 5, 8, 11 and 24 (the bundled encoder on CPU; a test holds a 1 %-edited rebuild
-  byte-identical to a cold build). Known gap: a batch of very short texts runs other GEMM
-  shapes. On 48 texts of 6-43 tokens, each embedded alone, as a pair with itself and in one
-  batch of all, 4 differed, all 6-9 tokens long (one batch of 6-18 token rows; the one
-  measured differed by 6.5e-8); every text of 12 tokens or more matched. An xfail test
-  records it. The chunker's 8-word minimum keeps most chunks above that length, but a rebuild
-  that embeds so short a text in another batch is not guaranteed byte-identical.
+  other texts of its batch. The embedder runs every forward pass in a fixed shape (see
+  ``Embedder.encode_batches``): exactly ``batch_size`` texts, each padded to a length set by
+  its own token count. With the bundled encoder on CPU, texts embedded alone, in subsets, in
+  another order, and texts cut at the 256-token window in passes of their own or beside
+  texts of 240-255 tokens gave the same bytes; tests hold these, and a 1 %-edited rebuild
+  byte-identical to a cold build. The earlier batches (one token length, nothing padded, any
+  number of texts) were not: a CPU picks its GEMM kernel by the number of rows, and vectors
+  moved by ~1e-7. The scheme, pass size and length multiple are in the fingerprint, so a
+  folder written under another one is never read.
 
 The canary (:mod:`lvm_pipeline.guards.canary`) never reads the cache: it calls the encoder
 itself, so a cache that serves wrong vectors is caught like an encoder that makes them.
@@ -82,8 +81,10 @@ LOCK = ".lock"
 KEY_BYTES = 32  # a sha256 digest
 # Fields of a payload's recorded embedder that must equal a cache folder's encoder for the
 # payload to count as a user of that folder (lvm cache --prune); library versions are not
-# recorded by payloads, so two folders that differ only there are both kept.
-_PAYLOAD_MATCH = ("weights_sha256", "config_sha256", "dim", "precision")
+# recorded by payloads, so two folders that differ only there are both kept. A payload from
+# before the pass shape was recorded uses no folder of today's (it was embedded otherwise).
+_PAYLOAD_MATCH = ("weights_sha256", "config_sha256", "dim", "precision", "batching",
+                  "batch_size", "length_multiple")
 
 
 class BatchEncoder(Protocol):

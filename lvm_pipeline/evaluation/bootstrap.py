@@ -7,10 +7,12 @@ interval is the percentile interval of ``resamples`` such values (Efron & Tibshi
 Introduction to the Bootstrap*, ch. 13).
 
 *Paired*: one set of resampled query indices serves every predictor, so a model − baseline
-difference is computed on the same queries for both. Two predictors that find the same easy
-queries and miss the same hard ones are correlated; resampling them independently (the
-unpaired interval, :func:`unpaired_difference_interval`, kept for comparison) counts the
-query-difficulty spread twice and gives a much wider interval.
+difference is computed on the same queries for both: it is the mean of the per-query
+differences over the drawn queries (so two identical predictors differ by exactly 0). Two
+predictors that find the same easy queries and miss the same hard ones are correlated;
+resampling them independently (the unpaired interval, :func:`unpaired_difference_interval`,
+kept for comparison) counts the query-difficulty spread twice and gives a much wider
+interval.
 
 Verdict of a difference: ``better`` when its interval lies above 0, ``worse`` below 0,
 ``indistinguishable`` when it contains 0.
@@ -99,11 +101,20 @@ def confidence(ranks: dict[str, np.ndarray], models: list[str], baselines: list[
     missing = sorted((set(models) | set(baselines)) - set(names))
     if missing:
         raise ValueError(f"bootstrap: no ranks for {missing}; have {names}")
-    columns = [(name, metric) for name in names for metric in METRICS]
     per = {name: per_query(r) for name, r in ranks.items()}
-    values = np.stack([per[name][metric] for name, metric in columns], axis=1)  # (Q, P·M)
-    samples = resampled_means(values, config.resamples, np.random.default_rng(config.seed))
-    point = values.mean(axis=0)  # (P·M,)
+    # Each difference is its own column of per-query differences, resampled with the same
+    # rows as the predictors (paired). Not mean(a) − mean(b): two equal columns can be summed
+    # in other orders (the matrix product's kernel decides), so identical predictors would
+    # differ by ~1e-16 and their interval would not be the point 0 it is.
+    columns: list[tuple[str, ...]] = [(name, m) for name in names for m in METRICS]
+    values = [per[name][m] for name, m in columns]
+    for model in models:
+        for base in baselines:
+            columns += [(model, base, m) for m in METRICS]
+            values += [per[model][m] - per[base][m] for m in METRICS]
+    stacked = np.stack(values, axis=1)  # (Q, P·M + models·baselines·M)
+    samples = resampled_means(stacked, config.resamples, np.random.default_rng(config.seed))
+    point = stacked.mean(axis=0)
     col = {key: i for i, key in enumerate(columns)}
     intervals = {name: {m: _interval(point[col[name, m]], samples[:, col[name, m]], config.level)
                         for m in METRICS} for name in names}
@@ -113,9 +124,8 @@ def confidence(ranks: dict[str, np.ndarray], models: list[str], baselines: list[
         for base in baselines:
             out = {}
             for m in METRICS:
-                a, b = col[model, m], col[base, m]
-                out[m] = _interval(point[a] - point[b], samples[:, a] - samples[:, b],
-                                   config.level)
+                d = col[model, base, m]
+                out[m] = _interval(point[d], samples[:, d], config.level)
                 out[m]["verdict"] = verdict(out[m]["low"], out[m]["high"])
             differences[model][base] = out
     half = {model: max(((i["mrr_at_10"]["high"] - i["mrr_at_10"]["low"]) / 2
