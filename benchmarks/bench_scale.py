@@ -307,7 +307,7 @@ def stage_index(ctx: dict[str, Any]) -> dict[str, Any]:
     with timer("check_index"):
         guard = check_index(flat, payload)
     search_s, exact = _timed_search(flat, queries)
-    out |= {"check_index_passed": guard.passed, "flat_build_s": build.manifest["build_seconds"],
+    out |= {"check_index_passed": guard.passed, "flat_build_s": build.manifest["run"]["build_seconds"],
             "flat_search_s": search_s, "flat_bytes": _index_bytes(flat),
             "after_product_path": memory_mb()}
     del flat

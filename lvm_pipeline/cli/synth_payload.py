@@ -44,7 +44,7 @@ def cmd_synth_payload(args: argparse.Namespace) -> int:
           f"  {config.chunks:,} chunks × {config.dim} {config.dtype} ({size / 1e9:.2f} GB) in "
           f"{config.articles:,} articles (length median {m['article_length_median']:.0f}, p95 "
           f"{m['article_length_p95']:.0f}, max {m['article_length_max']}); adjacent-chunk "
-          f"cosine {m['adjacent_cosine_mean']:.3f}; {m['seconds']:.0f} s\n"
+          f"cosine {m['adjacent_cosine_mean']:.3f}; {build.manifest['run']['seconds']:.0f} s\n"
           f"  neighbours (measured / real target): "
           + ", ".join(f"{k} {v:.3f} / {targets[k]:.3f}" for k, v in targets["measured"].items())
           + "\n"

@@ -218,8 +218,12 @@ def publish_corpus(store: ArtifactStore, config: CorpusConfig, progress: Progres
                    ) -> tuple[Build, dict]:
     """Build the corpus and publish it as ``corpus/<build_id>/chunks.parquet``; return the
     build and this read's ``info``. Why both: identical chunks are one build, whose manifest
-    keeps the first read's counts, while what this read cut depends on this config."""
+    keeps the first read's counts (as provenance), while what this read cut depends on this
+    config."""
     corpus = build_corpus(config, progress)
     with store.stage(kinds.CORPUS) as staged:
         corpus.chunks.to_parquet(staged / CHUNKS, index=False)
-        return store.publish(kinds.CORPUS, staged, corpus.info), corpus.info
+        # The chunks are the content; what this read counted and cut is its provenance.
+        return store.publish(kinds.CORPUS, staged, {"n_articles": corpus.info["n_articles"],
+                                                    "n_chunks": corpus.info["n_chunks"]},
+                             run=corpus.info), corpus.info

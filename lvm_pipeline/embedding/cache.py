@@ -192,8 +192,10 @@ class EmbeddingCache:
             found, corrupt = self._read(folder, fp, unique, vectors)
             missing = np.flatnonzero(~found)
             todo = [texts[first[i]] for i in missing]
-            shards, done = 0, int(found.sum())
-            progress(done, len(unique))
+            # Progress counts the texts to embed: the cache's hits cost nothing, and counted
+            # they would make the rate a measure of the cache.
+            shards, done = 0, 0
+            progress(done, len(missing))
             for idx, batch in encoder.encode_batches(todo):
                 batch = np.asarray(batch, dtype=np.float32)
                 if batch.shape != (len(idx), encoder.dim):
@@ -203,8 +205,7 @@ class EmbeddingCache:
                 vectors[rows] = batch
                 self._write_shard(folder, fp, unique[rows], batch)
                 shards, done = shards + 1, done + len(rows)
-                progress(done, len(unique), texts_per_s=(done - int(found.sum()))
-                         / (time.perf_counter() - start))
+                progress(done, len(missing))
         hits = int(found[inverse.ravel()].sum())
         stats = CacheStats(fp, len(texts), hits, len(missing), shards, tuple(corrupt),
                            time.perf_counter() - start)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -203,11 +202,11 @@ class Embedder:
         (the batches of :meth:`encode_batches`, put back in order)."""
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
-        start, done = time.perf_counter(), 0
+        done = 0
         for idx, vectors in self.encode_batches(texts):
             out[idx] = vectors
             done += len(idx)
-            progress(done, n, texts_per_s=done / (time.perf_counter() - start))
+            progress(done, n)
         return out
 
     def encode_batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -39,13 +39,21 @@ import pandas as pd
 from lvm_pipeline.corpus import text_sha256
 from lvm_pipeline.embedding import BatchEncoder, CacheStats, EmbeddingCache
 from lvm_pipeline.runtime import Progress, silent
-from lvm_pipeline.store import MANIFEST, ArtifactError, ArtifactStore, Build, kinds, read_json
+from lvm_pipeline.store import (
+    MANIFEST,
+    PROVENANCE,
+    ArtifactError,
+    ArtifactStore,
+    Build,
+    kinds,
+    read_json,
+)
 
 VECTORS = "vectors.npy"
 CHUNKS = "chunks.parquet"
 PAYLOAD_DTYPES = ("float32", "float16")
 # Manifest keys the store writes itself; an imported build gets its own.
-STORE_KEYS = ("kind", "build_id", "files", "upstream", "code_version", "created_at")
+STORE_KEYS = ("kind", "files", "upstream", *PROVENANCE)
 
 
 @dataclass
@@ -156,8 +164,12 @@ def build_payload(
     with store.stage(kinds.PAYLOAD) as staged:
         np.save(staged / VECTORS, vectors)
         table.to_parquet(staged / CHUNKS, index=False)
+        identity = dict(embedder.identity())
+        # Where the model was loaded from says how this build was made, not what it holds:
+        # the same weights in another folder make the same payload.
+        where = {"embedder_model_dir": identity.pop("model_dir")} if "model_dir" in identity else {}
         manifest = {
-            "embedder": embedder.identity(),
+            "embedder": identity,
             "dim": int(vectors.shape[1]),
             "dtype": dtype,
             "norm": "l2",
@@ -168,7 +180,7 @@ def build_payload(
             "corpus_build_id": corpus.build_id,
         }
         build = store.publish(kinds.PAYLOAD, staged, manifest, upstream={"corpus": corpus.build_id},
-                              recipe=recipe)
+                              recipe=recipe, run=where)
     cache.record_build(build.build_id, stats)
     return build, stats
 
@@ -251,10 +263,11 @@ def import_payload(store: ArtifactStore, source: str | os.PathLike[str],
                 shutil.copyfile(src.path / name, target)
                 method = "copy" if method == "hardlink" else method
         manifest = {k: v for k, v in src.manifest.items() if k not in STORE_KEYS}
-        manifest["imported_from"] = {"path": str(src.path), "build_id": src.build_id,
-                                     "files": method}
+        # Where it came from is provenance: the same content is the same build id.
         build = store.publish(kinds.PAYLOAD, staged, manifest, upstream=src.manifest.get("upstream"),
-                              recipe=recipe)
+                              recipe=recipe, run={"imported_from": {
+                                  "path": str(src.path), "build_id": src.build_id,
+                                  "files": method}})
     return build, method
 
 

@@ -188,9 +188,9 @@ def publish_index(store: ArtifactStore, payload: Payload, config: IndexConfig,
                     "type": config.type, "params": config.params(), "config": asdict(config),
                     "exact": config.type == "flat", "ntotal": int(index.ntotal),
                     "dim": payload.dim, "metric": "ip", "self_recall_at_1": recall,
-                    "build_seconds": build_s, "faiss_version": faiss.__version__}
+                    "faiss_version": faiss.__version__}
         return store.publish(kinds.INDEX, staged, manifest, upstream={"payload": payload.build_id},
-                             recipe=recipe)
+                             recipe=recipe, run={"build_seconds": build_s})
 
 
 def load_index(build: Build, payload: Payload, verify: bool = True) -> faiss.Index:

@@ -13,6 +13,15 @@ each input from it. ``<root>/<kind>/CURRENT`` is a convenience for readers outsi
 (``lvm report``, ``lvm check``, ``lvm verify``, notebooks): it names the build of the last step
 that *succeeded* in materializing that kind (:meth:`ArtifactStore.set_current`, called by the IO
 manager after the step's asset function returned), and no step reads it.
+
+A build id proves its content: it is the hash of the kind, every file's sha256, the upstream
+build ids and the manifest's content fields (:func:`content_id`), and verifying a build
+recomputes it, so a file edited together with its hash in the manifest, or a manifest edited
+alone, is refused like a truncated file. What says how a build was made rather than what it
+holds (when, by which code and recipe, how long it took, from where) sits under keys the id
+leaves out (:data:`PROVENANCE`), so the same content is the same build wherever it was made.
+A build that fails verification is moved aside (:meth:`ArtifactStore.quarantine`, never deleted
+silently) and the step that would produce it builds it anew.
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 # <kind>/recipes/<recipe key>.json: which build each recipe made (ArtifactStore.build_for_recipe).
 RECIPES = "recipes"
+# <kind>/.quarantine/<build dir>-<when>/: builds that failed verification, moved aside.
+QUARANTINE = ".quarantine"
+QUARANTINED = "QUARANTINED.json"
+# Manifest keys that say how a build was made, not what it holds: the build id leaves them out.
+PROVENANCE = ("build_id", "created_at", "code_version", "recipe", "run")
 # Top-level folders of a data root that hold no builds: the Dagster instance, and the
 # embedding cache (lvm_pipeline.embedding.cache: its shards verify themselves when read).
 NOT_BUILDS = ("dagster_home", "embedding_cache")
@@ -76,6 +90,25 @@ def code_version() -> str:
         digest.update(source.relative_to(package_dir).as_posix().encode())
         digest.update(source.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def content_id(manifest: Mapping[str, Any]) -> str:
+    """The build id a manifest's content gives: the sha256 of everything in it but
+    :data:`PROVENANCE` (the kind, the files' hashes, the upstream build ids and the content
+    fields)."""
+    return sha256_json({k: v for k, v in manifest.items() if k not in PROVENANCE})
+
+
+def safe_name(name: str, where: str) -> str:
+    """``name`` when it is a plain relative path inside a build folder; an error naming
+    ``where`` (a manifest, a mirror object) otherwise: a name read from a manifest must never
+    reach outside its folder."""
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or ":" in parts[0]
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ArtifactError(f"{where}: file name {name!r} is not a plain relative path inside "
+                            "the build; refused")
+    return name
 
 
 def recipe_key(recipe: Mapping[str, Any]) -> str:
@@ -132,13 +165,24 @@ class Build:
                 f"{self.path / MANIFEST}: {self.kind} build has no file {name!r} "
                 f"(it has {sorted(files)})"
             )
-        path = self.path / name
+        path = self.path / safe_name(name, str(self.path / MANIFEST))
         if verify:
             verify_file(path, files[name]["sha256"])
         return path
 
     def verify(self) -> list[str]:
-        """Re-hash every file; return the names checked, raise on the first mismatch."""
+        """Recompute the build id from the manifest's content and re-hash every file; return
+        the names checked, raise on the first mismatch."""
+        where = self.path / MANIFEST
+        try:
+            recomputed = content_id(self.manifest)
+        except TypeError as err:
+            raise ArtifactError(f"{where}: not a manifest ({err})") from None
+        if recomputed != self.build_id or not self.build_id.startswith(self.path.name):
+            raise HashMismatchError(
+                f"{where}: the manifest's content hashes to {recomputed[:12]}…, not the build "
+                f"id {str(self.build_id)[:12]}… of folder {self.path.name}: the manifest was "
+                "edited after the build was published")
         for name in sorted(self.manifest["files"]):
             self.file(name, verify=True)
         return sorted(self.manifest["files"])
@@ -243,6 +287,7 @@ class ArtifactStore:
         manifest: Mapping[str, Any],
         upstream: Mapping[str, str] | None = None,
         recipe: Mapping[str, Any] | None = None,
+        run: Mapping[str, Any] | None = None,
     ) -> Build:
         """Hash the staged files, write the manifest and move the folder into place.
 
@@ -251,7 +296,10 @@ class ArtifactStore:
         the same inputs are the same build (so a rebuild of identical content changes nothing
         downstream). CURRENT is not touched: :meth:`set_current` does that once a step succeeded.
         ``recipe``: what made it (:func:`recipe_key`), recorded in the manifest and remembered,
-        so a step with the same recipe can reuse the build (:meth:`build_for_recipe`).
+        so a step with the same recipe can reuse the build (:meth:`build_for_recipe`); ``run``:
+        facts of this making (timings, where it came from), kept beside the content. A folder
+        of the same build id that fails verification (a flipped byte, an invalid manifest) is
+        quarantined and replaced by the new one: a rebuild repairs a damaged build.
         """
         files = {
             p.relative_to(staged).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -261,27 +309,22 @@ class ArtifactStore:
         if not files:
             raise ArtifactError(f"{staged}: nothing was written for {kind}")
         upstream = dict(upstream or {})
-        build_id = sha256_json({"kind": kind, "files": files, "upstream": upstream})
-        full = {
-            **manifest,
-            "kind": kind,
-            "build_id": build_id,
-            "files": files,
-            "upstream": upstream,
-            "code_version": recipe["code_version"] if recipe else code_version(),
-            "created_at": utc_now(),
-        }
+        content = {**manifest, "kind": kind, "files": files, "upstream": upstream}
+        clash = sorted(set(manifest) & set(PROVENANCE))
+        if clash:
+            raise ArtifactError(f"{kind} manifest fields {clash} are the store's own")
+        build_id = content_id(content)
+        full = {**content, "build_id": build_id,
+                "code_version": recipe["code_version"] if recipe else code_version(),
+                "created_at": utc_now(), **({"run": dict(run)} if run else {})}
         if recipe is not None:
             full["recipe"] = {**recipe, "key": recipe_key(recipe)}
         write_json_atomic(staged / MANIFEST, full)
         final = self.root / kind / build_id[:BUILD_DIR_CHARS]
-        if final.exists():
-            # Identical content was published before; keep the old folder untouched.
-            existing = read_json(final / MANIFEST)
-            if existing.get("build_id") != build_id:
-                raise ArtifactError(f"{final}: folder holds build {existing.get('build_id')}, "
-                                    f"not {build_id}")
-            full = existing
+        existing = self._sound(kind, final, build_id)
+        if existing is not None:
+            # Identical content was published before and is intact; keep it untouched.
+            full = dict(existing.manifest)
         else:
             os.rename(staged, final)
         if recipe is not None:
@@ -299,20 +342,45 @@ class ArtifactStore:
         write_json_atomic(entry, {"recipe_key": key, "build_id": build_id})
 
     def build_for_recipe(self, kind: str, key: str) -> Build | None:
-        """The build recipe ``key`` made, re-hashed against its manifest; None when the recipe
-        never ran here or its build is gone or damaged (then it must be built anew)."""
+        """The build recipe ``key`` made, verified; None when the recipe never ran here or its
+        build is gone, or damaged (then quarantined): it must be built anew."""
         entry = self._recipe_entry(kind, key)
         if not entry.exists():
             return None
         try:
-            recorded = read_json(entry)
-            build = self.get(kind, recorded["build_id"])
-            build.verify()
+            recorded = read_json(entry)["build_id"]
         except (ArtifactError, KeyError, TypeError):
             return None
         # The manifest may carry another recipe: identical content made by another recipe is
         # one build, and both recipes name it.
+        return self._sound(kind, self.root / kind / str(recorded)[:BUILD_DIR_CHARS], recorded)
+
+    def _sound(self, kind: str, folder: Path, build_id: str) -> Build | None:
+        """The build in ``folder`` when it is ``build_id`` and verifies; None when there is
+        none; a damaged one is quarantined first (and then None)."""
+        if not folder.exists():
+            return None
+        try:
+            build = Build(kind=kind, path=folder, manifest=read_json(folder / MANIFEST))
+            if build.manifest.get("build_id") != build_id:
+                raise ArtifactError(f"{folder / MANIFEST}: names build "
+                                    f"{build.manifest.get('build_id')}, expected {build_id}")
+            build.verify()
+        except (ArtifactError, AttributeError, KeyError, TypeError) as err:
+            self.quarantine(folder, str(err))
+            return None
         return build
+
+    def quarantine(self, folder: Path, reason: str) -> Path:
+        """Move a build folder that failed verification aside, into ``<kind>/.quarantine/``,
+        with a note of why; return where it went (never deleted: a person decides)."""
+        kind_dir = folder.parent
+        target = kind_dir / QUARANTINE / f"{folder.name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(folder, target)
+        write_json_atomic(target / QUARANTINED, {"from": str(folder), "reason": reason,
+                                                 "at": utc_now()})
+        return target
 
     def set_current(self, build: Build) -> None:
         """Point ``<kind>/CURRENT`` at ``build`` (atomically), for readers outside a run."""
@@ -330,14 +398,17 @@ class ArtifactStore:
                 f"no {kind} under {self.root}: materialize it first (`lvm run` builds everything)"
             )
         target = read_json(pointer)
+        if not isinstance(target, dict) or not isinstance(target.get("build_id"), str):
+            raise ArtifactError(f"{pointer}: names no build (holds {json.dumps(target)[:80]}); "
+                                f"materialize {kind} again to point it at one")
         return self.get(kind, target["build_id"])
 
     def get(self, kind: str, build_id: str) -> Build:
-        path = self.root / kind / build_id[:BUILD_DIR_CHARS]
+        path = self.root / kind / safe_name(build_id[:BUILD_DIR_CHARS], f"{kind} build id")
         manifest = read_json(path / MANIFEST)
-        if manifest.get("build_id") != build_id:
-            raise ArtifactError(f"{path / MANIFEST}: names build {manifest.get('build_id')}, "
-                                f"expected {build_id}")
+        if not isinstance(manifest, dict) or manifest.get("build_id") != build_id:
+            found = manifest.get("build_id") if isinstance(manifest, dict) else None
+            raise ArtifactError(f"{path / MANIFEST}: names build {found}, expected {build_id}")
         return Build(kind=kind, path=path, manifest=manifest)
 
     def find(self, kind: str, prefix: str) -> Build:

@@ -34,6 +34,9 @@ from lvm_pipeline.store.artifacts import (
     ArtifactStore,
     Build,
     HashMismatchError,
+    content_id,
+    recipe_key,
+    safe_name,
     verify_file,
     write_json_atomic,
 )
@@ -62,9 +65,17 @@ class MirroredStore(ArtifactStore):
     # ------------------------------------------------------------------ writing
 
     def publish(self, kind: str, staged: Path, manifest: Mapping[str, Any],
-                upstream: Mapping[str, str] | None = None) -> Build:
-        build = super().publish(kind, staged, manifest, upstream)
+                upstream: Mapping[str, str] | None = None,
+                recipe: Mapping[str, Any] | None = None,
+                run: Mapping[str, Any] | None = None) -> Build:
+        """Publish here, push the build, then note its recipe in the mirror (after the build
+        it names is there), so every machine reuses what any of them built."""
+        build = super().publish(kind, staged, manifest, upstream, recipe=recipe, run=run)
         self.push(build)
+        if recipe is not None:
+            entry = self._recipe_entry(kind, recipe_key(recipe))
+            self.fs.pipe_file(self._remote(kind, entry.parent.name, entry.name),
+                              entry.read_bytes())
         return build
 
     def push(self, build: Build) -> None:
@@ -81,13 +92,6 @@ class MirroredStore(ArtifactStore):
         super().set_current(build)
         pointer = {"build_id": build.build_id, "dir": build.path.name}
         self.fs.pipe_file(self._remote(build.kind, CURRENT), json.dumps(pointer).encode())
-
-    def remember_recipe(self, kind: str, key: str, build_id: str) -> None:
-        """Note the recipe here and in the mirror (after the build it names was pushed), so
-        every machine reuses what any of them built."""
-        super().remember_recipe(kind, key, build_id)
-        entry = self._recipe_entry(kind, key)
-        self.fs.pipe_file(self._remote(kind, entry.parent.name, entry.name), entry.read_bytes())
 
     # ------------------------------------------------------------------ reading
 
@@ -132,8 +136,18 @@ class MirroredStore(ArtifactStore):
         except FileNotFoundError:
             raise ArtifactError(f"{self._url(kind, build_dir, MANIFEST)}: missing (the "
                                 "upload of this build never finished)") from None
+        where = self._url(kind, build_dir, MANIFEST)
+        try:
+            named = manifest["build_id"]
+            proven = content_id(manifest) == named and named.startswith(build_dir)
+            files = {safe_name(name, where): info for name, info in manifest["files"].items()}
+        except (AttributeError, KeyError, TypeError) as err:
+            raise ArtifactError(f"{where}: not a manifest ({err}); refused") from None
+        if not proven:
+            raise HashMismatchError(f"{where}: its content does not hash to the build id it "
+                                    "names: edited after it was published; refused")
         with self.stage(kind) as staged:
-            for name, info in sorted(manifest["files"].items()):
+            for name, info in sorted(files.items()):
                 local = staged / name
                 local.parent.mkdir(parents=True, exist_ok=True)
                 self.fs.get_file(f"{remote_dir}/{name}", str(local))

@@ -349,8 +349,7 @@ def publish_synthetic_payload(store: ArtifactStore, config: SyntheticPayloadConf
                     "article_length_p95": float(np.percentile(lengths, 95)),
                     "article_length_max": int(lengths.max()),
                     "adjacent_cosine_mean": adjacent,
-                    "neighbours": neighbours,
-                    "seconds": time.perf_counter() - t0}
+                    "neighbours": neighbours}
         manifest = {
             "embedder": {
                 **SyntheticEncoder(config).identity(),
@@ -370,4 +369,5 @@ def publish_synthetic_payload(store: ArtifactStore, config: SyntheticPayloadConf
             "adjacent_cosine_mean": adjacent,
             "corpus_build_id": None,
         }
-        return store.publish(kinds.PAYLOAD, staged, manifest)
+        return store.publish(kinds.PAYLOAD, staged, manifest,
+                             run={"seconds": time.perf_counter() - t0})

@@ -189,13 +189,15 @@ def test_the_canary_re_embeds_its_sample_instead_of_reading_the_cache(store):
 
 
 def test_the_payload_step_reports_cache_hits_and_misses(tmp_path):
-    """Two materializations of an unchanged corpus: the second embeds nothing, builds the same
-    payload, and says so in its metadata and its log."""
+    """A payload rebuilt from an unchanged corpus (``rebuild: true``, past the step's reuse)
+    embeds nothing, builds the same payload, and says so in its metadata and its log."""
+    from lvm_pipeline.defs.assets.payload import PayloadParams
     from lvm_pipeline_tests.conftest import instance_at, materialize_all, materialized_metadata
 
     data_dir = tmp_path / "data"
-    runs = [materialize_all(data_dir, selection=["corpus", "payload"], corpus={"max_chunks": 40})
-            for _ in range(2)]
+    runs = [materialize_all(data_dir, selection=["corpus", "payload"], corpus={"max_chunks": 40},
+                            ops={"payload": PayloadParams(rebuild=rebuild)})
+            for rebuild in (False, True)]
     assert all(r.success for r in runs)
     first, second = (materialized_metadata(r)["payload"] for r in runs)
     n = first["n_rows"]

@@ -167,7 +167,7 @@ def test_import_links_the_files_and_keeps_the_build_id(tmp_path, small_build):
     assert how == "hardlink" and build.build_id == small_build.build_id
     assert (build.path / "vectors.npy").stat().st_ino == (
         small_build.path / "vectors.npy").stat().st_ino
-    assert build.manifest["imported_from"]["build_id"] == small_build.build_id
+    assert build.manifest["run"]["imported_from"]["build_id"] == small_build.build_id
     _, how = import_payload(store, build.path)
     assert how == "already in the store"
 

@@ -52,4 +52,4 @@ def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, payload:
     return build_output(
         build, payload_build_id=payload.build_id, index_type=m["index_type"],
         index_params=dg.MetadataValue.json(m["params"]), exact=m["exact"], ntotal=m["ntotal"],
-        dim=m["dim"], self_recall_at_1=m["self_recall_at_1"], build_seconds=m["build_seconds"])
+        dim=m["dim"], self_recall_at_1=m["self_recall_at_1"], build_seconds=m["run"]["build_seconds"])

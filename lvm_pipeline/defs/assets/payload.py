@@ -99,6 +99,6 @@ def _output(build: Build, cache: dict[str, object]) -> dg.Output:
         dtype=m.get("dtype", "float32"), n_articles=m["n_articles"], embedder_id=e["id"],
         embedder_weights_sha256=e.get("weights_sha256", "unknown"),
         embedder_device=e.get("device", "unknown"),
-        source=m.get("imported_from", {}).get("path", "embedded from the corpus"),
+        source=m.get("run", {}).get("imported_from", {}).get("path", "embedded from the corpus"),
         adjacent_cosine_mean=m["adjacent_cosine_mean"], **cache,
         preview=markdown_preview(loaded.chunks[["row", "article_id", "chunk_index", "text"]]))
