@@ -32,7 +32,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     check = add_command(sub, "check", "Run every asset check (payload integrity, embedder "
                                       "canary, alignment, truth keys, leakage, learnability, "
-                                      "index, report lineage) on the current artifacts and "
+                                      "index, checkpoints, report lineage) on the current "
+                                      "artifacts and "
                                       "print check / status / what it measures / value / "
                                       "threshold; exit 1 when a blocking check fails.")
     check.set_defaults(func=cmd_check)

@@ -21,7 +21,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from lvm_pipeline.cli.events import failure_lines
+from lvm_pipeline.cli.events import failure_lines, warning_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -279,7 +279,11 @@ def run_with_console(command: str, data_dir: Path, run_config: Any, log_level: s
         print(f"Details: `lvm ui --data-dir {data_dir}`, then Runs → {result.run_id}",
               file=sys.stderr)
         return EXIT_FAILED, result
-    print(f"lvm {command}: succeeded in {elapsed:.0f} s (run {result.run_id})", file=sys.stderr)
+    warnings = warning_lines(result.all_events)
+    print(f"lvm {command}: succeeded in {elapsed:.0f} s (run {result.run_id})"
+          + (", with warnings:" if warnings else ""), file=sys.stderr)
+    for line in warnings:
+        print(f"  - {line}", file=sys.stderr)
     return EXIT_OK, result
 
 

@@ -29,7 +29,7 @@ def failure_lines(events: Iterable[Any]) -> list[str]:
             lines.append(f"step {event.step_key} failed: {step_failure_reason(event)}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
-            if not evaluation.passed:
+            if not evaluation.passed and not _warns(evaluation):
                 lines.append(f"check {evaluation.check_name} on "
                              f"{evaluation.asset_key.to_user_string()} FAILED: "
                              f"{evaluation.description}")
@@ -37,6 +37,19 @@ def failure_lines(events: Iterable[Any]) -> list[str]:
             lines.append(f"step {event.step_key} skipped (an upstream step or blocking check "
                          "did not pass)")
     return lines
+
+
+def _warns(evaluation: Any) -> bool:
+    """A check of severity WARN: its failure is said, but blocks nothing."""
+    return getattr(evaluation.severity, "value", evaluation.severity) == "WARN"
+
+
+def warning_lines(events: Iterable[Any]) -> list[str]:
+    """One line per failed check that does not block (severity WARN), with the reason."""
+    return [f"check {e.check_name} on {e.asset_key.to_user_string()} WARNS: {e.description}"
+            for e in (event.event_specific_data for event in events
+                      if event.event_type_value == "ASSET_CHECK_EVALUATION")
+            if not e.passed and _warns(e)]
 
 
 def materialized_build(result: Any, asset: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lvm_pipeline.cli.common import (
     EXIT_FAILED,
@@ -16,27 +17,36 @@ from lvm_pipeline.cli.common import (
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from lvm_pipeline.store import verify_store
+    from lvm_pipeline.store import restore_hint, verify_store
 
     data_dir = resolve_data_dir(args.data_dir)
     if not data_dir.is_dir():
         raise CliError(f"data dir {data_dir} does not exist")
-    outcomes = verify_store(open_cli_store(data_dir))
+    outcomes = verify_store(open_cli_store(data_dir), quarantine=not args.keep)
     if not outcomes:
         raise CliError(f"no artifacts under {data_dir}: build them first (`lvm run`)")
+
+    def shown(path: Path) -> Path:
+        return path.relative_to(data_dir) if path.is_relative_to(data_dir) else path
+
     for o in outcomes:
-        where = o.folder.relative_to(data_dir) if o.folder.is_relative_to(data_dir) else o.folder
         tag = " (current)" if o.current else ""
         if o.error is None:
-            print(f"ok      {where}{tag}: {o.files} files, {o.bytes / 1e6:.1f} MB")
+            print(f"ok      {shown(o.folder)}{tag}: {o.files} files, {o.bytes / 1e6:.1f} MB")
             if o.unlisted:
                 print(f"        note: files not in the manifest: {', '.join(o.unlisted)}")
-        else:
-            print(f"FAILED  {where}{tag}: {o.error}", file=sys.stderr)
+            continue
+        print(f"FAILED  {shown(o.folder)}{tag}: {o.error}", file=sys.stderr)
+        if o.quarantined is not None:
+            print(f"        quarantined to {shown(o.quarantined)} (restore: "
+                  f"{restore_hint(o.quarantined)})", file=sys.stderr)
     bad = [o for o in outcomes if o.error]
     print(f"\nlvm verify: {len(outcomes) - len(bad)} of {len(outcomes)} builds match their "
           "manifests" + (f"; {len(bad)} do not (see above)" if bad else ""),
           file=sys.stderr if bad else sys.stdout)
+    if any(o.quarantined for o in bad):
+        print("The next `lvm run` (or `lvm materialize <asset>`) builds each quarantined build "
+              "anew; nothing was deleted.", file=sys.stderr)
     return EXIT_FAILED if bad else EXIT_OK
 
 
@@ -44,5 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify = add_command(sub, "verify", "Re-hash every file of every artifact build against "
                                         "the sha256 in its manifest (and every CURRENT "
                                         "pointer); exit 1 naming each file that was truncated "
-                                        "or edited.")
+                                        "or edited, and move each failing build aside "
+                                        "into <kind>/.quarantine/ (nothing is deleted).")
+    verify.add_argument("--keep", action="store_true",
+                        help="leave failing builds where they are (by default they are moved "
+                             "into <kind>/.quarantine/, so the next run builds them anew)")
     verify.set_defaults(func=cmd_verify)

@@ -43,6 +43,7 @@ from lvm_pipeline.store import ArtifactError, ArtifactStore, Build, kinds
 # The artifact kind behind each checked asset (``lvm check`` runs the checks of those present).
 CHECKED_KINDS = {"payload": kinds.PAYLOAD, "aligned_training_sequences": kinds.TRAIN_SEQUENCES,
                  "aligned_eval": kinds.EVAL_SEQUENCES, "faiss_index": kinds.INDEX,
+                 **{variant: kinds.checkpoint(variant) for variant in VARIANTS},
                  "retrieval_report": kinds.REPORT}
 LOAD_RULE = "inputs load, match the sha256 of their manifests and index one payload"
 # The other sequence asset, for the leakage between them: None when it was never built.

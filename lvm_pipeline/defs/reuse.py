@@ -9,7 +9,9 @@ computing it again; its checks still run, since they are the gate. Dagster itsel
 a step whose inputs' data versions are unchanged; here the data versions are content hashes, so
 the step can.
 
-Never reused: a build that fails verification (it is built anew), a build of other inputs or
+A reused step re-hashes the builds it would have read (the build's upstream), so a damaged
+input fails it as it fails a computing step. Never reused: a build that fails verification (it
+is built anew), a build of other inputs or
 another config or code (another recipe key), and anything asked for with ``rebuild: true``.
 The corpus has no recipe: its input is the outside world, which it reads every time (an
 unchanged source gives the same build id, so nothing downstream changes).
@@ -66,6 +68,10 @@ def reused_output(context: dg.AssetExecutionContext, store: ArtifactStore, kind:
     build = store.build_for_recipe(kind, recipe_key(recipe))
     if build is None:
         return None
+    # What the step would have read must still be sound: a damaged input fails a reused step
+    # as it fails a computing one, naming the file.
+    for upstream_kind, upstream_id in sorted(build.manifest["upstream"].items()):
+        store.get(upstream_kind, upstream_id).verify()
     earlier = _materialization(context.instance, context.asset_key, build.build_id)
     run = earlier.run_id if earlier else "(not recorded in this instance)"
     context.log.info(f"reused {kind} {build.build_id[:12]} (same code, config and inputs) "

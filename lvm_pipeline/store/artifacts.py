@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,8 @@ class Build:
 
 @dataclass(frozen=True)
 class Verification:
-    """What re-hashing one build found: ``error`` is None when every file matched."""
+    """What re-hashing one build (or reading one ``CURRENT``) found: ``error`` is None when
+    every file matched; ``quarantined`` is where a failing one was moved."""
 
     kind: str
     folder: Path
@@ -200,38 +201,56 @@ class Verification:
     bytes: int
     error: str | None
     unlisted: tuple[str, ...] = ()
+    quarantined: Path | None = None
 
 
-def verify_store(store: ArtifactStore) -> list[Verification]:
+def restore_hint(quarantined: Path) -> str:
+    """The command that puts a quarantined build or pointer back where it was."""
+    note = read_json(quarantined / QUARANTINED)
+    origin = Path(note["from"])
+    moved = quarantined if origin.name != CURRENT else quarantined / CURRENT
+    return f"mv {moved} {origin}"
+
+
+def verify_store(store: ArtifactStore, quarantine: bool = True) -> list[Verification]:
     """Re-hash every file of every build under ``store`` against its manifest, and check that
     every ``CURRENT`` points at a build whose manifest names it. Never stops at the first bad
-    build: the list says which builds are sound and which are not, and why."""
-    currents: dict[Path, str] = {}
+    build: the list says which builds are sound and which are not, and why. ``quarantine``:
+    move each failing build and pointer aside (:meth:`ArtifactStore.quarantine`), so no step
+    reads it again and the step that produces it builds it anew."""
+    currents: set[Path] = set()
     out = []
     for pointer in sorted(store.root.rglob(CURRENT)):
         kind = pointer.parent.relative_to(store.root).as_posix()
+        if kind.split("/")[0] in NOT_BUILDS or QUARANTINE in pointer.parts:
+            continue
         try:
-            build = store.current(kind)
-            currents[build.path.resolve()] = build.build_id
-        except ArtifactError as err:
+            currents.add(store.current(kind).path.resolve())
+        except (ArtifactError, OSError) as err:
             out.append(Verification(kind, pointer, None, True, 0, 0, str(err)))
     for folder in store.build_folders():
         kind = folder.parent.relative_to(store.root).as_posix()
+        current = folder.resolve() in currents
         try:
             manifest = read_json(folder / MANIFEST)
+            if not isinstance(manifest, dict):
+                raise ArtifactError(f"{folder / MANIFEST}: not a manifest (a JSON object)")
             build = Build(kind=kind, path=folder, manifest=manifest)
             names = build.verify()
-            listed = set(names) | {MANIFEST}
-            unlisted = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                                    if p.is_file() and p.relative_to(folder).as_posix() not in listed))
-            out.append(Verification(kind, folder, build.build_id, folder.resolve() in currents,
-                                    len(names), sum(f["bytes"] for f in manifest["files"].values()),
-                                    None, unlisted))
-        except (ArtifactError, KeyError) as err:
+        except (ArtifactError, KeyError, AttributeError, TypeError) as err:
             error = str(err) if isinstance(err, ArtifactError) else (
-                f"{folder / MANIFEST}: manifest lacks {err}")
-            out.append(Verification(kind, folder, None, folder.resolve() in currents, 0, 0, error))
-    return out
+                f"{folder / MANIFEST}: not a valid manifest ({type(err).__name__}: {err})")
+            out.append(Verification(kind, folder, None, current, 0, 0, error))
+            continue
+        listed = set(names) | {MANIFEST}
+        unlisted = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                                if p.is_file() and p.relative_to(folder).as_posix() not in listed))
+        out.append(Verification(kind, folder, build.build_id, current, len(names),
+                                sum(f["bytes"] for f in manifest["files"].values()), None, unlisted))
+    if not quarantine:
+        return out
+    return [replace(o, quarantined=store.quarantine(o.folder, o.error)) if o.error else o
+            for o in out]
 
 
 def verify_file(path: Path, expected_sha256: str) -> None:
@@ -371,14 +390,18 @@ class ArtifactStore:
             return None
         return build
 
-    def quarantine(self, folder: Path, reason: str) -> Path:
-        """Move a build folder that failed verification aside, into ``<kind>/.quarantine/``,
-        with a note of why; return where it went (never deleted: a person decides)."""
-        kind_dir = folder.parent
-        target = kind_dir / QUARANTINE / f"{folder.name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move a build folder (or a ``CURRENT`` pointer) that failed verification aside, into
+        ``<kind>/.quarantine/<name>-<when>/``, with a note of why; return where it went (never
+        deleted: a person decides). Moving it back (:func:`restore_hint`) undoes it."""
+        target = path.parent / QUARANTINE / f"{path.name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(folder, target)
-        write_json_atomic(target / QUARANTINED, {"from": str(folder), "reason": reason,
+        if path.is_dir():
+            os.rename(path, target)
+        else:
+            target.mkdir()
+            os.rename(path, target / path.name)
+        write_json_atomic(target / QUARANTINED, {"from": str(path), "reason": reason,
                                                  "at": utc_now()})
         return target
 

@@ -153,6 +153,28 @@ def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, caps
     assert "11 of 11 builds match their manifests" in out and "ok      payload/" in out
 
 
+def test_verify_quarantines_a_damaged_build_and_the_next_run_builds_it_anew(small_run_copy,
+                                                                             capsys):
+    from lvm_pipeline_tests.conftest import materialize_all, materialized
+
+    (vectors,) = small_run_copy.glob("payload/*/vectors.npy")
+    raw = bytearray(vectors.read_bytes())
+    raw[-1] ^= 1
+    vectors.write_bytes(bytes(raw))
+    assert main(["verify", "--data-dir", str(small_run_copy)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    build = vectors.parent.relative_to(small_run_copy)
+    assert f"FAILED  {build} (current): {vectors}: sha256 mismatch" in err
+    assert f"quarantined to payload/.quarantine/{build.name}-" in err
+    assert f" {vectors.parent})" in err  # the restore command: mv <quarantined> <build folder>
+    assert "The next `lvm run` (or `lvm materialize <asset>`) builds each quarantined" in err
+    assert not vectors.exists()
+
+    assert materialized(materialize_all(small_run_copy, selection=["payload"])) == {"payload"}
+    assert vectors.exists()  # the same content, so the same build id and folder
+    assert main(["verify", "--data-dir", str(small_run_copy)]) == EXIT_OK
+
+
 def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_path, capsys):
     import numpy as np
 
@@ -171,7 +193,7 @@ def test_exported_training_set_imports_back_at_cosine_one(small_run_copy, tmp_pa
     assert main(["import-training", str(npz), "--data-dir", str(small_run_copy)]) == EXIT_OK
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("check_training_sequences_aligned"))
-    assert line.split()[2:4] == ["pass", "1"]
+    assert line.split()[2:5] == ["pass", "min_cosine_to_payload", "1"]
     imported = store.current("sequences/train")
     assert imported.build_id != native.build_id
     assert imported.manifest["source"]["kind"] == "imported npz"

@@ -339,7 +339,7 @@ def test_tampered_files_fail_to_load_naming_the_file(pattern, consumer, small_ru
         path.write_bytes(raw[: len(raw) // 2])  # truncated
     else:
         path.write_bytes(raw[:-9] + bytes([raw[-9] ^ 1]) + raw[-8:])  # one bit flipped
-    assert main(["verify", "--data-dir", str(data_dir)]) == EXIT_FAILED
+    assert main(["verify", "--keep", "--data-dir", str(data_dir)]) == EXIT_FAILED
     err = capsys.readouterr().err
     build_dir = next(p for p in path.parents if (p / "manifest.json").exists())
     assert f"FAILED  {build_dir.relative_to(data_dir)} (current): {path}: sha256 mismatch" in err

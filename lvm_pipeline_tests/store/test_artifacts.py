@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import pytest
 
-from lvm_pipeline.store.artifacts import ArtifactError, ArtifactStore, HashMismatchError
+from lvm_pipeline.store.artifacts import (
+    CURRENT,
+    MANIFEST,
+    QUARANTINE,
+    ArtifactError,
+    ArtifactStore,
+    HashMismatchError,
+    restore_hint,
+    sha256_file,
+    verify_store,
+)
 
 
 def _publish(store: ArtifactStore, payload: bytes, upstream=None):
@@ -88,3 +100,80 @@ def test_data_dir_under_a_file_is_not_writable(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ArtifactError, match="is not writable"):
         ArtifactStore(blocker / "data").ensure_writable()
+
+
+# ------------------------------------------------------------ build ids prove content
+
+
+def test_a_file_edited_with_its_hash_updated_is_refused_by_the_build_id(store):
+    """Whoever edits a file and its sha256 in the manifest still cannot keep the build id."""
+    build = _publish(store, b"0123456789")
+    (build.path / "a.bin").write_bytes(b"forged")
+    manifest = json.loads((build.path / MANIFEST).read_text())
+    manifest["files"]["a.bin"] = {"sha256": sha256_file(build.path / "a.bin"), "bytes": 6}
+    (build.path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(HashMismatchError, match="edited after the build was published"):
+        store.get("thing", build.build_id).verify()
+
+
+def test_a_content_field_edited_in_the_manifest_is_refused(store):
+    build = _publish(store, b"0123456789")
+    manifest = json.loads((build.path / MANIFEST).read_text())
+    manifest["note"] = "y"
+    (build.path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(HashMismatchError, match=f"{MANIFEST}: the manifest's content hashes"):
+        store.get("thing", build.build_id).verify()
+
+
+def test_the_same_content_made_at_another_time_is_the_same_build(store):
+    first = _publish(store, b"hello")
+    with store.stage("thing") as staged:
+        (staged / "a.bin").write_bytes(b"hello")
+        (staged / "sub").mkdir()
+        (staged / "sub" / "b.txt").write_text("b")
+        again = store.publish("thing", staged, {"note": "x"}, run={"seconds": 3.5})
+    assert again.build_id == first.build_id
+
+
+# ------------------------------------------------------------ damaged builds heal
+
+
+def _damage(build, how: str) -> None:
+    if how == "flipped byte":
+        raw = bytearray((build.path / "a.bin").read_bytes())
+        raw[-1] ^= 1
+        (build.path / "a.bin").write_bytes(bytes(raw))
+    else:
+        (build.path / MANIFEST).write_text("{not json")
+
+
+@pytest.mark.parametrize("how", ["flipped byte", "invalid manifest"])
+def test_a_rebuild_replaces_a_damaged_build_and_keeps_it_aside(store, how):
+    build = _publish(store, b"0123456789")
+    _damage(build, how)
+    rebuilt = _publish(store, b"0123456789")
+    assert rebuilt.build_id == build.build_id
+    assert rebuilt.verify() == ["a.bin", "sub/b.txt"]
+    (aside,) = (store.root / "thing" / QUARANTINE).iterdir()
+    note = json.loads((aside / "QUARANTINED.json").read_text())
+    assert note["from"] == str(build.path) and note["reason"]
+
+
+def test_verify_quarantines_failing_builds_and_pointers_and_says_how_to_restore(store):
+    sound = _publish(store, b"sound")
+    damaged = _publish(store, b"0123456789")
+    _damage(damaged, "flipped byte")
+    store.set_current(sound)
+    (store.root / "thing" / CURRENT).write_text("{}")
+    outcomes = {o.folder: o for o in verify_store(store)}
+    assert outcomes[sound.path].error is None and outcomes[sound.path].quarantined is None
+    assert "sha256 mismatch" in outcomes[damaged.path].error
+    assert "names no build" in outcomes[store.root / "thing" / CURRENT].error
+    assert not damaged.path.exists() and not (store.root / "thing" / CURRENT).exists()
+    for path in (damaged.path, store.root / "thing" / CURRENT):
+        hint = restore_hint(outcomes[path].quarantined)
+        assert hint.startswith("mv ") and hint.endswith(f" {path}")
+        subprocess.run(hint.split(), check=True)  # the hint restores exactly what was moved
+    assert (damaged.path / "a.bin").exists() and (store.root / "thing" / CURRENT).exists()
+    assert [o.folder for o in verify_store(store, quarantine=False) if o.error] == [
+        store.root / "thing" / CURRENT, damaged.path]

@@ -86,3 +86,38 @@ def test_assets_write_through_the_mirror_when_storage_names_one(tmp_path, mirror
     pulled = MirroredStore(tmp_path / "elsewhere", mirror_url).current("corpus")
     assert pulled.build_id == result.asset_materializations_for_node("corpus")[0].metadata[
         "build_id"].value
+
+
+def test_a_forged_manifest_naming_a_path_outside_its_build_is_refused(tmp_path):
+    """Whoever can write to the bucket forges a consistent manifest (its build id recomputed)
+    whose file name climbs out of the build folder: the pull refuses it, naming the object,
+    before anything is downloaded."""
+    import hashlib
+    import json
+
+    from lvm_pipeline.store.artifacts import content_id
+
+    mirror = tmp_path / "bucket"
+    writer = MirroredStore(tmp_path / "a", f"file://{mirror}")
+    published = writer.get(kinds.PAYLOAD, publish_synthetic_payload(writer, [6]).build_id)
+    manifest = json.loads((published.path / "manifest.json").read_text())
+    evil = b"written outside the data dir"
+    manifest["files"]["../../../escaped.txt"] = {"sha256": hashlib.sha256(evil).hexdigest(),
+                                                 "bytes": len(evil)}
+    manifest["build_id"] = content_id(manifest)
+    forged = mirror / kinds.PAYLOAD / manifest["build_id"][:BUILD_DIR_CHARS]
+    forged.mkdir()
+    for name in published.manifest["files"]:
+        (forged / name).write_bytes((published.path / name).read_bytes())
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "escaped.txt").write_bytes(evil)  # where ../../../ resolves from the object
+    (mirror / kinds.PAYLOAD / "CURRENT").write_text(
+        json.dumps({"build_id": manifest["build_id"], "dir": forged.name}))
+
+    reader = MirroredStore(tmp_path / "victim" / "data", f"file://{mirror}")
+    with pytest.raises(ArtifactError, match=rf"file://{mirror}/payload/{forged.name}/manifest.json: "
+                                            r"file name '\.\./\.\./\.\./escaped\.txt' is not a "
+                                            "plain relative path"):
+        reader.current(kinds.PAYLOAD)
+    assert sorted(p.name for p in tmp_path.rglob("escaped.txt")) == ["escaped.txt"]  # the bait
+    assert not (tmp_path / "victim" / "escaped.txt").exists()
