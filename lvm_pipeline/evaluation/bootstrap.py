@@ -100,11 +100,17 @@ def confidence(ranks: dict[str, np.ndarray], models: list[str], baselines: list[
     if missing:
         raise ValueError(f"bootstrap: no ranks for {missing}; have {names}")
     columns = [(name, metric) for name in names for metric in METRICS]
+    pairs = [(model, base, metric) for model in models for base in baselines for metric in METRICS]
     per = {name: per_query(r) for name, r in ranks.items()}
-    values = np.stack([per[name][metric] for name, metric in columns], axis=1)  # (Q, P·M)
+    # Each difference is resampled as the mean of its per-query differences, in the same draws
+    # as the figures (paired): equal to the difference of the two means, but exact where the
+    # two predictors rank alike (the BLAS sums of two equal columns may differ in the last bit).
+    values = np.stack([per[name][metric] for name, metric in columns]
+                      + [per[model][m] - per[base][m] for model, base, m in pairs],
+                      axis=1)  # (Q, P·M + pairs)
     samples = resampled_means(values, config.resamples, np.random.default_rng(config.seed))
-    point = values.mean(axis=0)  # (P·M,)
-    col = {key: i for i, key in enumerate(columns)}
+    point = values.mean(axis=0)  # (P·M + pairs,)
+    col = {key: i for i, key in enumerate([*columns, *pairs])}
     intervals = {name: {m: _interval(point[col[name, m]], samples[:, col[name, m]], config.level)
                         for m in METRICS} for name in names}
     differences: dict[str, dict[str, Any]] = {}
@@ -113,9 +119,8 @@ def confidence(ranks: dict[str, np.ndarray], models: list[str], baselines: list[
         for base in baselines:
             out = {}
             for m in METRICS:
-                a, b = col[model, m], col[base, m]
-                out[m] = _interval(point[a] - point[b], samples[:, a] - samples[:, b],
-                                   config.level)
+                i = col[model, base, m]
+                out[m] = _interval(point[i], samples[:, i], config.level)
                 out[m]["verdict"] = verdict(out[m]["low"], out[m]["high"])
             differences[model][base] = out
     half = {model: max(((i["mrr_at_10"]["high"] - i["mrr_at_10"]["low"]) / 2
