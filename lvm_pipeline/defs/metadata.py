@@ -23,17 +23,21 @@ REUSE = "build"
 BUILT = "built in this run"
 
 
-def build_output(build: Build, first: dict[str, Any] | None = None, **extra: Any) -> dg.Output:
-    """The Dagster output of an asset that published ``build``."""
+def build_output(build: Build, first: dict[str, Any] | None = None, *,
+                 with_upstream: bool = True, **extra: Any) -> dg.Output:
+    """The Dagster output of an asset that published ``build``. ``with_upstream`` False leaves
+    out the ``upstream`` JSON, for an asset whose own entries already show its lineage (the
+    report's ``lineage``): one block, not the same ids twice."""
     meta: dict[str, Any] = {**(first or {}), **extra}
     meta.setdefault(REUSE, BUILT)
     meta.update({
         BUILD_ID: build.build_id,
         ARTIFACT_KIND: build.kind,
         "path": dg.MetadataValue.path(str(build.path)),
-        "upstream": dg.MetadataValue.json(dict(build.manifest.get("upstream", {}))),
-        "files": dg.MetadataValue.json(dict(build.manifest["files"])),
     })
+    if with_upstream:
+        meta["upstream"] = dg.MetadataValue.json(dict(build.manifest.get("upstream", {})))
+    meta["files"] = dg.MetadataValue.json(dict(build.manifest["files"]))
     with warnings.catch_warnings():
         # Output's data_version is marked beta; it is how Dagster learns the build id is the
         # content's version, and the warning would print once per asset of every run.

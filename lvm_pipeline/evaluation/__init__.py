@@ -1,8 +1,9 @@
 """How predictions are judged: metrics, baselines, bootstrap, sequence use.
 
 Retrieval metrics (:mod:`.metrics`), the untrained baselines and ridge (:mod:`.baselines`,
-:mod:`.ridge`), paired bootstrap intervals (:mod:`.bootstrap`) and whether a model uses its
-sequence (:mod:`.sequence_use`).
+:mod:`.ridge`), the payload's forward signal beside them (:mod:`.forward_signal`), paired
+bootstrap intervals (:mod:`.bootstrap`) and whether a model uses its sequence
+(:mod:`.sequence_use`).
 """
 
 from lvm_pipeline.evaluation.baselines import (
@@ -19,6 +20,11 @@ from lvm_pipeline.evaluation.bootstrap import (
     confidence_markdown,
     paired_differences,
     verdict,
+)
+from lvm_pipeline.evaluation.forward_signal import (
+    forward_signal_per_window,
+    forward_signal_text,
+    measure_forward_signal,
 )
 from lvm_pipeline.evaluation.metrics import (
     CONTAIN_K,
@@ -53,8 +59,11 @@ __all__ = [
     "copy_last_prior",
     "describe_sequence_use",
     "evaluate",
+    "forward_signal_per_window",
+    "forward_signal_text",
     "latency_ms",
     "mean_of_context",
+    "measure_forward_signal",
     "measure_sequence_use",
     "model_parts",
     "mrr_at_k",

@@ -7,7 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 from lvm_pipeline.embedding import unit_rows
-from lvm_pipeline.evaluation import PENALTIES, copy_last_prior, normal_equations, solve_ridge
+from lvm_pipeline.evaluation import (
+    PENALTIES,
+    copy_last_prior,
+    forward_signal_per_window,
+    normal_equations,
+    solve_ridge,
+)
 from lvm_pipeline.guards.config import GuardConfig
 from lvm_pipeline.guards.result import GuardResult, verdict
 from lvm_pipeline.payload import Payload, gather
@@ -115,17 +121,38 @@ def check_learnability(payload: Payload, train: SequenceSet, val: SequenceSet,
         passed, f"learnable: {figures}",
         f"NOT LEARNABLE: {figures}. Contexts do not predict their targets in this data: the "
         "windows are misaligned in some way; no model should train on them")
-    examples = [] if passed else [
-        f"{split} window {i}: target {payload.describe_row(int(s.target_row[i]))}; last context "
-        f"{payload.describe_row(int(s.context_rows[i, -1]))}"
-        for split, s, rows in (("val", val, queries), ("train", train, held)) for i in rows[:2]]
+    examples = [] if passed else _examples(payload, (("val", val, queries), ("train", train, held)))
     return GuardResult(name, passed, rule, figure, need, message, examples,
                        {"k": k, "chance": chance, "val_contain": val_contain,
                         "heldout_train_contain": held_contain, "ratio": figure / chance,
                         "penalty": penalty, "penalty_scores_on_heldout": scores,
                         "copy_last_val_contain": copy_last, "fit_windows": len(fit),
-                        "heldout_windows": len(held), "val_queries": len(queries)},
+                        "heldout_windows": len(held), "val_queries": len(queries),
+                        **_forward_signals(payload.vectors, train, fit, val, queries)},
                        measure=measure)
+
+
+def _examples(payload: Payload, splits: tuple[tuple[str, SequenceSet, np.ndarray], ...]
+              ) -> list[str]:
+    """Two windows of each (split name, set, window indices): target and last context, the
+    rows to look at when the data is not learnable."""
+    return [f"{split} window {i}: target {payload.describe_row(int(s.target_row[i]))}; last "
+            f"context {payload.describe_row(int(s.context_rows[i, -1]))}"
+            for split, s, rows in splits for i in rows[:2]]
+
+
+def _forward_signals(vectors: np.ndarray, train: SequenceSet, fit: np.ndarray,
+                     val: SequenceSet, queries: np.ndarray) -> dict[str, float | None]:
+    """The forward signal (mean cos(last context, next) − cos(last context, previous),
+    :mod:`lvm_pipeline.evaluation.forward_signal`) of the train windows the ridge was fit on
+    and of the val windows it was scored on. Recorded, not judged: near 0 or below, the
+    embedding barely knows which way the text runs, which bounds what training can gain over
+    copying the last context; the report states the same figure on the eval windows."""
+    out: dict[str, float | None] = {}
+    for split, seqs, rows in (("train", train, fit), ("val", val, queries)):
+        values = forward_signal_per_window(vectors, seqs, rows)
+        out[f"forward_signal_{split}"] = float(values.mean()) if len(values) else None
+    return out
 
 
 def _cannot_judge(n_train: int, n_val: int, n_rows: int, k: int, need: float,

@@ -10,25 +10,38 @@ from lvm_pipeline.report.build import (
     HEADLINE_METRICS,
     ORACLE_MIN_R_AT_1,
     ReportInputs,
+    ReportPredictors,
     build_report,
     current_report,
     fit_report_baselines,
     model_predictor,
     publish_report,
     read_report,
+    report_latency,
+    report_predictors,
 )
 from lvm_pipeline.report.diagnosis import diagnose
 from lvm_pipeline.report.promotion import Promotion, PromotionConfig, gate_report, promoted_after
-from lvm_pipeline.report.render import embedded_images_markdown, markdown_table, render_markdown
+from lvm_pipeline.report.render import (
+    RESULT_COLUMNS,
+    embedded_images_markdown,
+    lineage_markdown,
+    markdown_table,
+    render_markdown,
+    results_rows,
+    trend_figures,
+)
 from lvm_pipeline.report.trained_baselines import fit_trained_baselines
 from lvm_pipeline.report.trends import compare_reports, comparison_markdown
 
 __all__ = [
     "HEADLINE_METRICS",
     "ORACLE_MIN_R_AT_1",
+    "RESULT_COLUMNS",
     "Promotion",
     "PromotionConfig",
     "ReportInputs",
+    "ReportPredictors",
     "build_report",
     "compare_reports",
     "comparison_markdown",
@@ -38,10 +51,15 @@ __all__ = [
     "fit_report_baselines",
     "fit_trained_baselines",
     "gate_report",
+    "lineage_markdown",
     "markdown_table",
     "model_predictor",
     "promoted_after",
     "publish_report",
     "read_report",
     "render_markdown",
+    "report_latency",
+    "report_predictors",
+    "results_rows",
+    "trend_figures",
 ]

@@ -4,7 +4,9 @@ Files of a ``report`` build: ``report.json`` (schema below), ``report.md`` (tabl
 links), ``queries.parquet`` (per query and predictor: rank of truth, the three best impostors,
 cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
 
-``report.json`` (``schema_version`` 1; keys are stable, new keys may be added)::
+``report.json`` (``schema_version`` 2; keys are stable, new keys may be added; a report's
+bytes are a function of its inputs alone, so a rebuild over the same inputs is the same build:
+no timings, which the asset records as metadata instead)::
 
     {"schema_version", "payload_build_id", "index_id", "eval_id", "train_sequences_id",
      "lineage": {"payload", "index", "sequences/eval", "sequences/train",
@@ -18,10 +20,13 @@ cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
                           "loss", "n_params"}},
      "baselines": {"copy_last_context" | "mean_of_context" | "ridge" | "learned_blend" |
                    "linear_infonce" | "oracle": {<metric>: float, ...}},
+     "forward_signal": {"value", "low", "high", "level", "n_windows"}  (the scored windows'
+                       mean cos(last, next) − cos(last, previous) with its bootstrap interval;
+                       lvm_pipeline/evaluation/forward_signal.py),
      "trained_baselines": {"learned_blend" | "linear_infonce":
                            {"train_config", "n_train_windows", "best_epoch", "epochs_run",
                             "stopped_early", "best_val_mrr_at_10", "context_mix": [5 floats],
-                            "n_params", "train_seconds"}}  (lvm_pipeline/report/trained_baselines.py),
+                            "n_params"}}  (lvm_pipeline/report/trained_baselines.py),
      "sequence_use": {variant: {"context_mix": [5 floats] | None, "blend_norm_mean",
                                 "correction_norm_mean", "correction_to_blend",
                                 "network_only": {"mrr_at_10", "r_at_5"},
@@ -37,11 +42,15 @@ cosines, paraphrase ratio; what ``lvm diagnose`` reads) and ``plots/*.png``.
                     metrics mrr_at_10, r_at_1, r_at_5; verdict better | indistinguishable |
                     worse)}
 
-Metrics (snake_case): r_at_1, r_at_5, r_at_10, r_at_50, contain_at_50, eff_at_5, mrr, mrr_at_10,
-median_rank, p90_rank, rank_share_top_50 / _500 / _5000, rank_share_beyond_10000,
-cos_truth_mean, cos_impostor_mean, margin_mean, margin_positive_share,
-margin_above_0_05_share, contrastive_accuracy, paraphrase_ratio, paraphrase_share_above_1,
-latency_p50_ms, latency_p95_ms, n_queries.
+Metrics (snake_case): r_at_1, r_at_5, r_at_10, contain_at_50, eff_at_5, mrr, mrr_at_10,
+median_rank, p90_rank, rank_share_top_500 / _5000, rank_share_beyond_10000, cos_truth_mean,
+cos_impostor_mean, margin_mean, margin_above_0_05_share, contrastive_accuracy,
+paraphrase_ratio, paraphrase_share_above_1.
+
+Version 1 (every reader here still reads it: `lvm report`, ``--compare``, `lvm diagnose`) had
+no forward_signal and, besides, r_at_50 and rank_share_top_50 (with an exact index, the default,
+both equal contain_at_50), margin_positive_share (then equal to r_at_1), n_queries in every row,
+latency_p50_ms / latency_p95_ms in every row and train_seconds per trained baseline.
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ from lvm_pipeline.evaluation import (
     confidence,
     evaluate,
     latency_ms,
+    measure_forward_signal,
     measure_sequence_use,
     oracle,
 )
@@ -89,11 +99,12 @@ from lvm_pipeline.store import (
 )
 from lvm_pipeline.training import checkpoint_info, load_checkpoint
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # R@1 of the oracle (the truth searched for itself) below this means the index or the keys
 # are broken; 0.99 leaves room only for exact duplicate vectors.
 ORACLE_MIN_R_AT_1 = 0.99
-# The figures the UI plots across retrains (numeric metadata of every materialization).
+# Every predictor's figures that `lvm report --compare` follows across retrains and the
+# report's MLflow run logs (the UI plots fewer: lvm_pipeline/report/render.py, MODEL_TRENDS).
 HEADLINE_METRICS = ("mrr_at_10", "r_at_1", "r_at_5", "contain_at_50")
 
 
@@ -148,23 +159,54 @@ def fit_report_baselines(inputs: ReportInputs, progress: Progress = silent
                                  article_of_row=inputs.payload.chunks["article_index"].to_numpy())
 
 
+@dataclass(frozen=True)
+class ReportPredictors:
+    """Every predictor a report scores but the oracle, built once, so that the asset can time
+    the very predictors :func:`build_report` scored (:func:`report_latency`) without loading
+    the checkpoints or fitting ridge again."""
+
+    models: dict[str, torch.nn.Module]  # variant → its checkpoint, loaded
+    model_info: dict[str, dict[str, Any]]  # variant → what report.json records beside metrics
+    baselines: dict[str, Predictor]  # copy-last, mean, ridge, then the trained ones
+    trained: dict[str, TrainedBaseline]
+
+    def all(self) -> dict[str, Predictor]:
+        """Name → context (N, 5, D) → prediction (N, D): the models first, then the baselines."""
+        return {**{name: model_predictor(m) for name, m in self.models.items()},
+                **self.baselines}
+
+
+def report_predictors(inputs: ReportInputs, trained: dict[str, TrainedBaseline]
+                      ) -> ReportPredictors:
+    """The checkpoints of ``inputs`` loaded, and the baselines: the untrained ones and ridge
+    fit on ``inputs``' training set, and ``trained`` (:func:`fit_report_baselines`)."""
+    models, model_info = _load_models(inputs.model_builds)
+    baselines = baseline_predictors(inputs.payload.vectors, inputs.train_sets["train"],
+                                    inputs.train_sets["val"])
+    baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
+    return ReportPredictors(models, model_info, baselines, trained)
+
+
 def build_report(
     inputs: ReportInputs,
-    trained: dict[str, TrainedBaseline],
+    predictors: ReportPredictors,
     config: EvalConfig | None = None,
     progress: Progress = silent,
     bootstrap_config: BootstrapConfig | None = None,
 ) -> tuple[dict[str, Any], dict[str, QuerySetResult]]:
-    """Score every checkpoint, the baselines (``trained``: :func:`fit_report_baselines`) and
+    """Score every checkpoint, the baselines (``predictors``: :func:`report_predictors`) and
     the oracle on ``inputs.eval_set`` (or the seeded sample of it that
     ``config.sample_queries`` asks for) in one pass, with paired bootstrap intervals of every
-    figure and of every model − baseline difference.
+    figure and of every model − baseline difference, and the payload's forward signal on the
+    same windows.
 
     Refuses (:class:`~lvm_pipeline.store.lineage.LineageError`) inputs made from different payloads
     or training sets. Returns report.json's content and the per-query results (for
-    queries.parquet and plots).
+    queries.parquet and plots). The content is a function of the inputs alone (seeded
+    sampling, training and resampling; no timings): the same inputs give the same bytes.
     """
     config = config or EvalConfig()
+    bootstrap_config = bootstrap_config or BootstrapConfig()
     payload, eval_set = inputs.payload, inputs.eval_set
     lineage = report_lineage(inputs.index_build, inputs.eval_build, inputs.train_build,
                              inputs.model_builds)
@@ -172,21 +214,14 @@ def build_report(
         raise ArtifactError(f"the report was given payload {payload.build_id[:12]}, but its "
                             f"index {inputs.index_build.build_id[:12]} holds "
                             f"{lineage['payload'][:12]}")
-    models, model_info = _load_models(inputs.model_builds)
-    predictors = {name: model_predictor(model) for name, model in models.items()}
     windows = query_sample(len(eval_set), config)
     scored = eval_set if windows is None else eval_set.subset(windows)
-    baselines = baseline_predictors(payload.vectors, inputs.train_sets["train"],
-                                    inputs.train_sets["val"])
-    baselines.update({name: model_predictor(fit.model) for name, fit in trained.items()})
     predictions = {name: _predict_all(p, payload.vectors, scored, config.batch_size)
-                   for name, p in {**predictors, **baselines}.items()}
+                   for name, p in predictors.all().items()}
     predictions["oracle"] = oracle(payload.vectors, scored)
     results = evaluate(predictions, payload.vectors, inputs.index, scored, config, progress)
-    latency = {name: latency_ms(p, inputs.index, payload.vectors, scored,
-                                config.latency_queries, config.exclude_context)
-               for name, p in {**predictors, **baselines}.items()}
     oracle_r1 = results["oracle"].metrics["r_at_1"]
+    models = predictors.models
     report = {
         "schema_version": SCHEMA_VERSION,
         "payload_build_id": payload.build_id,
@@ -202,18 +237,32 @@ def build_report(
         "search_device": config.device,
         "oracle_ok": oracle_r1 >= ORACLE_MIN_R_AT_1,
         "warnings": _oracle_warnings(oracle_r1),
-        "models": {n: {**results[n].metrics, **latency[n], **model_info[n]} for n in predictors},
-        "baselines": {n: {**results[n].metrics, **latency.get(n, {})}
-                      for n in [*baselines, "oracle"]},
-        "trained_baselines": {name: fit.record() for name, fit in trained.items()},
+        "models": {n: {**results[n].metrics, **predictors.model_info[n]} for n in models},
+        "baselines": {n: results[n].metrics for n in [*predictors.baselines, "oracle"]},
+        "forward_signal": measure_forward_signal(payload.vectors, scored, bootstrap_config),
+        "trained_baselines": {name: fit.record() for name, fit in predictors.trained.items()},
         "sequence_use": measure_sequence_use(
             models, payload.vectors, scored,
             {n: results[n].metrics["mrr_at_10"] for n in models}, config),
         # The oracle is a sanity check, not a baseline to beat: no differences against it.
-        "confidence": confidence({n: r.ranks for n, r in results.items()}, list(predictors),
-                                 list(baselines), bootstrap_config or BootstrapConfig()),
+        "confidence": confidence({n: r.ranks for n, r in results.items()}, list(models),
+                                 list(predictors.baselines), bootstrap_config),
     }
     return report, results
+
+
+def report_latency(inputs: ReportInputs, predictors: ReportPredictors,
+                   config: EvalConfig | None = None) -> dict[str, dict[str, float]]:
+    """Each predictor's p50 / p95 milliseconds per query end to end (predict, search the top
+    50 in ``inputs.index``) on ``config.latency_queries`` of the windows :func:`build_report`
+    scores: ``{name: {"latency_p50_ms", "latency_p95_ms"}}``. Apart from the report: a timing
+    differs on every run, and in report.json it would make every rebuild another build."""
+    config = config or EvalConfig()
+    windows = query_sample(len(inputs.eval_set), config)
+    scored = inputs.eval_set if windows is None else inputs.eval_set.subset(windows)
+    return {name: latency_ms(p, inputs.index, inputs.payload.vectors, scored,
+                             config.latency_queries, config.exclude_context)
+            for name, p in predictors.all().items()}
 
 
 def _load_models(model_builds: dict[str, Build]
@@ -257,7 +306,10 @@ def query_table(eval_set: SequenceSet, results: dict[str, QuerySetResult],
 
 
 def publish_report(store: ArtifactStore, report: dict[str, Any],
-                   results: dict[str, QuerySetResult], eval_set: SequenceSet) -> Build:
+                   results: dict[str, QuerySetResult], eval_set: SequenceSet,
+                   recipe: dict[str, Any] | None = None) -> Build:
+    """Write report.json, report.md, the plots and the per-query table as one build
+    (``recipe``: what made it, so the same recipe can reuse it)."""
     upstream = as_upstream(report["lineage"])
     with store.stage(kinds.REPORT) as staged:
         plots = write_plots(report, results, staged / "plots")
@@ -266,7 +318,8 @@ def publish_report(store: ArtifactStore, report: dict[str, Any],
         query_table(eval_set, results, report["query_sample"]["windows"]).to_parquet(
             staged / "queries.parquet", index=False)
         return store.publish(kinds.REPORT, staged, {"n_queries": report["n_queries"],
-                                            "oracle_ok": report["oracle_ok"]}, upstream)
+                                                    "oracle_ok": report["oracle_ok"]},
+                             upstream, recipe=recipe)
 
 
 def read_report(build: Build) -> dict[str, Any]:

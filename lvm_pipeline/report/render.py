@@ -5,36 +5,100 @@ report *contains* (report.json) is :mod:`lvm_pipeline.report`'s."""
 from __future__ import annotations
 
 import base64
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lvm_pipeline.evaluation import QuerySetResult, confidence_markdown, sequence_use_markdown
+from lvm_pipeline.evaluation import (
+    QuerySetResult,
+    confidence_markdown,
+    forward_signal_text,
+    sequence_use_markdown,
+)
 from lvm_pipeline.store import Build
 
-TABLE_METRICS = ("r_at_1", "r_at_5", "r_at_10", "r_at_50", "contain_at_50", "eff_at_5",
-                 "mrr_at_10", "median_rank", "contrastive_accuracy", "paraphrase_ratio",
-                 "margin_positive_share", "latency_p95_ms")
+TABLE_METRICS = ("r_at_1", "r_at_5", "r_at_10", "contain_at_50", "eff_at_5", "mrr_at_10",
+                 "median_rank", "contrastive_accuracy", "paraphrase_ratio")
+# What the UI's Plots tab draws across retrains: each model's MRR@10 and R@5, and the MRR@10 of
+# the two baselines a model must beat. Not every metric of every predictor: the oracle's
+# constant 1.0 and the number of queries are no trend, and 45 charts hide the few that are.
+MODEL_TRENDS = ("mrr_at_10", "r_at_5")
+BASELINE_TRENDS = {"copy_last_context": ("mrr_at_10",), "learned_blend": ("mrr_at_10",)}
+# The baselines every model's MRR@10 is compared with in the UI's results table.
+COMPARED_WITH = ("copy_last_context", "learned_blend")
+# The UI's results table: (column, Dagster type, what it holds). Figures are text, rounded to
+# what the eval set resolves (:func:`figure_decimals`), with their interval where the report
+# has one.
+RESULT_COLUMNS = (
+    ("predictor", "string", "the five models, then the baselines; the oracle (the truth searched "
+                            "for itself) last, which must be 1 at R@1"),
+    ("MRR@10", "string", "mean reciprocal rank, 0 beyond rank 10 [95 % paired-bootstrap interval]"),
+    ("R@1", "string", "share of queries whose truth ranks first [95 % interval]"),
+    ("R@5", "string", "share whose truth ranks in the top 5 [95 % interval]"),
+    ("R@10", "string", "share whose truth ranks in the top 10"),
+    ("Contain@50", "string", "share whose truth is among the index's 50 candidates"),
+    ("median rank", "float", "median rank of the truth among every payload row"),
+    *((f"MRR@10 − {base}", "string", f"the model's MRR@10 minus {base}'s, paired 95 % interval "
+       "and verdict (better / indistinguishable / worse)") for base in COMPARED_WITH),
+    ("latency ms p50 / p95", "string", "one query end to end (predict, search the top 50), "
+                                       "timed by this materialization, not part of the report"),
+)
 
 
-def _fmt(key: str, value: Any) -> str:
+# Matplotlib writes its version into every PNG ("Software"): dropped, so that an upgrade
+# which draws the same pixels leaves the report's build id alone.
+PNG_METADATA = {"Software": None}
+
+
+def figure_decimals(resolution: float | None) -> int:
+    """Decimals a figure is shown with: the first place the eval set resolves (the last digit
+    is no larger than the MRR@10 resolution), at least 3 and at most 4. Finer digits are noise
+    in every run: 455 queries resolve about ±0.007."""
+    if resolution is None:
+        return 3
+    if resolution <= 0:
+        return 4
+    return min(4, max(3, math.ceil(-math.log10(resolution))))
+
+
+def _decimals(report: dict[str, Any]) -> int:
+    return figure_decimals(report.get("confidence", {}).get("mrr_at_10_resolution"))
+
+
+def _rows(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(group, name, figures) of every predictor: the models, then the baselines, the oracle
+    last, whatever the order of report.json's keys (written sorted)."""
+    baselines = sorted(report["baselines"].items(), key=lambda item: item[0] == "oracle")
+    return ([("models", name, m) for name, m in report["models"].items()]
+            + [("baselines", name, m) for name, m in baselines])
+
+
+def _fmt(key: str, value: Any, decimals: int = 3) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
     if key in ("median_rank",):
         return f"{value:.0f}"
-    if key.endswith("_ms"):
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+    return f"{value:.{decimals}f}"
 
 
 def markdown_table(report: dict[str, Any], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
+    """Every predictor's ``metrics`` as a Markdown table, baselines in italics. Reads schema
+    versions 1 and 2 (a metric a report lacks shows as –)."""
+    decimals = _decimals(report)
     lines = ["| | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
-    for group in ("models", "baselines"):
-        for name, m in report[group].items():
-            label = name if group == "models" else f"*{name}*"
-            lines.append(f"| {label} | " + " | ".join(_fmt(k, m.get(k)) for k in metrics) + " |")
+    for group, name, m in _rows(report):
+        label = name if group == "models" else f"*{name}*"
+        lines.append(f"| {label} | " + " | ".join(_fmt(k, m.get(k), decimals)
+                                                  for k in metrics) + " |")
     return "\n".join(lines)
+
+
+def _forward_signal_markdown(report: dict[str, Any]) -> str:
+    """The forward signal's line under the table; nothing for a schema 1 report (none)."""
+    signal = report.get("forward_signal")
+    return "" if signal is None else "\n\n" + forward_signal_text(signal)
 
 
 def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
@@ -50,7 +114,7 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         f"set `{report['eval_id'][:12]}`; the query's context rows are "
         f"{'excluded from' if report['exclude_context'] else 'kept in'} the candidates. "
         "Baselines in *italics*; the oracle must be 1.000 at R@1.\n\n"
-        + markdown_table(report)
+        + markdown_table(report) + _forward_signal_markdown(report)
         + "\n\n## Cosine is not retrieval\n\n"
         "Validation cosine (what training saw) next to the cosine to the payload truth and to "
         "the best impostor on the eval split; a model retrieves only where the truth beats the "
@@ -71,7 +135,9 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
 
 def write_plots(report: dict[str, Any], results: dict[str, QuerySetResult], folder: Path
                 ) -> list[str]:
-    """Rank-of-truth histograms, margin distributions, R@5 / MRR@10 bars → PNG paths."""
+    """Rank-of-truth histograms, margin distributions, R@5 / MRR@10 bars → PNG paths. The
+    same report and results give the same bytes (Agg draws deterministically; PNGs carry no
+    date and, with :data:`PNG_METADATA`, no version string)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +154,7 @@ def write_plots(report: dict[str, Any], results: dict[str, QuerySetResult], fold
            title="Rank of truth")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / "rank_of_truth.png", dpi=110)
+    fig.savefig(folder / "rank_of_truth.png", dpi=110, metadata=PNG_METADATA)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -100,7 +166,7 @@ def write_plots(report: dict[str, Any], results: dict[str, QuerySetResult], fold
            title="Margin of truth over the rank-1 impostor (> 0: retrieved first)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / "margins.png", dpi=110)
+    fig.savefig(folder / "margins.png", dpi=110, metadata=PNG_METADATA)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
@@ -111,7 +177,7 @@ def write_plots(report: dict[str, Any], results: dict[str, QuerySetResult], fold
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{label}: models (blue) vs baselines (gray)")
     fig.tight_layout()
-    fig.savefig(folder / "r5_mrr_bars.png", dpi=110)
+    fig.savefig(folder / "r5_mrr_bars.png", dpi=110, metadata=PNG_METADATA)
     plt.close(fig)
     return [f"plots/{p}" for p in ("rank_of_truth.png", "margins.png", "r5_mrr_bars.png")]
 
@@ -131,3 +197,77 @@ def embedded_images_markdown(build: Build) -> str:
         data = base64.b64encode(build.file(name).read_bytes()).decode()
         parts.append(f"![{Path(name).stem}](data:image/png;base64,{data})")
     return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------- Dagster's UI
+
+
+def _interval(value: float, interval: dict[str, float] | None, decimals: int) -> str:
+    """``0.166 [0.156, 0.178]``, or the value alone where the report has no interval."""
+    if interval is None:
+        return f"{value:.{decimals}f}"
+    return f"{value:.{decimals}f} [{interval['low']:.{decimals}f}, {interval['high']:.{decimals}f}]"
+
+
+def _difference(d: dict[str, Any] | None, decimals: int) -> str:
+    """``+0.013 [+0.004, +0.023] better``; empty where there is no such difference."""
+    if d is None:
+        return ""
+    return (f"{d['value']:+.{decimals}f} [{d['low']:+.{decimals}f}, {d['high']:+.{decimals}f}] "
+            f"{d['verdict']}")
+
+
+def _latency(timing: dict[str, float] | None) -> str:
+    if not timing or any(np.isnan(v) for v in timing.values()):
+        return ""
+    return f"{timing['latency_p50_ms']:.2f} / {timing['latency_p95_ms']:.2f}"
+
+
+def results_rows(report: dict[str, Any], latency: dict[str, dict[str, float]] | None = None
+                 ) -> list[dict[str, str | float]]:
+    """The UI's results table (:data:`RESULT_COLUMNS`): one row per predictor, models first,
+    the oracle last, each figure rounded to what the eval set resolves. ``latency``: each
+    predictor's ``latency_p50_ms`` / ``latency_p95_ms``, timed outside the report
+    (:func:`lvm_pipeline.report.build.report_latency`)."""
+    decimals = _decimals(report)
+    conf = report.get("confidence", {})
+    intervals, differences = conf.get("intervals", {}), conf.get("differences", {})
+    rows: list[dict[str, str | float]] = []
+    for _, name, m in _rows(report):
+        own = intervals.get(name, {})
+        by_base = differences.get(name, {})
+        rows.append({
+            "predictor": name,
+            **{label: _interval(m[key], own.get(key), decimals) for label, key in (
+                ("MRR@10", "mrr_at_10"), ("R@1", "r_at_1"), ("R@5", "r_at_5"),
+                ("R@10", "r_at_10"), ("Contain@50", "contain_at_50"))},
+            "median rank": float(m["median_rank"]),
+            **{f"MRR@10 − {base}": _difference(by_base.get(base, {}).get("mrr_at_10"), decimals)
+               for base in COMPARED_WITH},
+            "latency ms p50 / p95": _latency((latency or {}).get(name)),
+        })
+    return rows
+
+
+def trend_figures(report: dict[str, Any]) -> dict[str, float]:
+    """The figures the UI plots across retrains (:data:`MODEL_TRENDS`,
+    :data:`BASELINE_TRENDS`), labelled ``<predictor>/<metric>`` as MLflow logs them: the Plots
+    tab sorts its charts by label, so one predictor's figures sit together."""
+    out = {f"{name}/{metric}": float(m[metric])
+           for name, m in report["models"].items() for metric in MODEL_TRENDS}
+    out.update({f"{name}/{metric}": float(report["baselines"][name][metric])
+                for name, metrics in BASELINE_TRENDS.items() if name in report["baselines"]
+                for metric in metrics})
+    return out
+
+
+def lineage_markdown(report: dict[str, Any]) -> str:
+    """The builds a report scored, short ids (12 characters, as `lvm` prints them), as one
+    Markdown list: short enough for the UI to show without a click."""
+    lineage = report["lineage"]
+    models = ", ".join(f"{name} `{build[:12]}`" for name, build in lineage["models"].items())
+    return "\n".join([f"- payload `{lineage['payload'][:12]}`",
+                      f"- index `{lineage['index'][:12]}`",
+                      f"- eval set `{lineage['sequences/eval'][:12]}`",
+                      f"- training set `{lineage['sequences/train'][:12]}`",
+                      f"- models: {models or 'none'}"])

@@ -97,14 +97,16 @@ class TrainedBaseline:
         return self.result.model  # type: ignore[return-value]  (train() returns what it got)
 
     def record(self) -> dict[str, Any]:
-        """What report.json records of it: the recipe and how training went."""
+        """What report.json records of it: the recipe and how training went. Not how long it
+        took (``result.seconds``, the asset's metadata): a timing in report.json would give
+        every rebuild of identical results another build id."""
         r = self.result
         return {"train_config": asdict(self.config), "n_train_windows": self.n_train_windows,
                 "best_epoch": r.best_epoch, "epochs_run": len(r.history),
                 "stopped_early": r.stopped_early,
                 "best_val_mrr_at_10": r.history[r.best_epoch]["val_mrr_at_10"],
                 "context_mix": self.model.context_mix.detach().tolist(),
-                "n_params": self.model.num_params(), "train_seconds": r.seconds}
+                "n_params": self.model.num_params()}
 
 
 def recipe_of(train_configs: list[dict[str, Any]]) -> TrainConfig:

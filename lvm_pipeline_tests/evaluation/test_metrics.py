@@ -120,7 +120,7 @@ def test_oracle_gets_rank_one_and_copy_last_cannot_find_itself(synthetic_payload
                     "copy_last": gather(v, seqs.context_rows[:, -1])}, v, index, seqs)
     oracle, copy_last = out["oracle"].metrics, out["copy_last"].metrics
     assert oracle["r_at_1"] == 1.0 and oracle["median_rank"] == 1
-    assert oracle["contain_at_50"] == 1.0 and oracle["margin_positive_share"] == 1.0
+    assert oracle["contain_at_50"] == 1.0 and oracle["margin_above_0_05_share"] == 1.0
     assert oracle["contrastive_accuracy"] == 1.0 and oracle["paraphrase_ratio"] < 1
     assert oracle["cos_truth_mean"] == pytest.approx(1.0, abs=1e-5)
     assert copy_last["r_at_1"] < 1.0
@@ -143,14 +143,14 @@ def test_metric_definitions():
     m = metrics_from(ranks, hits, scores, truth, cos_truth, np.array([1, 1, 0.5, 0.5, 0]),
                      np.array([0.5, 2, 0.9, 1.1, 3]))
     assert m["r_at_1"] == 0.2 and m["r_at_5"] == 0.4 and m["r_at_10"] == 0.6
-    assert m["r_at_50"] == 0.8 and m["contain_at_50"] == 0.6
+    assert m["contain_at_50"] == 0.6  # the candidates the index returned, not the exact ranks
     assert m["eff_at_5"] == pytest.approx(0.4 / 0.6)
     assert m["mrr_at_10"] == pytest.approx((1 + 1 / 2 + 1 / 6) / 5)
-    assert m["median_rank"] == 6 and m["rank_share_top_50"] == 0.8
+    assert m["median_rank"] == 6 and m["rank_share_top_500"] == 1.0
     # The best impostor of queries 0-2 is the second candidate, of 3-4 the first.
     impostor = np.array([scores[0, 1]] * 3 + [scores[0, 0]] * 2)
     assert m["margin_mean"] == pytest.approx(float(np.mean(cos_truth - impostor)), rel=1e-5)
-    assert m["margin_positive_share"] == pytest.approx(np.mean(cos_truth - impostor > 0))
+    assert m["margin_above_0_05_share"] == pytest.approx(np.mean(cos_truth - impostor > 0.05))
     assert m["contrastive_accuracy"] == pytest.approx(0.6)
     assert m["paraphrase_ratio"] == 1.1 and m["paraphrase_share_above_1"] == 0.6
 

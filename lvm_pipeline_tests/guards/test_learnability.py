@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lvm_pipeline.evaluation import forward_signal_per_window
 from lvm_pipeline.guards import GuardConfig, check_learnability
 from lvm_pipeline.guards.learnability import _held_out_articles
 from lvm_pipeline.sequences.windows import SequenceSet, SplitConfig, build_windows
@@ -18,6 +19,11 @@ def test_aligned_windows_are_learnable_and_misaligned_ones_are_not(synthetic_pay
     print(ok.message)
     assert ok.passed and ok.figure >= ok.threshold
     assert ok.details["chance"] == pytest.approx(ok.details["k"] / (len(synthetic_payload) - 5))
+    # The forward signal of the windows it read, recorded beside the verdict (every window of
+    # a set this small is read).
+    for split in ("train", "val"):
+        assert ok.details[f"forward_signal_{split}"] == pytest.approx(
+            forward_signal_per_window(synthetic_payload.vectors, sets[split]).mean())
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         # Targets that are some other chunk of the corpus: what aligning another encoder's

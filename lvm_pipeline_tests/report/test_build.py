@@ -4,6 +4,7 @@ between two reports and the promotion gate on the same artifacts."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lvm_pipeline.evaluation import forward_signal_per_window
 from lvm_pipeline.evaluation.bootstrap import VERDICTS
 from lvm_pipeline.evaluation.metrics import EvalConfig
 from lvm_pipeline.report.build import (
@@ -19,11 +21,21 @@ from lvm_pipeline.report.build import (
     fit_report_baselines,
     publish_report,
     query_ranks,
+    read_report,
+    report_latency,
+    report_predictors,
     rescore,
 )
 from lvm_pipeline.report.diagnosis import diagnose
 from lvm_pipeline.report.promotion import Promotion, PromotionConfig, gate_report
-from lvm_pipeline.report.render import render_markdown
+from lvm_pipeline.report.render import (
+    RESULT_COLUMNS,
+    figure_decimals,
+    lineage_markdown,
+    render_markdown,
+    results_rows,
+    trend_figures,
+)
 from lvm_pipeline.report.trends import PAIRED, UNPAIRED, compare_reports
 from lvm_pipeline.report.trends import comparison_markdown as trends_markdown
 from lvm_pipeline.search.index import IndexConfig, load_index, publish_index
@@ -57,17 +69,31 @@ def inputs(tmp_path_factory):
     return store, payload, index, ev, train, {"mamba_s": model}
 
 
-def _report(inputs, config=None):
+def _report_inputs(inputs) -> ReportInputs:
     _, payload, index, ev, train, models = inputs
-    eval_set = load_sets(ev)["eval"]
-    report_inputs = ReportInputs(payload, index, load_index(index, payload), ev, eval_set, train,
-                                 load_sets(train), models)
-    report, results = build_report(report_inputs, fit_report_baselines(report_inputs), config)
-    return report, results, eval_set
+    return ReportInputs(payload, index, load_index(index, payload), ev, load_sets(ev)["eval"],
+                        train, load_sets(train), models)
 
 
-def test_every_model_gets_intervals_and_a_verdict_against_every_baseline(inputs):
-    report, _, eval_set = _report(inputs)
+def _report(inputs, config=None):
+    report_inputs = _report_inputs(inputs)
+    predictors = report_predictors(report_inputs, fit_report_baselines(report_inputs))
+    report, results = build_report(report_inputs, predictors, config)
+    return report, results, report_inputs.eval_set
+
+
+@pytest.fixture(scope="module")
+def built(inputs):
+    """One report over ``inputs``: its inputs, predictors, content and per-query results."""
+    report_inputs = _report_inputs(inputs)
+    predictors = report_predictors(report_inputs, fit_report_baselines(report_inputs))
+    report, results = build_report(report_inputs, predictors)
+    return report_inputs, predictors, report, results
+
+
+def test_every_model_gets_intervals_and_a_verdict_against_every_baseline(built):
+    report_inputs, _, report, _ = built
+    eval_set = report_inputs.eval_set
     assert {"learned_blend", "linear_infonce"} <= set(report["baselines"])
     assert report["trained_baselines"]["learned_blend"]["n_params"] == 5
     conf = report["confidence"]
@@ -92,6 +118,112 @@ def test_every_model_gets_intervals_and_a_verdict_against_every_baseline(inputs)
     assert "## Confidence intervals and verdicts" in text and "**Resolution:**" in text
     assert "## Does each model use the sequence?" in text
     json.dumps(report)  # report.json must serialise
+
+
+# Schema 1's columns that were one number in every row of every report (one truth per query,
+# exact search) or a timing (another number on every run).
+DROPPED = {"r_at_50", "rank_share_top_50", "margin_positive_share", "n_queries",
+           "latency_p50_ms", "latency_p95_ms"}
+
+
+def _keys(value) -> set[str]:
+    """Every key at any depth of a JSON value."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+def test_report_json_has_one_column_per_figure_no_timing_and_the_forward_signal(built):
+    report_inputs, _, report, results = built
+    assert report["schema_version"] == 2
+    for name, row in [*report["models"].items(), *report["baselines"].items()]:
+        assert not DROPPED & set(row), name
+        # With the flat index Contain@50 is the exact top-50 share: the one column for it.
+        assert row["contain_at_50"] == pytest.approx(np.mean(results[name].ranks <= 50)), name
+    assert not {k for k in _keys(report) if k.endswith(("_ms", "seconds"))}
+    signal = report["forward_signal"]
+    assert signal["n_windows"] == report["n_queries"]
+    assert signal["low"] <= signal["value"] <= signal["high"]
+    assert signal["value"] == pytest.approx(forward_signal_per_window(
+        report_inputs.payload.vectors, report_inputs.eval_set).mean())
+    assert f"**Forward signal {signal['value']:+.4f}**" in render_markdown(report)
+
+
+def test_a_report_over_the_same_inputs_is_the_same_build(inputs, built, tmp_path):
+    """Everything a report build holds is a function of its inputs: rebuilt from scratch (the
+    baselines trained again, the plots drawn again) into another store, it is the same bytes,
+    so the same build id and the same data version in Dagster."""
+    _, _, report, results = built
+    first = publish_report(inputs[0], report, results, built[0].eval_set)
+    again, again_results, eval_set = _report(inputs)
+    second = publish_report(ArtifactStore(tmp_path / "again"), again, again_results, eval_set)
+    assert second.manifest["files"] == first.manifest["files"]
+    assert second.build_id == first.build_id
+
+
+def test_the_ui_table_rounds_to_what_the_eval_set_resolves(built):
+    report_inputs, predictors, report, _ = built
+    latency = report_latency(report_inputs, predictors)
+    assert set(latency) == set(report["models"]) | set(report["baselines"]) - {"oracle"}
+    assert all(0 < t["latency_p50_ms"] <= t["latency_p95_ms"] for t in latency.values())
+    rows = results_rows(report, latency)
+    assert [r["predictor"] for r in rows] == [*report["models"], *report["baselines"]]
+    assert rows[-1]["predictor"] == "oracle"
+    assert all(list(r) == [name for name, _, _ in RESULT_COLUMNS] for r in rows)
+    conf = report["confidence"]
+    d = figure_decimals(conf["mrr_at_10_resolution"])
+    i = conf["intervals"]["mamba_s"]["mrr_at_10"]
+    assert rows[0]["MRR@10"] == f"{i['value']:.{d}f} [{i['low']:.{d}f}, {i['high']:.{d}f}]"
+    diff = conf["differences"]["mamba_s"]["learned_blend"]["mrr_at_10"]
+    assert rows[0]["MRR@10 − learned_blend"] == (
+        f"{diff['value']:+.{d}f} [{diff['low']:+.{d}f}, {diff['high']:+.{d}f}] {diff['verdict']}")
+    assert rows[-1]["MRR@10 − copy_last_context"] == "" and rows[-1]["latency ms p50 / p95"] == ""
+    assert rows[-1]["median rank"] == 1.0
+    assert [figure_decimals(r) for r in (None, 0.03, 0.007, 0.001, 0.0007, 1e-6)] == [
+        3, 3, 3, 3, 4, 4]
+    assert set(trend_figures(report)) == {"mamba_s/mrr_at_10", "mamba_s/r_at_5",
+                                          "copy_last_context/mrr_at_10",
+                                          "learned_blend/mrr_at_10"}
+    assert f"eval set `{report['eval_id'][:12]}`" in lineage_markdown(report)
+
+
+def _as_schema_1(report: dict) -> dict:
+    """``report`` as schema 1 wrote it: the duplicate columns, the timings, no forward signal."""
+    old = copy.deepcopy(report)
+    old["schema_version"] = 1
+    del old["forward_signal"]
+    for row in [*old["models"].values(), *old["baselines"].values()]:
+        row.update(r_at_50=row["contain_at_50"], rank_share_top_50=row["contain_at_50"],
+                   margin_positive_share=row["r_at_1"], n_queries=old["n_queries"],
+                   latency_p50_ms=0.5, latency_p95_ms=0.9)
+    for record in old["trained_baselines"].values():
+        record["train_seconds"] = 1.0
+    return old
+
+
+def test_a_schema_1_report_still_renders_compares_and_diagnoses(inputs, built):
+    store = inputs[0]
+    report_inputs, _, report, results = built
+    v1 = publish_report(store, _as_schema_1(report), results, report_inputs.eval_set)
+    v2 = publish_report(store, report, results, report_inputs.eval_set)
+    old = read_report(v1)
+    assert old["schema_version"] == 1
+    text = render_markdown(old)
+    assert "| mamba_s |" in text and "Forward signal" not in text
+    # Read back, report.json's keys are sorted: the tables still end on the oracle.
+    assert results_rows(old)[0]["predictor"] == "mamba_s"
+    assert results_rows(old)[-1]["predictor"] == "oracle"
+    table = [line for line in text.split("## Cosine")[0].splitlines() if line.startswith("| ")]
+    assert table[-1].startswith("| *oracle* |")
+    for now, before in ((v2, v1), (v1, v2)):
+        comparison = compare_reports(now, before)
+        assert comparison["paired"]
+        assert comparison["figures"]["mamba_s"]["mrr_at_10"]["change"] == 0
+        assert "| mamba_s |" in trends_markdown(comparison)
+    store.set_current(v1)
+    assert "MRR@10 − learned_blend:" in diagnose(store, "mamba_s", n_examples=1)
 
 
 def test_a_query_sample_is_seeded_recorded_and_keeps_window_indices(inputs):
@@ -120,9 +252,10 @@ def test_a_query_sample_is_seeded_recorded_and_keeps_window_indices(inputs):
         EvalConfig(sample_queries=0)
 
 
-def test_reports_of_different_queries_compare_unpaired_from_their_own_intervals(inputs):
+def test_reports_of_different_queries_compare_unpaired_from_their_own_intervals(inputs, built):
     store = inputs[0]
-    full, full_results, eval_set = _report(inputs)
+    report_inputs, _, full, full_results = built
+    eval_set = report_inputs.eval_set
     sampled, sampled_results, _ = _report(inputs, EvalConfig(sample_queries=15, sample_seed=3))
     now = publish_report(store, full, full_results, eval_set)
     before = publish_report(store, sampled, sampled_results, eval_set)
