@@ -3,7 +3,8 @@
 Where the runs go (:func:`tracking_uri`): the config's ``uri`` (a server, or any store MLflow
 knows; the Dagster layer fills it from ``MLFLOW_TRACKING_URI``), else SQLite under the data root,
 ``<data dir>/mlflow/mlflow.db``, with the runs' files in ``<data dir>/mlflow/artifacts``: no
-server to run, and the runs travel with a copy of the data dir like the Dagster instance does.
+server to run, and the runs travel with a copy of the data dir like the Dagster instance does
+(a copy's store is pointed at its own files when it is first opened there).
 Not MLflow's ``file:`` store: MLflow 3.x keeps it in maintenance mode and refuses to open it
 unless ``MLFLOW_ALLOW_FILE_STORE`` is set; SQLite is its default and needs only SQLAlchemy and
 alembic, which Dagster already installs, so ``mlflow-skinny`` suffices (benchmarks/RESULTS.md
@@ -35,6 +36,8 @@ from lvm_pipeline.store import Build
 DEFAULT_EXPERIMENT = "lvm-pipeline"
 # The tracking store's folder under the data root (SQLite file and the runs' artifacts).
 STORE_DIR = "mlflow"
+# The runs' files, beside the database: <data dir>/mlflow/artifacts.
+ARTIFACTS = "artifacts"
 # MLflow's limits per log_batch call (params per call, metrics per call).
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
 
@@ -101,6 +104,34 @@ def _store_lock(data_dir: Path) -> Iterator[None]:
     with open(store_dir(data_dir) / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def _rebase_copied_store(data_dir: Path) -> None:
+    """Point a copied (or moved) data dir's store at its own files. MLflow records each
+    experiment's and run's artifact location as an absolute URI, so a ``cp -a`` of a data dir
+    would log into, and show the files of, the original's ``mlflow/artifacts``; rewriting the
+    prefix (SQL on MLflow's ``experiments`` and ``runs`` tables, the only places it is kept)
+    makes the copy independent. Call under :func:`_store_lock`."""
+    import sqlite3
+
+    database = store_dir(data_dir) / "mlflow.db"
+    if not database.exists():
+        return
+    here = (store_dir(data_dir) / ARTIFACTS).resolve().as_uri()
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if not {"experiments", "runs"} <= tables:
+            return
+        suffix = f"/{STORE_DIR}/{ARTIFACTS}"
+        for (location,) in db.execute("SELECT DISTINCT artifact_location FROM experiments "
+                                      "WHERE artifact_location LIKE ?", (f"%{suffix}",)).fetchall():
+            if location == here:
+                continue
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?",
+                       (here, location))
+            db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                       "WHERE substr(artifact_uri, 1, ?) = ?",
+                       (here, len(location) + 1, len(location), location))
 
 
 class TrackedRun:
@@ -218,12 +249,14 @@ def start_run(config: TrackingConfig, data_dir: Path, name: str,
         # MLflow's SQLAlchemy store uses a loader SQLAlchemy 2.1 deprecates; the warning is
         # MLflow's to fix and says nothing to a user of this pipeline.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")
+        if local:
+            _rebase_copied_store(data_dir)
         client = mlflow.MlflowClient(tracking_uri=uri)
         # The default store keeps the runs' files beside its database (MLflow's own default
         # for SQLite is ./mlartifacts, under whatever folder the process runs in); a server
         # decides for itself.
         experiment_id = _experiment_id(mlflow, client, config.experiment,
-                                       store_dir(data_dir) / "artifacts" if local else None)
+                                       store_dir(data_dir) / ARTIFACTS if local else None)
     run = TrackedRun(client, client.create_run(experiment_id, run_name=name,
                                                tags=dict(tags or {})).info.run_id)
     try:

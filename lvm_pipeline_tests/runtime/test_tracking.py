@@ -85,6 +85,31 @@ def test_a_run_is_written_to_the_data_dir_store_and_reads_back(tracked_dir, capf
     assert list((data_dir / STORE_DIR / "artifacts").rglob("plot.png"))
 
 
+def test_a_copied_data_dir_logs_into_its_own_store_not_the_originals(tmp_path):
+    """A `cp -a` of a data dir: the copy's runs, old and new, keep their files in the copy;
+    the original is untouched, and moving it away is not undone by the copy."""
+    import shutil
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    with start_run(TrackingConfig(), original, "first") as run:
+        (tmp_path / "a.txt").write_text("a")
+        run.log_artifact(tmp_path / "a.txt")
+    first = run.run_id
+    shutil.copytree(original, copy)
+    before = sorted(p.relative_to(original) for p in original.rglob("*"))
+    shutil.move(original, tmp_path / "moved")
+    with start_run(TrackingConfig(), copy, "second") as run:
+        run.log_artifact(tmp_path / "a.txt")
+    assert not original.exists()  # nothing recreated the original's folder
+    moved = tmp_path / "moved"
+    assert sorted(p.relative_to(moved) for p in moved.rglob("*")) == before
+    client = MlflowClient(tracking_uri=default_uri(copy))
+    artifacts = (copy / STORE_DIR / "artifacts").resolve().as_uri()
+    for run_id in (first, run.run_id):
+        assert client.get_run(run_id).info.artifact_uri.startswith(artifacts)
+        assert [a.path for a in client.list_artifacts(run_id)] == ["a.txt"]
+
+
 def test_a_failing_block_ends_its_run_failed_and_the_error_propagates(tracked_dir):
     with pytest.raises(ValueError, match="boom"), \
             start_run(TrackingConfig(), tracked_dir, "mamba_h") as run:
