@@ -143,12 +143,14 @@ class GuardsResource(dg.ConfigurableResource):
 
 class PromotionResource(dg.ConfigurableResource):
     """The promotion gate's tolerance (lvm_pipeline/report/promotion.py): ``margin`` is the
-    MRR@10 a candidate may lose against the promoted model and still be promoted."""
+    MRR@10 a candidate may lose against the promoted model and still be promoted;
+    ``resolution`` the widest MRR@10 interval half-width at which the gate decides at all."""
 
     margin: float = PromotionConfig.margin
+    resolution: float = PromotionConfig.resolution
 
     def config(self) -> PromotionConfig:
-        return PromotionConfig(margin=self.margin)
+        return PromotionConfig(margin=self.margin, resolution=self.resolution)
 
 
 class TrackingResource(dg.ConfigurableResource):

@@ -21,7 +21,13 @@ from lvm_pipeline.report.build import (
     report_predictors,
 )
 from lvm_pipeline.report.diagnosis import diagnose
-from lvm_pipeline.report.promotion import Promotion, PromotionConfig, gate_report, promoted_after
+from lvm_pipeline.report.promotion import (
+    Promotion,
+    PromotionConfig,
+    gate_report,
+    promoted_after,
+    underpowered,
+)
 from lvm_pipeline.report.render import (
     RESULT_COLUMNS,
     embedded_images_markdown,
@@ -62,4 +68,5 @@ __all__ = [
     "report_predictors",
     "results_rows",
     "trend_figures",
+    "underpowered",
 ]

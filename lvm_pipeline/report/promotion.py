@@ -1,7 +1,13 @@
 """The promotion gate: a retrain's checkpoints are candidates, and each replaces the promoted
 model of its variant only if it is not significantly worse on the same eval queries.
 
-The rule, per variant (:func:`gate_report`, run by the blocking check on the report):
+First, the eval set must be able to see a loss (:func:`underpowered`): when the report's
+widest paired 95 % MRR@10 interval is wider than ``resolution`` either side, no candidate is
+promoted and the check warns, saying what the eval set resolves and how many eval articles
+would resolve enough. On a handful of eval queries every interval spans everything, so the rule
+below would promote any candidate however bad, in a run that looks green.
+
+Then the rule, per variant (:func:`gate_report`, run by the blocking check on the report):
 
 - no promoted model yet: the candidate is promoted (the first retrain promotes);
 - the candidate is the promoted build: nothing changes;
@@ -28,6 +34,7 @@ back without searching the history.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
@@ -48,11 +55,17 @@ class PromotionConfig:
     # The MRR@10 a candidate may lose against the promoted model and still be promoted; 0
     # holds back only candidates the eval set resolves as worse.
     margin: float = 0.0
+    # The widest half-width of the report's paired MRR@10 intervals at which the gate decides:
+    # an eval set that cannot see a loss of 0.05 MRR@10 (a loss anyone would act on) cannot
+    # protect the promoted model.
+    resolution: float = 0.05
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
     def __post_init__(self) -> None:
         if self.margin < 0:
             raise ValueError(f"promotion margin must be >= 0 (a loss tolerated), got {self.margin}")
+        if not self.resolution > 0:
+            raise ValueError(f"promotion resolution must be > 0, got {self.resolution}")
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,30 @@ def compare(variant: str, candidate: str, promoted: str, candidate_ranks, promot
     return Decision(variant, candidate, promoted, False,
                     f"worse by {-d['value']:.4f} MRR@10: {what}; {promoted[:12]} stays promoted",
                     d)
+
+
+def underpowered(store: ArtifactStore, report_build: Build,
+                 config: PromotionConfig) -> tuple[float, str] | None:
+    """``(resolution, why)`` when the report's eval set is too small for the gate to decide
+    (module docstring), else None. The half-width of a bootstrap interval shrinks as one over
+    the square root of the queries, so the articles needed scale with its square."""
+    report = read_report(report_build)
+    resolution = report["confidence"].get("mrr_at_10_resolution")
+    if resolution is None or resolution <= config.resolution:
+        return None
+    eval_build = store.get(kinds.EVAL_SEQUENCES, report["lineage"][kinds.EVAL_SEQUENCES])
+    articles = int(eval_build.manifest["splits"]["eval"]["articles"])
+    need = math.ceil(articles * (resolution / config.resolution) ** 2)
+    sampled = report["query_sample"]["windows"] is not None
+    return resolution, (
+        f"NOTHING PROMOTED: this eval set ({report['n_queries']} queries"
+        f"{' sampled' if sampled else ''} from {articles} eval article"
+        f"{'s' * (articles != 1)}) resolves MRR@10 differences of ±{resolution:.3f} (the widest "
+        f"paired 95 % interval of the report); the gate needs ±{config.resolution:.3f} to see a "
+        f"loss worth acting on. About {need} eval articles would resolve it"
+        f"{' (or score every eval window: sample_queries)' if sampled else ''}; the promoted "
+        "models stay as they are (`lvm promote` decides by hand; the resource promotion's "
+        "resolution sets what the gate requires)")
 
 
 def _embedder(store: ArtifactStore, checkpoint: Build) -> Any:

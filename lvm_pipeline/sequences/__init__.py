@@ -15,6 +15,7 @@ from lvm_pipeline.sequences.windows import (
     load_sets,
     native_info,
     publish_sequences,
+    require_meaningful_split,
     require_payload,
     windows,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "native_info",
     "near_duplicates",
     "publish_sequences",
+    "require_meaningful_split",
     "require_payload",
     "windows",
 ]

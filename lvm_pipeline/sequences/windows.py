@@ -41,6 +41,8 @@ SPLITS_OF_KIND = {kinds.TRAIN_SEQUENCES: ("train", "val"), kinds.EVAL_SEQUENCES:
 ARRAYS = ("context_rows", "target_row", "truth_keys")
 OPTIONAL_ARRAYS = ("target_cos", "context_cos")
 SPLITS = ("train", "val", "eval")
+# The fewest articles a split may hold (require_meaningful_split).
+MIN_SPLIT_ARTICLES = 2
 
 
 @dataclass(frozen=True)
@@ -168,12 +170,39 @@ def assign_splits(article_ids: list[str], config: SplitConfig) -> dict[str, str]
     ranked = sorted(article_ids,
                     key=lambda a: hashlib.sha256(f"{config.seed}:{a}".encode()).hexdigest())
     n = len(ranked)
-    n_eval = max(1, round(n * config.eval_fraction))
-    n_val = max(1, round(n * config.val_fraction))
+    counts = split_counts(n, config)
+    n_eval, n_val = counts["eval"], counts["val"]
     if n < 3:
         raise ValueError(f"need at least 3 articles with {CONTEXT + 1}+ chunks to split, got {n}")
     return {a: "eval" if i < n_eval else "val" if i < n_eval + n_val else "train"
             for i, a in enumerate(ranked)}
+
+
+def split_counts(n: int, config: SplitConfig) -> dict[str, int]:
+    """How many of ``n`` articles :func:`assign_splits` gives each split."""
+    n_eval = max(1, round(n * config.eval_fraction))
+    n_val = max(1, round(n * config.val_fraction))
+    return {"train": n - n_eval - n_val, "val": n_val, "eval": n_eval}
+
+
+def require_meaningful_split(split_of: Mapping[int, str], sets: Mapping[str, SequenceSet],
+                             config: SplitConfig) -> None:
+    """Refuse, with the numbers, a corpus whose split leaves a split under
+    :data:`MIN_SPLIT_ARTICLES` articles: one article's windows measure one text, so such an
+    eval set tells no two models apart and such a training set sees no variation across
+    articles, however green the run. Says how many articles would do."""
+    articles = {split: sum(1 for s in split_of.values() if s == split) for split in SPLITS}
+    if min(articles.values()) >= MIN_SPLIT_ARTICLES:
+        return
+    need = next(n for n in range(3, 100_000) if min(split_counts(n, config).values())
+                >= MIN_SPLIT_ARTICLES)
+    got = ", ".join(f"{split} {articles[split]} article{'s' * (articles[split] != 1)} "
+                    f"({len(sets[split])} windows)" for split in SPLITS)
+    raise ValueError(
+        f"the corpus is too small to split meaningfully: its {len(split_of)} articles with "
+        f"{CONTEXT + 1}+ chunks give {got}; every split needs at least {MIN_SPLIT_ARTICLES} "
+        f"articles (one article's windows measure one text). Give at least {need} such "
+        f"articles (eval_fraction {config.eval_fraction}, val_fraction {config.val_fraction})")
 
 
 def article_splits(payload: Payload, config: SplitConfig) -> dict[int, str]:

@@ -112,6 +112,31 @@ def test_the_first_retrain_promotes_every_candidate_recorded_in_the_instance(sma
         assert p.reason == f"first promotion of {p.variant}" and p.earlier == ()
 
 
+def test_an_eval_set_too_small_to_see_a_loss_promotes_nothing_and_warns(small_run_copy):
+    """The small run's 27 eval queries resolve MRR@10 to about ±0.15; at the gate's default
+    resolution (±0.05) any candidate would pass the rule, so none is promoted, the check warns
+    (the run still succeeds) and says what the eval set resolves and what it would need."""
+    data_dir = small_run_copy
+    with instance_at(data_dir) as instance:
+        before = {v: read_promotion(instance, v, no_warning) for v in VARIANTS}
+    result = materialize_all(data_dir, selection=["retrieval_report"],
+                             resources={**QUICK_CANARY, "promotion": PromotionResource()})
+    assert result.success
+    gate = check_evaluations(result)["check_candidates_not_worse"]
+    assert not gate.passed and gate.severity.value == "WARN"
+    report = read_report(ArtifactStore(data_dir).current(kinds.REPORT))
+    resolution = report["confidence"]["mrr_at_10_resolution"]
+    assert f"NOTHING PROMOTED: this eval set ({report['n_queries']} queries from 3 eval " \
+           f"articles) resolves MRR@10 differences of ±{resolution:.3f}" in gate.description
+    need = int(np.ceil(3 * (resolution / 0.05) ** 2))
+    assert f"the gate needs ±0.050 to see a loss worth acting on. About {need} eval articles" \
+        in gate.description
+    assert gate.metadata["mrr_at_10_resolution"].value == round(resolution, 4)
+    assert gate.metadata["threshold"].value == 0.05
+    with instance_at(data_dir) as instance:
+        assert {v: read_promotion(instance, v, no_warning) for v in VARIANTS} == before
+
+
 def test_a_worse_candidate_keeps_the_promoted_model_and_the_run_says_by_how_much(second_retrain):
     data_dir, builds, result = second_retrain
     assert not result.success  # the gate is blocking: the run fails, so alerts fire
@@ -367,3 +392,65 @@ def test_promotions_of_one_variant_at_the_same_instant_are_both_recorded_in_orde
     newest, first = history
     assert {newest.build_id, first.build_id} == {builds["s1"].build_id, builds["s2"].build_id}
     assert first.earlier == () and newest.earlier == (first.build_id,)
+
+
+def test_a_rollback_during_a_gate_run_waits_for_it_and_is_kept(second_retrain, cli_data,
+                                                               monkeypatch, capsys):
+    """The gate reads the promotion state, scores, then writes; an `lvm rollback` issued while
+    it scores waits for the promotion lock and lands after the gate's promotion, and a later
+    gate run never re-promotes the build the rollback demoted. The interleaving is forced: the
+    gate pauses after scoring until the rollback is waiting on the lock."""
+    import threading
+    import types
+
+    import dagster as dg
+
+    from lvm_pipeline.defs import checks, promoted_models
+
+    _, builds, _ = second_retrain
+    first_h, nudged = builds["first"]["mamba_h"], builds["nudged"]
+    # mamba_h by hand back to its first build: the report's candidate (nudged) differs from it,
+    # so the gate promotes nudged, and a rollback then has somewhere to go.
+    assert main(["promote", "mamba_h", first_h, "--data-dir", str(cli_data)]) == EXIT_OK
+    capsys.readouterr()
+
+    waiting = threading.Event()
+    rollback = threading.Thread(target=lambda: codes.append(
+        main(["rollback", "mamba_h", "--data-dir", str(cli_data)])))
+    codes: list[int] = []
+    real_flock = promoted_models.fcntl.flock
+
+    def flock(handle, operation):
+        if threading.current_thread() is rollback:
+            waiting.set()
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(promoted_models, "fcntl", types.SimpleNamespace(
+        flock=flock, LOCK_EX=promoted_models.fcntl.LOCK_EX))
+    gate_report = checks.gate_report
+    held_the_rollback: list[bool] = []
+
+    def scoring_while_a_rollback_arrives(*args, **kwargs):
+        decisions = gate_report(*args, **kwargs)
+        rollback.start()
+        assert waiting.wait(timeout=60), "the rollback never reached the promotion lock"
+        rollback.join(timeout=1.0)
+        held_the_rollback.append(rollback.is_alive())
+        return decisions
+
+    monkeypatch.setattr(checks, "gate_report", scoring_while_a_rollback_arrives)
+    gate = dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("retrieval_report"),
+                                                     "check_candidates_not_worse"))
+    result = materialize_all(cli_data, selection=gate, resources=QUICK_CANARY)
+    # The gate decided (it holds back the ruined mamba_s, as in every run on this report).
+    assert "mamba_h" in check_evaluations(result)["check_candidates_not_worse"].description
+    rollback.join(timeout=60)
+    assert held_the_rollback == [True] and codes == [EXIT_OK]
+    assert f"rolled back from {nudged[:12]} to {first_h[:12]}" in capsys.readouterr().out
+
+    listed = _promoted_json(cli_data, capsys)["mamba_h"]
+    assert listed["build_id"] == first_h and listed["action"] == "rollback"
+    assert listed["demoted"] == [nudged]  # what the gate had promoted, then the rollback undid
+    monkeypatch.setattr(checks, "gate_report", gate_report)
+    materialize_all(cli_data, selection=gate, resources=QUICK_CANARY)
+    assert _promoted_json(cli_data, capsys)["mamba_h"]["build_id"] == first_h

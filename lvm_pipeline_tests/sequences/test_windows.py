@@ -8,10 +8,12 @@ import pytest
 from lvm_pipeline.payload.gather import gather
 from lvm_pipeline.sequences.windows import (
     SplitConfig,
+    article_splits,
     build_windows,
     load_sets,
     native_info,
     publish_sequences,
+    require_meaningful_split,
     require_payload,
     windows,
     windows_ref,
@@ -102,3 +104,23 @@ def test_a_stored_split_whose_arrays_disagree_is_refused_naming_the_file(store,
                                             r"context_rows.npy has shape \(\d+, 4\), expected "
                                             r"\(\d+, 5\)"):
         load_sets(build, verify=False)  # verify=True would stop at the changed hash first
+
+
+@pytest.mark.parametrize("n_articles, refused", [(3, True), (14, True), (15, False)])
+def test_a_corpus_too_small_to_split_is_refused_with_its_numbers(store, n_articles, refused):
+    """Three articles give each split one: a run would score models on one eval text. The
+    refusal says what each split got and how many articles would do (15 at 10 % / 10 %)."""
+    payload = publish_synthetic_payload(store, [8] * n_articles)
+    config = SplitConfig()
+    sets = build_windows(payload, config, drop_near_duplicates=False)
+    split_of = article_splits(payload, config)
+    if not refused:
+        require_meaningful_split(split_of, sets, config)
+        return
+    with pytest.raises(ValueError) as caught:
+        require_meaningful_split(split_of, sets, config)
+    message = str(caught.value)
+    assert f"too small to split meaningfully: its {n_articles} articles with 6+ chunks" in message
+    assert f"eval 1 article ({len(sets['eval'])} windows)" in message
+    assert "every split needs at least 2 articles" in message
+    assert "Give at least 15 such articles" in message

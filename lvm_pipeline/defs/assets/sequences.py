@@ -17,7 +17,13 @@ from lvm_pipeline.defs.reuse import reused_output, step_recipe
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.interop import import_training_npz
 from lvm_pipeline.payload import load_payload
-from lvm_pipeline.sequences import build_windows, native_info, publish_sequences
+from lvm_pipeline.sequences import (
+    article_splits,
+    build_windows,
+    native_info,
+    publish_sequences,
+    require_meaningful_split,
+)
 from lvm_pipeline.store import Build, kinds, sha256_file
 
 
@@ -56,6 +62,8 @@ def _publish(context: dg.AssetExecutionContext, kind: str, config: EvalSequences
         # Dropping near-duplicate windows never touches eval: the eval asset skips the search.
         sets = build_windows(payload, splits.config(), facts,
                              drop_near_duplicates=kind == kinds.TRAIN_SEQUENCES)
+        require_meaningful_split(article_splits(payload, splits.config()), sets,
+                                 splits.config())
         info = {**native_info(splits.config()), **facts}
     build = publish_sequences(store, kind, payload, sets, info, recipe)
     counts = {f"{split}_{what}": n for split, c in build.manifest["splits"].items()
