@@ -13,9 +13,10 @@ starts, and a step waiting for its slot never starts. So while a run executes, a
   ``DEAD_CHECK_EVERY_S``), so the wait ends by itself when the run it waits for is killed;
 - hears SIGINT and SIGTERM through ``signal.set_wakeup_fd`` (Python writes every signal there,
   whichever handler Dagster installed) and, when they arrive while this run does nothing but
-  wait (no step of it in progress), raises ``DagsterExecutionInterruptedError`` in the thread
-  that runs it: Dagster's own interrupt path ends the run (FAILURE, its waiting claims
-  withdrawn), as it does for an interrupt during a step.
+  wait (no step of it in progress or just interrupted), raises
+  ``DagsterExecutionInterruptedError`` in the thread that runs it: Dagster's own interrupt path
+  ends the run (FAILURE, its waiting claims withdrawn), as it does for an interrupt during a
+  step.
 
 The wait also keeps one core busy: Dagster's loop computes its sleep as ``min(0, …)`` and so
 never sleeps. Changing that needs Dagster's private API (test_layers.py forbids it); the watcher
@@ -124,19 +125,20 @@ class SlotWatch:
     def _watch(self) -> None:
         waiting_since: float | None = None
         notices, checked = 0, 0.0
-        signalled: tuple[str, float] | None = None  # a stop signal not yet acted on, and when
+        # A stop signal not yet acted on: its name, and when (monotonic and wall clock).
+        signalled: tuple[str, float, float] | None = None
         while not self._stop.is_set():
             arrived = [STOP_SIGNALS[s] for s in self._received(
                 INTERRUPT_GRACE_S if signalled else POLL_S) if s in STOP_SIGNALS]
             if self._stop.is_set():
                 return
             if arrived:
-                signalled = signalled or (arrived[-1], time.monotonic())
+                signalled = signalled or (arrived[-1], time.monotonic(), time.time())
             try:
                 held, waiting = pool_slots(self.instance)
                 mine = [s for s in waiting if s.run_id == self.run_id]
                 if signalled and time.monotonic() - signalled[1] >= INTERRUPT_GRACE_S:
-                    if mine and not self._step_in_progress():
+                    if mine and not self._steps_took(signalled[2]):
                         notice(interrupted_line(signalled[0], self.run_id, mine))
                         _raise_in_thread(self._target, dg.DagsterExecutionInterruptedError)
                         return
@@ -158,9 +160,12 @@ class SlotWatch:
             except Exception:  # a busy SQLite file, say: the run matters more; ask again later
                 continue
 
-    def _step_in_progress(self) -> bool:
-        stats = self.instance.get_run_step_stats(self.run_id)
-        return any(s.status.value == "IN_PROGRESS" for s in stats)
+    def _steps_took(self, signalled_at: float) -> bool:
+        """Whether Dagster acts on the signal itself: a step of this run is in progress (it is
+        interrupted there), or one failed since the signal (it was)."""
+        return any(s.status.value == "IN_PROGRESS"
+                   or (s.status.value == "FAILURE" and (s.end_time or 0) >= signalled_at - 1)
+                   for s in self.instance.get_run_step_stats(self.run_id))
 
     def _clear_dead(self, mine: list[Slot], others: list[Slot]) -> list[Slot]:
         """Clear each run holding a slot this run waits for whose process is gone, that ended

@@ -120,6 +120,55 @@ def test_a_waiting_run_goes_on_once_the_run_it_waits_for_is_killed(tmp_path):
     assert run_status(data_dir, holder) == dg.DagsterRunStatus.FAILURE
 
 
+# A run with a step in the `training` pool, which waits (this process holds the slot), and a
+# step outside it, which runs meanwhile: a signal during that step is Dagster's to handle.
+STEP_WHILE_WAITING = """
+import sys, time, uuid
+from pathlib import Path
+import dagster as dg
+from lvm_pipeline.cli.runner import open_instance
+from lvm_pipeline.cli.slot_wait import SlotWatch
+from lvm_pipeline.defs.runs import process_tags
+from lvm_pipeline_tests.runs import add_run
+
+@dg.asset(pool="training")
+def blocked() -> None:
+    pass
+
+@dg.asset
+def busy() -> None:
+    print("BUSY", flush=True)
+    time.sleep(60)
+
+with open_instance(Path(sys.argv[1])) as instance:
+    add_run(instance, process_tags())
+    run_id = str(uuid.uuid4())
+    job = dg.Definitions(assets=[blocked, busy]).resolve_implicit_global_asset_job_def()
+    with SlotWatch(instance, run_id):
+        job.execute_in_process(instance=instance, run_id=run_id, raise_on_error=False)
+    print("RUN", instance.get_run_by_id(run_id).status.value, "STEPS",
+          {s.step_key: s.status.value for s in instance.get_run_step_stats(run_id)}, flush=True)
+"""
+
+
+def test_a_signal_during_a_step_is_left_to_dagster_while_another_step_waits(tmp_path):
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        run = subprocess.Popen([sys.executable, "-c", STEP_WHILE_WAITING, str(tmp_path / "home")],
+                               env=lvm_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_line(log, "⏸ blocked waiting for the 'training' slot", run, timeout_s=60)
+        wait_for_line(log, "BUSY", run, timeout_s=30)
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=20) == 0
+    finally:
+        run.kill()
+    text = log.read_text()
+    # Dagster interrupted the step; the watcher did not interrupt the run a second time.
+    assert "RUN FAILURE STEPS {'busy': 'FAILURE'}" in text, text
+    assert "✗ SIGINT" not in text and "Traceback" not in text, text
+
+
 @pytest.mark.slow
 def test_a_training_killed_by_sigkill_does_not_block_the_next_run(small_run_copy, tmp_path):
     data_dir = small_run_copy
