@@ -146,14 +146,13 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def slot_wait_line(steps: Sequence[str], holder: Slot, process: RunProcess,
-                   now: float | None = None) -> str:
+def slot_wait_line(steps: Sequence[str], holder: Slot, process: RunProcess) -> str:
     """``⏸ mamba_h waiting for the 'training' slot held by run 1a2b3c4d (step mamba_s, started
     11:41:40, 3 min ago; pid 4242 on this machine is alive); if that run is dead: `lvm runs
     clear 1a2b3c4d```"""
     run = short_run_id(holder.run_id)
     return (f"⏸ {', '.join(steps)} waiting for the {holder.pool!r} slot held by run {run} "
-            f"(step {holder.step_key}, started {when(holder.since, now)}; {process.evidence}); "
+            f"(step {holder.step_key}, started {when(holder.since)}; {process.evidence}); "
             f"if that run is dead: `lvm runs clear {run}`")
 
 
