@@ -18,7 +18,7 @@ from lvm_pipeline.store import ArtifactError
 
 # One module per command (or group of related commands), each with `register(subparsers)`.
 COMMAND_MODULES = ("run", "materialize", "report", "models", "promote", "check", "verify",
-                   "reference", "ui", "synth_payload", "cache")
+                   "reference", "ui", "synth_payload", "cache", "runs")
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 

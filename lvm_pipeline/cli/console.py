@@ -9,18 +9,26 @@ lines at INFO, and progress. When the command started on a terminal
 (embedding batches, training epochs with loss and val cosine, index build, evaluation), and
 lines are written with ``tqdm.write`` so they scroll above the bars instead of breaking them;
 in a pipe or CI log, progress is the throttled ``task: done/total`` lines instead.
+
+Beside the run's own events, the runner says what Dagster leaves silent (cli/slot_wait.py): a
+step waiting for a pool slot, who holds it and how to clear that run if it is dead, a dead run
+cleared before or during the run, and a signal that stopped the wait.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
+import time
+from collections.abc import Sequence
 
 import dagster as dg
 from tqdm import tqdm
 
 from lvm_pipeline.cli.events import step_failure_reason
 from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID, BUILT, REUSE
+from lvm_pipeline.defs.runs import Cleared, RunProcess, Slot
 from lvm_pipeline.runtime import is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
@@ -110,3 +118,65 @@ def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger("lvm", level=logging.DEBUG)
     logger.addHandler(ConsoleHandler(level, init_context.logger_config["bars"]))
     return logger
+
+
+# ----------------------------------------------------------------------------- pool slots
+
+def short_run_id(run_id: str) -> str:
+    """The first 8 characters, as the UI shows a run; ``lvm runs clear`` takes them."""
+    return run_id[:8]
+
+
+def when(timestamp: float | None, now: float | None = None) -> str:
+    """``11:41:40, 3 min ago`` (the date too when not today); ``?`` when unknown."""
+    if timestamp is None:
+        return "?"
+    now = time.time() if now is None else now
+    at = dt.datetime.fromtimestamp(timestamp)
+    clock = at.strftime("%H:%M:%S" if at.date() == dt.date.fromtimestamp(now) else "%Y-%m-%d %H:%M")
+    return f"{clock}, {duration(now - timestamp)} ago"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def slot_wait_line(steps: Sequence[str], holder: Slot, process: RunProcess) -> str:
+    """``⏸ mamba_h waiting for the 'training' slot held by run 1a2b3c4d (step mamba_s, started
+    11:41:40, 3 min ago; pid 4242 on this machine is alive); if that run is dead: `lvm runs
+    clear 1a2b3c4d```"""
+    run = short_run_id(holder.run_id)
+    return (f"⏸ {', '.join(steps)} waiting for the {holder.pool!r} slot held by run {run} "
+            f"(step {holder.step_key}, started {when(holder.since)}; {process.evidence}); "
+            f"if that run is dead: `lvm runs clear {run}`")
+
+
+def slot_limit_line(steps: Sequence[str], pool: str, limit: int) -> str:
+    return (f"⏸ {', '.join(steps)} waiting for a {pool!r} slot, and the pool's limit is {limit}: "
+            f"`dagster instance concurrency set {pool} 1` lets one step run")
+
+
+def cleared_line(cleared: Cleared) -> str:
+    """``! run 1a2b3c4d (job full_retrain, was STARTED) cleared: <reason>; freed the 'training'
+    slot of mamba_s``"""
+    job = f"job {cleared.job_name}, " if cleared.job_name else ""
+    was = f"was {cleared.was}" if cleared.was else "had ended"
+    freed = ", ".join(f"the {s.pool!r} slot of {s.step_key}" for s in cleared.freed)
+    return (f"! run {short_run_id(cleared.run_id)} ({job}{was}) cleared: {cleared.reason}"
+            + (f"; freed {freed}" if freed else ""))
+
+
+def interrupted_line(signal_name: str, run_id: str, waiting: Sequence[Slot]) -> str:
+    pools = sorted({s.pool for s in waiting})
+    return (f"✗ {signal_name}: stopping run {short_run_id(run_id)}, which was waiting for the "
+            f"{' and '.join(repr(p) for p in pools)} slot")
+
+
+def notice(line: str) -> None:
+    """Write one of the lines above to stderr, above any progress bars."""
+    tqdm.write(line, file=sys.stderr)

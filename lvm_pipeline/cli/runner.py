@@ -9,7 +9,12 @@ What it decides, once for all of them:
 - a run is the ``full_retrain`` job or the implicit asset job cut to a selection of assets and
   checks, the jobs the UI launches, and it carries the code location's label, so it shows on
   the job's page and the Overview timeline like a run launched from the UI;
-- a console (:class:`Console`) replaces Dagster's console logger with ours (cli/console.py).
+- a console (:class:`Console`) replaces Dagster's console logger with ours (cli/console.py);
+- no run waits behind a dead one: before it starts, the runs of the instance whose process is
+  gone from this machine are marked failed and their pool slots freed, and each run records its
+  own process (pid and host) in its tags so that a later run can tell (defs/runs.py);
+- a step waiting for a pool slot says so, names the run that holds it, and stops on SIGINT or
+  SIGTERM (cli/slot_wait.py).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import fcntl
 import functools
 import shutil
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +31,12 @@ from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.cli.console import CONSOLE_LOGGER, console_logger
+from lvm_pipeline.cli.console import CONSOLE_LOGGER, cleared_line, console_logger, notice
+from lvm_pipeline.cli.slot_wait import SlotWatch
 from lvm_pipeline.definitions import defs
 from lvm_pipeline.defs.io_manager import storage_resources
 from lvm_pipeline.defs.resources import ProgressResource, StorageResource
+from lvm_pipeline.defs.runs import clear_dead_runs, process_tags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The instance configuration `lvm` copies into a data dir's DAGSTER_HOME that has none.
@@ -98,7 +106,8 @@ def execute(data_dir: Path, instance: dg.DagsterInstance, *, job: str | None = N
             console: Console | None = None) -> dg.ExecuteInProcessResult:
     """Run ``job`` (or the asset ``selection``, checks included) in this process against
     ``data_dir``, recorded in ``instance``; ``resources`` replace the definitions' ones.
-    Never raises on a failed step: the result says what happened."""
+    Never raises on a failed step: the result says what happened (an interrupt while waiting
+    for a pool slot fails the run, as one during a step does)."""
     loaded = definitions()
     bound = {**loaded.resources, **storage_resources(StorageResource(root=str(data_dir))),
              "progress": ProgressResource(bars=bool(console and console.bars)),
@@ -112,6 +121,10 @@ def execute(data_dir: Path, instance: dg.DagsterInstance, *, job: str | None = N
         config = dg.RunConfig(ops=config.ops, resources=config.resources,
                               execution=config.execution, loggers={CONSOLE_LOGGER: {"config": {
                                   "log_level": console.log_level, "bars": console.bars}}})
-    return chosen.execute_in_process(run_config=config, instance=instance,
-                                     tags={REPOSITORY_TAG: REPOSITORY_LABEL, **(tags or {})},
-                                     raise_on_error=False)
+    for cleared in clear_dead_runs(instance):
+        notice(cleared_line(cleared))
+    run_id = str(uuid.uuid4())
+    with SlotWatch(instance, run_id):
+        return chosen.execute_in_process(
+            run_config=config, instance=instance, run_id=run_id, raise_on_error=False,
+            tags={REPOSITORY_TAG: REPOSITORY_LABEL, **process_tags(), **(tags or {})})

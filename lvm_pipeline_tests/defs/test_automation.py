@@ -140,8 +140,9 @@ def test_passed_blocking_check_lets_training_follow_new_sequences():
 def test_the_automation_sensor_says_what_it_does_and_targets_the_pipeline_by_name():
     """The UI shows a sensor's description and its target's text: a sentence and group names,
     not a Python repr; off until a user switches it on."""
-    [sensor] = defs().sensors
-    assert sensor.name == "rebuild_after_checked_upstream"
+    # Beside it only the sensor that clears dead runs (defs/runs.py), which requests nothing.
+    assert {s.name for s in defs().sensors} == {"rebuild_after_checked_upstream", "clear_dead_runs"}
+    sensor = defs().resolve_sensor_def("rebuild_after_checked_upstream")
     assert "blocking check" in sensor.description and "Off until switched on" in sensor.description
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert str(sensor.asset_selection) == (
