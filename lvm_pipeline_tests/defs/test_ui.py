@@ -345,8 +345,9 @@ def test_a_bare_event_reported_on_a_promotion_page_leaves_the_gate_and_the_state
 
     monkeypatch.setenv("DAGSTER_HOME", str(data_dir.parent / "dagster_home"))  # the UI's
     capsys.readouterr()
-    assert main(["materialize", "retrieval_report", "--data-dir", str(data_dir)]) == EXIT_OK
+    code = main(["materialize", "retrieval_report", "--data-dir", str(data_dir)])
     err = capsys.readouterr().err
+    assert code == EXIT_OK, err
     skipped = "skipped the event on promoted_mamba_s of "
     why = f"description {typed!r}): not a promotion (it has no 'promotion' metadata entry)"
     assert "check_candidates_not_worse: warning: " + skipped in err and why in err, err
@@ -360,8 +361,9 @@ def test_a_bare_event_reported_on_a_promotion_page_leaves_the_gate_and_the_state
     assert execution["runId"] == run_id and execution["evaluation"]["description"] == \
         "every candidate is the promoted build of its variant", execution
 
-    assert main(["models", "--promoted", "--data-dir", str(data_dir)]) == EXIT_OK
+    code = main(["models", "--promoted", "--data-dir", str(data_dir)])
     out = capsys.readouterr()
+    assert code == EXIT_OK, out.err
     assert "lvm models: warning: " + skipped in out.err and why in out.err, out.err
     promoted = {line.split()[0]: line.split()[1] for line in out.out.splitlines()[1:]}
     assert promoted == {variant: build[:12] for variant, build in builds.items()}, out.out
