@@ -94,15 +94,22 @@ def read_promotion(instance: dg.DagsterInstance, variant: str, warn: Warn) -> Pr
             materialization = record.asset_materialization
             entry = materialization.metadata.get(RECORD) if materialization else None
             try:
-                promotion = Promotion.from_record(entry.value if entry else None)
+                if entry is None:
+                    raise ValueError(f"it has no {RECORD!r} metadata entry")
+                promotion = Promotion.from_record(entry.value)
                 if promotion.variant != variant:
                     raise ValueError(f"it names variant {promotion.variant!r}")
                 return promotion
             except ValueError as err:
                 when = dt.datetime.fromtimestamp(record.timestamp, dt.UTC)
+                # The description is what a person typed into the UI's dialog: how they
+                # recognise their event.
+                described = (f", description {materialization.description!r}"
+                             if materialization and materialization.description else "")
                 warn(f"skipped the event on {key.to_user_string()} of {when:%Y-%m-%d %H:%M:%S} "
-                     f"UTC (run {record.run_id or 'none'}, storage id {record.storage_id}): not "
-                     f"a promotion ({err}); the state is the newest valid event's")
+                     f"UTC (run {record.run_id or 'none'}, storage id {record.storage_id}"
+                     f"{described}): not a promotion ({err}); the state is the newest valid "
+                     "event's")
     return None
 
 
@@ -137,6 +144,11 @@ def promoted_models() -> dg.Definitions:
                      description=f"Which {variant} checkpoint is promoted (not a checkpoint "
                                  f"itself): set by the promotion gate (check_candidates_not_worse "
                                  "on retrieval_report), `lvm promote` or `lvm rollback`. Each "
-                                 "event links to the checkpoint build it names and states the "
-                                 "gate's MRR@10 difference and interval.")
+                                 "promotion names the build (`build_id`), links to the "
+                                 "checkpoint's page and, from the gate, states its MRR@10 "
+                                 "difference and interval. An event reported here by hand "
+                                 "(*Report materialization event*) is not a promotion: this "
+                                 "page then shows its empty metadata, but the promoted build "
+                                 "stays that of the newest event with a `promotion` entry "
+                                 "(the Events tab; `lvm models --promoted`).")
         for variant in VARIANTS])
