@@ -134,7 +134,8 @@ def test_failed_blocking_check_keeps_training_from_being_requested():
 
 def test_passed_blocking_check_lets_training_follow_new_sequences():
     assert _payload_rebuilt_then_sequences_checked(training_check_passed=True) == {
-        *VARIANTS, "retrieval_report", *(name for _, name in _checks_on("retrieval_report"))}
+        *VARIANTS, "retrieval_report",
+        *(name for _, name in _checks_on("retrieval_report", *VARIANTS))}
 
 
 def test_the_automation_sensor_says_what_it_does_and_targets_the_pipeline_by_name():

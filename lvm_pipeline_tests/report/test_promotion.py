@@ -22,6 +22,7 @@ from lvm_pipeline.store import kinds
 from lvm_pipeline.store.artifacts import ArtifactStore, Build
 from lvm_pipeline.training.checkpoint import load_checkpoint, publish_checkpoint
 from lvm_pipeline_tests.conftest import (
+    SMALL_RUN_PROMOTION,
     check_evaluations,
     instance_at,
     materialize_all,
@@ -173,7 +174,9 @@ def test_a_large_margin_promotes_the_worse_candidate(second_retrain, tmp_path):
     shutil.copytree(second_retrain[0], data_dir)
     result = materialize_all(data_dir, selection=["retrieval_report"],
                              resources={**QUICK_CANARY,
-                                        "promotion": PromotionResource(margin=1.0)})
+                                        "promotion": PromotionResource(
+                                            margin=1.0,
+                                            resolution=SMALL_RUN_PROMOTION.resolution)})
     assert result.success
     with instance_at(data_dir) as instance:
         assert read_promotion(instance, "mamba_s", no_warning).build_id == second_retrain[1]["ruined"]
