@@ -62,3 +62,19 @@ def tracked_metadata(run: TrackedRun) -> dict[str, Any]:
     """The MLflow run that recorded this materialization (nothing when tracking is off), so the
     UI leads from an asset to its run."""
     return {} if run.run_id is None else {"mlflow_run_id": run.run_id}
+
+
+def materialization_of_build(instance: dg.DagsterInstance, key: dg.AssetKey,
+                             build_id: str) -> dg.EventLogRecord | None:
+    """The newest materialization of ``key`` that recorded ``build_id`` (paged: a long-lived
+    instance holds many)."""
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(key, limit=50, cursor=cursor)
+        for record in page.records:
+            meta = record.asset_materialization.metadata if record.asset_materialization else {}
+            if BUILD_ID in meta and meta[BUILD_ID].value == build_id:
+                return record
+        if not page.has_more:
+            return None
+        cursor = page.cursor

@@ -39,7 +39,7 @@ from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID
+from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID, materialization_of_build
 from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.report import Promotion
 from lvm_pipeline.store import kinds
@@ -118,6 +118,16 @@ def read_promotions(instance: dg.DagsterInstance, warn: Warn) -> dict[str, Promo
     return {v: p for v in VARIANTS if (p := read_promotion(instance, v, warn)) is not None}
 
 
+def checkpoint_url(instance: dg.DagsterInstance, variant: str, build_id: str) -> str:
+    """The UI's page of the materialization that produced ``build_id`` (its event selected on
+    the checkpoint's Events tab), or the checkpoint's page when none is recorded here (a build
+    promoted by hand from another instance)."""
+    record = materialization_of_build(instance, dg.AssetKey(variant), build_id)
+    if record is None:
+        return f"/assets/{variant}"
+    return f"/assets/{variant}?view=events&time={int(record.timestamp * 1000)}"
+
+
 def record_promotion(instance: dg.DagsterInstance, promotion: Promotion,
                      difference: dict[str, Any] | None = None) -> None:
     """Record ``promotion`` as the variant's new state (call under :func:`promotion_lock`);
@@ -125,7 +135,7 @@ def record_promotion(instance: dg.DagsterInstance, promotion: Promotion,
     plots them)."""
     variant = promotion.variant
     metadata: dict[str, Any] = {
-        "checkpoint": dg.MetadataValue.url(f"/assets/{variant}"),
+        "checkpoint": dg.MetadataValue.url(checkpoint_url(instance, variant, promotion.build_id)),
         BUILD_ID: promotion.build_id, ARTIFACT_KIND: kinds.checkpoint(variant),
         "action": promotion.action, "by": promotion.by}
     if difference is not None:
@@ -145,7 +155,7 @@ def promoted_models() -> dg.Definitions:
                                  f"itself): set by the promotion gate (check_candidates_not_worse "
                                  "on retrieval_report), `lvm promote` or `lvm rollback`. Each "
                                  "promotion names the build (`build_id`), links to the "
-                                 "checkpoint's page and, from the gate, states its MRR@10 "
+                                 "materialization that produced it and, from the gate, states its MRR@10 "
                                  "difference and interval. An event reported here by hand "
                                  "(*Report materialization event*) is not a promotion: this "
                                  "page then shows its empty metadata, but the promoted build "

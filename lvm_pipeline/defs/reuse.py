@@ -22,11 +22,10 @@ from typing import Any
 
 import dagster as dg
 
-from lvm_pipeline.defs.metadata import BUILD_ID, REUSE, build_output
+from lvm_pipeline.defs.metadata import REUSE, build_output, materialization_of_build
 from lvm_pipeline.store import ArtifactStore, Build, recipe_key
 
 REUSED = "reused the build of run {run} (same code, config and inputs)"
-_PAGE = 50
 
 
 def step_recipe(context: dg.AssetExecutionContext, config: dg.Config | None,
@@ -43,21 +42,6 @@ def step_recipe(context: dg.AssetExecutionContext, config: dg.Config | None,
                        for name, value in sorted(inputs.items())}}
 
 
-def _materialization(instance: dg.DagsterInstance, key: dg.AssetKey,
-                     build_id: str) -> dg.EventLogRecord | None:
-    """The newest materialization of ``key`` that recorded ``build_id``."""
-    cursor = None
-    while True:
-        page = instance.fetch_materializations(key, limit=_PAGE, cursor=cursor)
-        for record in page.records:
-            meta = record.asset_materialization.metadata if record.asset_materialization else {}
-            if BUILD_ID in meta and meta[BUILD_ID].value == build_id:
-                return record
-        if not page.has_more:
-            return None
-        cursor = page.cursor
-
-
 def reused_output(context: dg.AssetExecutionContext, store: ArtifactStore, kind: str,
                   recipe: Mapping[str, Any], rebuild: bool) -> dg.Output | None:
     """The output of a step whose recipe already made a sound build (its earlier
@@ -72,10 +56,8 @@ def reused_output(context: dg.AssetExecutionContext, store: ArtifactStore, kind:
     # as it fails a computing one, naming the file.
     for upstream_kind, upstream_id in sorted(build.manifest["upstream"].items()):
         store.get(upstream_kind, upstream_id).verify()
-    earlier = _materialization(context.instance, context.asset_key, build.build_id)
+    earlier = materialization_of_build(context.instance, context.asset_key, build.build_id)
     run = earlier.run_id if earlier else "(not recorded in this instance)"
-    context.log.info(f"reused {kind} {build.build_id[:12]} (same code, config and inputs) "
-                     f"from run {run}")
     figures = dict(earlier.asset_materialization.metadata) if earlier else {}
     figures[REUSE] = REUSED.format(run=run)
     return build_output(build, figures)

@@ -121,7 +121,7 @@ def stop_summary(history: list[dict[str, Any]], best_epoch: int, stopped_early: 
         why = (f"stopped early after epoch {ran}/{config.epochs}: val MRR@10 did not improve "
                f"for {config.patience} epochs")
     else:
-        why = f"ran all {config.epochs} epochs"
+        why = f"ran all {config.epochs} epoch{'s' * (config.epochs != 1)}"
     best = history[best_epoch]["val_mrr_at_10"]
     verdict = "above" if best > copy_last_val_mrr_at_10 else "NOT above"
     return (f"{why}; kept epoch {best_epoch + 1} (val MRR@10 {best:.4f}, {verdict} copy-last's "

@@ -7,12 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 import torch
 
 from lvm_pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from lvm_pipeline.cli.events import failure_lines
+from lvm_pipeline.defs.metadata import materialization_of_build
 from lvm_pipeline.defs.promoted_models import promoted_key, read_promotion, read_promotions
 from lvm_pipeline.defs.resources import GuardsResource, PromotionResource
 from lvm_pipeline.models import LVM, VARIANTS, preset
@@ -111,6 +113,13 @@ def test_the_first_retrain_promotes_every_candidate_recorded_in_the_instance(sma
     for p in promoted.values():
         assert p.action == "gate" and p.by == f"gate (run {result.run_id})"
         assert p.reason == f"first promotion of {p.variant}" and p.earlier == ()
+    # Each promotion links to the event that produced its build, not to the latest one.
+    with instance_at(data_dir) as instance:
+        for variant, build_id in models.items():
+            [event] = instance.fetch_materializations(promoted_key(variant), limit=1).records
+            produced = materialization_of_build(instance, dg.AssetKey(variant), build_id)
+            assert event.asset_materialization.metadata["checkpoint"].value == (
+                f"/assets/{variant}?view=events&time={int(produced.timestamp * 1000)}")
 
 
 def test_an_eval_set_too_small_to_see_a_loss_promotes_nothing_and_warns(small_run_copy):
@@ -349,8 +358,6 @@ def test_an_event_reported_by_hand_without_a_record_is_skipped_with_a_warning(un
     """What the UI's *Report materialization event* records on a promotion page: a description
     and nothing else. The state stays the newest valid promotion, and every reader says which
     event it skipped."""
-    import dagster as dg
-
     data_dir, builds = untrained
     s1, s2 = builds["s1"].build_id, builds["s2"].build_id
     assert main(["promote", "mamba_s", s1, "--data-dir", str(data_dir)]) == EXIT_OK
@@ -405,8 +412,6 @@ def test_a_rollback_during_a_gate_run_waits_for_it_and_is_kept(second_retrain, c
     gate pauses after scoring until the rollback is waiting on the lock."""
     import threading
     import types
-
-    import dagster as dg
 
     from lvm_pipeline.defs import checks, promoted_models
 

@@ -197,7 +197,9 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
         return build_output(build, {"training": stopped,
                                     "history": history_table(history, summary["best_epoch"])},
                             **{k: round(v, 4) if isinstance(v, float) else v
-                               for k, v in summary.items()},
+                               for k, v in summary.items() if k != "best_epoch"},
+                            # Counted from 1, as the history table and the log count epochs.
+                            kept_epoch=summary["best_epoch"] + 1,
                             payload_build_id=payload.build_id,
                             sequences_build_id=sequences.build_id,
                             launcher="torchrun" if config.world_size > 1 else "in_process",
