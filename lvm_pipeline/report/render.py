@@ -202,19 +202,25 @@ def embedded_images_markdown(build: Build) -> str:
 # --------------------------------------------------------------------------- Dagster's UI
 
 
+# Between a figure and its interval: the UI's table wraps a cell at spaces, which would put a
+# figure, its low and its high end on three lines; the row then reads as one line.
+NBSP = "\u00a0"
+
+
 def _interval(value: float, interval: dict[str, float] | None, decimals: int) -> str:
     """``0.166 [0.156, 0.178]``, or the value alone where the report has no interval."""
     if interval is None:
         return f"{value:.{decimals}f}"
-    return f"{value:.{decimals}f} [{interval['low']:.{decimals}f}, {interval['high']:.{decimals}f}]"
+    return (f"{value:.{decimals}f}{NBSP}[{interval['low']:.{decimals}f},{NBSP}"
+            f"{interval['high']:.{decimals}f}]")
 
 
 def _difference(d: dict[str, Any] | None, decimals: int) -> str:
     """``+0.013 [+0.004, +0.023] better``; empty where there is no such difference."""
     if d is None:
         return ""
-    return (f"{d['value']:+.{decimals}f} [{d['low']:+.{decimals}f}, {d['high']:+.{decimals}f}] "
-            f"{d['verdict']}")
+    return (f"{d['value']:+.{decimals}f}{NBSP}[{d['low']:+.{decimals}f},{NBSP}"
+            f"{d['high']:+.{decimals}f}]{NBSP}{d['verdict']}")
 
 
 def _latency(timing: dict[str, float] | None) -> str:

@@ -29,6 +29,7 @@ from lvm_pipeline.report.build import (
 from lvm_pipeline.report.diagnosis import diagnose
 from lvm_pipeline.report.promotion import Promotion, PromotionConfig, gate_report
 from lvm_pipeline.report.render import (
+    NBSP,
     RESULT_COLUMNS,
     figure_decimals,
     lineage_markdown,
@@ -175,10 +176,13 @@ def test_the_ui_table_rounds_to_what_the_eval_set_resolves(built):
     conf = report["confidence"]
     d = figure_decimals(conf["mrr_at_10_resolution"])
     i = conf["intervals"]["mamba_s"]["mrr_at_10"]
-    assert rows[0]["MRR@10"] == f"{i['value']:.{d}f} [{i['low']:.{d}f}, {i['high']:.{d}f}]"
+    # One line per cell in the UI: no space a table could wrap at.
+    assert rows[0]["MRR@10"] == f"{i['value']:.{d}f} [{i['low']:.{d}f}, {i['high']:.{d}f}]" \
+        .replace(" ", NBSP)
     diff = conf["differences"]["mamba_s"]["learned_blend"]["mrr_at_10"]
     assert rows[0]["MRR@10 − learned_blend"] == (
-        f"{diff['value']:+.{d}f} [{diff['low']:+.{d}f}, {diff['high']:+.{d}f}] {diff['verdict']}")
+        f"{diff['value']:+.{d}f} [{diff['low']:+.{d}f}, {diff['high']:+.{d}f}] {diff['verdict']}"
+        .replace(" ", NBSP))
     assert rows[-1]["MRR@10 − copy_last_context"] == "" and rows[-1]["latency ms p50 / p95"] == ""
     assert rows[-1]["median rank"] == 1.0
     assert [figure_decimals(r) for r in (None, 0.03, 0.007, 0.001, 0.0007, 1e-6)] == [
