@@ -137,7 +137,7 @@ def record_promotion(instance: dg.DagsterInstance, promotion: Promotion,
     metadata: dict[str, Any] = {
         "checkpoint": dg.MetadataValue.url(checkpoint_url(instance, variant, promotion.build_id)),
         BUILD_ID: promotion.build_id, ARTIFACT_KIND: kinds.checkpoint(variant),
-        "action": promotion.action, "by": promotion.by}
+        "action": promotion.action, "by": promotion.by, "reason": promotion.reason}
     if difference is not None:
         metadata.update({f"mrr_at_10_difference{suffix}": round(float(difference[key]), 4)
                          for suffix, key in (("", "value"), ("_low", "low"), ("_high", "high"))})
