@@ -1,6 +1,7 @@
 """Reference scale on one machine: time and peak RSS of every stage over a 584k × 768 payload.
 
-Issue 7 §2-3. Makes the seeded synthetic payload (:mod:`lvm_pipeline.synthetic.payload`, the
+Whether every stage holds up at the reference project's size on a CPU, within the payload's
+size + 2 GB of memory. Makes the seeded synthetic payload (:mod:`lvm_pipeline.synthetic.payload`, the
 reference's 8,447 articles / 584,545 chunks / 768-d) in ``--data-dir`` if it has none, then
 runs each stage of the graph **in a fresh process** (spawned), so each stage's peak RSS is its
 own (Linux ``VmHWM``; a sampler thread also records the peak anonymous and file-backed parts,
