@@ -331,7 +331,8 @@ class SyntheticEncoder:
 def publish_synthetic_payload(store: ArtifactStore, config: SyntheticPayloadConfig,
                               progress: Progress = silent) -> Build:
     """Generate and publish a payload build; its manifest records the config and what was
-    measured on the result (article length median / p95, adjacent cosine, seconds)."""
+    measured on the result (article lengths, adjacent cosine, neighbour statistics), and the
+    seconds it took go to the build's ``run`` facts beside the content."""
     t0 = time.perf_counter()
     lengths = article_lengths(config)
     table = chunk_table(placeholder_chunks(lengths))
