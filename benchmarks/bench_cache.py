@@ -1,6 +1,6 @@
 """The payload step with the embedding cache: first build, unchanged rebuild, 1 %-edited rebuild.
 
-Issue 13 §1: a weekly retrain re-embeds a corpus that barely changed. This times
+Why: a weekly retrain re-embeds a corpus that barely changed. This times
 :func:`lvm_pipeline.payload.build_payload` (read the corpus, embed through the cache, write
 and hash the payload) on the offline sample corpus with the default embedder, three times in
 one process against one data dir:

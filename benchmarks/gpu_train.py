@@ -1,5 +1,6 @@
 """One prepared GPU run: scan parity on the GPU, then training speed and memory, then the five
-``paper`` presets on 396k synthetic sequences. Goals from issue 4 §4, on one H100/H200:
+``paper`` presets on 396k synthetic sequences. The goals it measures against, on one
+H100/H200:
 
 - d_model 768 / 8 layers / d_state 128 / batch 1024, bf16 autocast: >= 50,000 seq/s, <= 10 GB;
 - Mamba-S (paper preset) at batch 1024: >= 150,000 seq/s;

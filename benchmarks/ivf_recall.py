@@ -1,6 +1,7 @@
 """IVF recall@50 of a data dir's current payload with bench_scale.py's queries, without its
 sequences and index stages: the mean of each seeded window's context (windows of the whole
-payload, not the eval split), k = 50, against the exact top 50 (``evaluation.exact_pass``).
+payload, not the eval split), k = 50, against the exact top 50
+(``lvm_pipeline.search.exact_pass``).
 
 For a payload whose sequences are not published yet (bench_scale's ``index`` stage needs them,
 and the near-duplicate split before them). Writes JSON, prints the recall per nprobe:

@@ -79,7 +79,7 @@ def test_gpu_eval_smoke_agrees_with_the_cpu_path_without_dagster(tmp_path):
 @pytest.mark.slow
 def test_scale_benchmark_smoke_measures_every_stage(tmp_path):
     """bench_scale.py --smoke runs the whole graph at tiny sizes, each stage in its own process,
-    and reports what the issue asks of the full run: per-stage peak RSS, the size of the row
+    and reports what the full run is for: per-stage peak RSS, the size of the row
     indices against copied vectors, every guard, the IVF sweep against flat, the report's one-
     and two-pass searches, a projected epoch and the report."""
     out = tmp_path / "scale.json"

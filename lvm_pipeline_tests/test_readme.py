@@ -51,3 +51,59 @@ def test_the_readme_layout_is_the_tree_of_packages():
     assert block is not None, "README.md has no ## Layout code block"
     assert block.group(1) == expected_layout(), (
         "README.md's layout is stale; replace its block with:\n" + expected_layout())
+
+
+# ---------------------------------------------------------------- links between the documents
+
+DOCUMENTS = ("README.md", "docs/*.md", "benchmarks/*.md", "data/README.md")
+# [text](target): the target up to its closing parenthesis, no spaces (a URL or a path).
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, inline code marks and punctuation dropped
+    (letters, digits, ``_`` and ``-`` kept, in any script), each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every heading's anchor in a Markdown file, outside fenced code (where ``#`` starts a
+    shell comment); a repeated heading's anchors get ``-1``, ``-2``… as on GitHub."""
+    seen: dict[str, int] = {}
+    out = set()
+    fenced = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6} (.+)", line)):
+            base = github_anchor(m.group(1))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            out.add(base if n == 0 else f"{base}-{n}")
+    return out
+
+
+def test_every_link_between_the_documents_resolves():
+    """A link from one of the repository's Markdown files to a file in it names a file that
+    exists, and its ``#anchor`` a heading of that file: renaming a heading fails here until
+    every link to it follows."""
+    broken = []
+    for pattern in DOCUMENTS:
+        for doc in sorted(REPO.glob(pattern)):
+            for target in LINK.findall(doc.read_text()):
+                if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+                    continue
+                path, _, anchor = target.partition("#")
+                file = (doc.parent / path).resolve() if path else doc
+                where = f"{doc.relative_to(REPO)}: ({target})"
+                if not file.exists():
+                    broken.append(f"{where}: no file {file.relative_to(REPO)}")
+                elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+                    broken.append(f"{where}: no heading with anchor #{anchor} in "
+                                  f"{file.relative_to(REPO)}")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_github_anchors_drop_code_marks_and_punctuation():
+    assert github_anchor("The default `lvm run` (2026-12-01)") == "the-default-lvm-run-2026-12-01"
+    assert github_anchor("Embedding cache: 1 %-edited rebuilds") == "embedding-cache-1--edited-rebuilds"

@@ -39,7 +39,7 @@ CHUNK_COLUMNS = ["article_id", "title", "url", "chunk_index", "text"]
 # benchmarks/RESULTS.md "CPU embedding" the embedding rate), and the per-article cap keeps one
 # huge module docstring from dominating the sample. A user's corpus is read whole unless a
 # limit is asked for: applied silently, these limits cut a third of a documentation folder
-# and would stop a Wikipedia dump after a few hundred articles (issue 13).
+# and would stop a Wikipedia dump after a few hundred articles, unseen by whoever gave it.
 SAMPLE_LIMITS = {"max_chunks": 6000, "max_chunks_per_article": 40}
 LIMITS = ("max_articles", "max_chunks", "max_chunks_per_article")
 

@@ -37,7 +37,8 @@ Why these rules:
   texts of 240-255 tokens gave the same bytes; tests hold these, and a 1 %-edited rebuild
   byte-identical to a cold build. The earlier batches (one token length, nothing padded, any
   number of texts) were not: a CPU picks its GEMM kernel by the number of rows, and vectors
-  moved by ~1e-7. The scheme, pass size and length multiple are in the fingerprint, so a
+  moved in their last float digits (benchmarks/RESULTS.md, "CPU embedding: fixed-shape
+  passes against one-length batches"). The scheme, pass size and length multiple are in the fingerprint, so a
   folder written under another one is never read.
 
 The canary (:mod:`lvm_pipeline.guards.canary`) never reads the cache: it calls the encoder

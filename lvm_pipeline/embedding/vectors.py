@@ -1,4 +1,4 @@
-"""Row-wise operations on arrays of embedding vectors, each implemented once (STYLE rule 15).
+"""Row-wise operations on arrays of embedding vectors, each implemented once.
 
 Every module that normalises rows, compares them by cosine or draws a seeded sample of row
 numbers calls these: two copies of a normalisation with different epsilons, or two samplers

@@ -2,8 +2,9 @@
 
 An LVM with ``context_skip`` predicts ``normalise(blend + correction)``: ``blend`` is its five
 learned mixing weights applied to the context, ``correction`` its network's head output
-(:meth:`lvm_pipeline.models.LVM.forward_parts`). On real text the first measurements found the
-correction negligible (issue 12), so every report shows, per model:
+(:meth:`lvm_pipeline.models.LVM.forward_parts`). On real documentation the network's correction
+alone retrieved nothing (docs/evaluation.md, "A recipe on real text"): the gain over copy-last
+came from the blend. So every report shows, per model:
 
 - ``context_mix``: the learned mixing weights (None without ``context_skip``);
 - the network's share: the mean norm of the correction against the mean norm of the blend,

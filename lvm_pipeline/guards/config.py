@@ -1,4 +1,8 @@
-"""Every guard threshold in one frozen config, each default with where it comes from."""
+"""Every guard threshold in one frozen config, each default with where it comes from.
+
+The figures behind the thresholds: benchmarks/RESULTS.md, "Guard thresholds: the figures
+behind them"; each threshold's reason in a table: docs/guards.md, "Thresholds".
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ from dataclasses import dataclass
 from lvm_pipeline.sequences import NEAR_DUPLICATE_COSINE
 
 # Cosine above which two unit vectors count as "the same chunk". Re-embedding the same text
-# with the same model gives >= 0.9999; two different chunks of one article ~0.5 (GTR-T5 on
-# Wikipedia: 0.48); the founding incident measured 0.14.
+# with the same model lands within float rounding of 1; two different chunks of one article,
+# and vectors of the same text from another encoder, sit far below 0.99.
 MIN_ALIGNMENT_COSINE = 0.99
 # Rows normalised in float64 and stored as float32 are unit to ~1e-7; an encoder whose output
 # was never normalised is off by tens of percent. 1e-3 sits far from both.
 MAX_NORM_ERROR = 1e-3
-# Texts the canary re-embeds: ~2-10 s on two CPU cores, and 64 independent chances to see an
-# encoder whose outputs differ (CLS pooling of the default's weights: min cosine 0.17).
+# Texts the canary re-embeds: seconds on two CPU cores, and 64 independent chances to see an
+# encoder whose outputs differ (the same weights with another pooling fall far below the bar).
 CANARY_SAMPLE = 64
-# Same text, same encoder: measured min 0.9999999 on the default; CPU vs CUDA differ by ~1e-4.
+# Same text, same encoder: within float rounding of 1, and a CPU against CUDA differ far less
+# than 0.01; another configuration of the same weights falls far below 0.99.
 MIN_CANARY_COSINE = 0.99
 # The learnability smoke test asks for Contain@k of a ridge predictor >= ratio × chance.
 LEARNABILITY_K = 50

@@ -9,8 +9,9 @@ from typing import Any
 
 # Offending rows a guard lists as evidence; the counts cover the rest.
 N_EXAMPLES = 5
-# Windows per block when gathering vectors, so 500k windows never sit in RAM at once: at
-# 768-d a block's contexts and their float64 copies take ~0.4 GB (32768 took ~3 GB).
+# Windows per block when gathering vectors, so 500k windows never sit in RAM at once: a block's
+# contexts and their float64 copies grow with it, and a block 8x larger was the guards' memory
+# peak at reference scale (benchmarks/RESULTS.md, "Figures behind code defaults").
 BLOCK = 4096
 
 

@@ -5,8 +5,9 @@ The reference project kept training windows as copied vectors in an ``.npz``:
 = (article_index, chunk_index) and ``provenance`` (a JSON string). Importing one aligns every
 target **and every context vector** to its nearest payload row with FAISS and keeps the
 measured cosines next to the rows, so the alignment guard decides on a measurement: vectors
-from another encoder sit at cosine ~0.1-0.2 from their nearest row, vectors cut from the payload
-at 1.0. Export writes our windows back into that layout for tools that still read it.
+from another encoder sit far from their nearest row, vectors cut from the payload at 1.0 (the
+figures: docs/guards.md, "The ten failures", row 1). Export writes our windows back into
+that layout for tools that still read it.
 """
 
 from __future__ import annotations

@@ -39,8 +39,9 @@ class LVMConfig:
     context: int = 5
     # Output = normalise(mix · context + head(h)), with mix starting at "copy the last context"
     # and head at zero: training starts from the copy-last baseline and must improve on it.
-    # Measured on the default corpus (docs/evaluation.md): without it the tiny presets lose
-    # to copy-last on every metric.
+    # Without it the network must rebuild a whole embedding from its inputs, and loses to
+    # copy-last: the tiny presets did on the default corpus, and so did a full-width network
+    # on real text (docs/evaluation.md, "A recipe on real text").
     context_skip: bool = True
     # How the scan runs, not what it computes: every backend reads the same weights. "auto"
     # resolves per device (models/scan.py: mamba_ssm or triton on CUDA, else recompute), and

@@ -20,7 +20,7 @@ best epoch's weights kept. Nothing about them is tuned apart from the models.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -34,15 +34,19 @@ from lvm_pipeline.sequences import CONTEXT, SequenceSet
 from lvm_pipeline.training import TrainConfig, TrainResult, train
 
 TRAINED_BASELINES = ("learned_blend", "linear_infonce")
-# Without checkpoints to follow (a report of baselines only), the models' default recipe
-# (TrainConfig: 20 epochs, batch 256, lr 3e-4 with the mix at 30x and the correction at 0.1x,
-# 4,096 payload negatives, patience 3 on val MRR@10), on the CPU, where a 5-weight blend and one
-# linear map train in seconds.
-BASELINE_TRAINING = TrainConfig(device="cpu")
+# Without checkpoints to follow (a report of baselines only): the models' default recipe,
+# derived from TrainConfig so that it follows every change to its defaults, except:
+# - device "cpu" (TrainConfig: "auto"): a 5-weight blend and one linear map train in seconds
+#   on a CPU, and the baselines' figures do not change with whether the report's machine has
+#   a GPU (on CUDA training runs under bf16 autocast);
+# - scan_backend "auto", kept even where a checkpoint recorded another (recipe_of): a baseline
+#   has no Mamba scan, and the backends a GPU training records (triton, mamba_ssm) need CUDA.
+BASELINE_TRAINING = replace(TrainConfig(), device="cpu", scan_backend="auto")
 # At most this many training windows (a seeded sample of the training set): a step costs the
-# same at any corpus size (~50 ms on 2 cores at 384-d, mostly the 4,096 payload negatives), so
-# the cap bounds a report at reference scale (450k windows: 1,760 steps an epoch) to ~128
-# steps an epoch. The default corpus (~4k windows) is far below it and trains on every window.
+# same at any corpus size (mostly the 4,096 payload negatives), so the cap bounds a report at
+# reference scale (450k windows: 1,760 steps an epoch) to 128 steps an epoch. The default
+# corpus (~4k windows) is far below it and trains on every window. A step's time on 2 cores:
+# benchmarks/RESULTS.md, "Figures behind code defaults".
 MAX_TRAIN_WINDOWS = 32768
 
 
@@ -118,9 +122,10 @@ def recipe_of(train_configs: list[dict[str, Any]]) -> TrainConfig:
     if not train_configs:
         return BASELINE_TRAINING
     recorded = max(train_configs, key=lambda c: (c["epochs"], sorted(c.items())))
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{**{k: v for k, v in recorded.items() if k in names},
-                          "device": "cpu", "scan_backend": "auto"})
+    # The recorded recipe, except where BASELINE_TRAINING differs from the models (its
+    # comment says why); a field the checkpoint did not record keeps TrainConfig's default.
+    kept = {f.name for f in fields(TrainConfig)} - {"device", "scan_backend"}
+    return replace(BASELINE_TRAINING, **{k: v for k, v in recorded.items() if k in kept})
 
 
 def fit_trained_baselines(vectors: np.ndarray, train_set: SequenceSet, val_set: SequenceSet,

@@ -10,12 +10,14 @@ Index types (``IndexConfig.type``):
 - ``flat`` (default): ``IndexFlatIP``, exact, and on a CPU also the fastest for a report's
   batch of queries (one BLAS GEMM). Holds a float32 copy of the payload (memory-mapped on load).
 - ``ivf_flat``: ``IndexIVFFlat``: k-means cells (``nlist``), a query scans the ``nprobe``
-  nearest cells. Measured at reference scale (584k × 768 synthetic, 5,244 queries, 2 CPU
-  cores; benchmarks/RESULTS.md): nprobe 32 of 1024 kept recall@50 0.755 against flat and took
-  1.5x flat's time; nprobe 128 (the default) 0.945 at 4.2x. FAISS scans cells without BLAS, so
-  IVF pays only for few queries at a time (serving), not for evaluation.
+  nearest cells. FAISS scans cells without BLAS, so at reference scale on a CPU even a few
+  percent of the cells took longer than flat's one GEMM over every row, and no setting
+  measured kept recall@50 0.95 against flat (benchmarks/RESULTS.md, "Reference scale on 2 CPU
+  cores" and, on neighbours shaped like real ones, "Neighbour statistics"). IVF pays only for
+  few queries at a time (serving), not for evaluation.
 - ``sq8`` / ``fp16``: ``IndexScalarQuantizer`` with 8 bits / float16 per component: 1/4 / 1/2
-  of the flat index's memory; recall@50 0.992 / 0.9997 there, ~5x flat's search time.
+  of the flat index's memory, nearly flat's recall@50, several times flat's search time on a
+  CPU (same section).
 
 The evaluation never trusts an approximate index for ranks: R@k and MRR come from an exact pass
 over the payload; an approximate index decides only Contain@50 (for a flat one, :func:`is_exact`,

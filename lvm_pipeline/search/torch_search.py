@@ -1,7 +1,9 @@
 """Exact retrieval on a torch device: the evaluation's search on a GPU.
 
-On CUDA the FAISS CPU index is the slow part of a report (5,244 queries × 584k rows: ~40 s on 2
-cores), while one GEMM per payload block on a GPU takes milliseconds. :class:`DevicePayload`
+On CUDA the FAISS CPU index is the slow part of a report (tens of seconds for the reference's
+5,244 queries × 584k rows on 2 cores), while one GEMM per payload block on a GPU takes
+milliseconds (both measured: benchmarks/RESULTS.md, "GPU evaluation and embedding at reference
+scale"). :class:`DevicePayload`
 holds the payload's vectors on the device once and answers, in one pass over them, both what
 the evaluation needs: the top-k candidates (excluded rows removed) and each query's exact rank
 of truth. Same definitions as :func:`lvm_pipeline.search.top_k` (with an exact index) and

@@ -28,10 +28,11 @@ theme, and drift noise are Gaussian with per-coordinate variance falling as
 ``i ** -spectrum_decay`` (real embeddings' spectra decay like a power law; 1.0 gives a
 participation ratio of ~32 of 768 dims), so cosines spread the way real ones do.
 
-Why the themes and the spectrum: with isotropic 768-d noise and no shared structure (the
-generator before issue 12 §5), the next chunk was always the nearest non-context row (copy-last
-R@1 0.9996 at reference scale, every variant's val MRR@10 0.998), while in real payloads the
-best impostor beats the truth in most queries. Themes put chunks of other articles near (the
+Why the themes and the spectrum: with isotropic 768-d noise and no shared structure (this
+generator's first version), the next chunk was almost always the nearest non-context row, so
+copy-last and every model retrieved it nearly perfectly, while in real payloads the best
+impostor beats the truth in most queries (both measured: benchmarks/RESULTS.md, "Neighbour
+statistics"). Themes put chunks of other articles near (the
 nearest other-article row), revisits put non-adjacent chunks of the same article near, and a
 theme change between two chunks makes the truth lose to them. The defaults are calibrated (by
 hand, a grid of a dozen configs) so that a payload of :data:`CALIBRATION_SHAPE` lands on
@@ -330,7 +331,8 @@ class SyntheticEncoder:
 def publish_synthetic_payload(store: ArtifactStore, config: SyntheticPayloadConfig,
                               progress: Progress = silent) -> Build:
     """Generate and publish a payload build; its manifest records the config and what was
-    measured on the result (article length median / p95, adjacent cosine, seconds)."""
+    measured on the result (article lengths, adjacent cosine, neighbour statistics), and the
+    seconds it took go to the build's ``run`` facts beside the content."""
     t0 = time.perf_counter()
     lengths = article_lengths(config)
     table = chunk_table(placeholder_chunks(lengths))

@@ -123,7 +123,7 @@ def _assert_run_used_its_own_builds(built: dict[str, dict], store: ArtifactStore
 
 
 def test_two_overlapping_runs_each_finish_with_their_own_builds(small_run_copy, tmp_path):
-    """The reported race, interleaved deterministically (lvm_pipeline_tests/race.py): run A
+    """Two overlapping runs, interleaved deterministically (lvm_pipeline_tests/race.py): run A
     rebuilds from a new corpus, run B rebuilds the training sequences and their models while A
     publishes its payload, sequences and models. Each run is its own process, like two `lvm`
     commands (lvm_pipeline_tests/race_run.py)."""
