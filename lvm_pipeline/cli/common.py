@@ -58,6 +58,9 @@ def add_command(sub: argparse._SubParsersAction, name: str, help_text: str,
     parser = sub.add_parser(name, help=help_text, description=description or help_text,
                             epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="artifact root (env LVM_DATA_DIR; default ./data)")
+    # Also `lvm --debug COMMAND`; SUPPRESS keeps this default from hiding that one.
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the traceback of a failure, not only its one line")
     return parser
 
 

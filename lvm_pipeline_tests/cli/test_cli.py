@@ -245,3 +245,62 @@ def test_bad_corpus_or_device_options_are_usage_errors(argv, ops, message):
 
     with pytest.raises(UsageError, match=message):
         _run_config(argv, ops)
+
+
+# --------------------------------------------------------------------------- one-line failures
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_its_traceback(tmp_path, monkeypatch,
+                                                                        capsys):
+    import lvm_pipeline.store
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the verifier broke")
+
+    monkeypatch.setattr(lvm_pipeline.store, "verify_store", broken)
+    assert main(["verify", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        "lvm verify: RuntimeError: the verifier broke (run with --debug for the traceback)"]
+    for argv in (["--debug", "verify"], ["verify", "--debug"]):
+        with pytest.raises(RuntimeError, match="the verifier broke"):
+            main([*argv, "--data-dir", str(tmp_path)])
+
+
+def test_a_full_disk_is_one_line_naming_the_file_it_could_not_write(tmp_path, monkeypatch,
+                                                                     capsys):
+    import errno
+    import os
+
+    import lvm_pipeline.store
+
+    target = tmp_path / "payload" / "vectors.npy"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(lvm_pipeline.store, "verify_store", full)
+    assert main(["verify", "--data-dir", str(tmp_path)]) == EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"lvm verify: no space left on device writing {target} "
+        "(run with --debug for the traceback)"]
+
+
+def test_a_failed_instance_database_write_is_one_line_naming_the_instance(tmp_path, monkeypatch,
+                                                                          capsys):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    import lvm_pipeline.cli.runner
+
+    def disk_io_error(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("INSERT INTO event_logs …", {},
+                                              sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(lvm_pipeline.cli.runner, "execute", disk_io_error)
+    data = tmp_path / "data"
+    assert main(["materialize", "corpus", "--data-dir", str(data)]) == EXIT_FAILED
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == (f"lvm materialize: the Dagster instance database {data / 'dagster_home'} "
+                    "could not be written: disk I/O error (is the disk full?) "
+                    "(run with --debug for the traceback)")
