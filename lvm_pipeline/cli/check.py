@@ -26,7 +26,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not assets:
         raise CliError(f"no checked artifacts under {data_dir}: build them first (`lvm run`)")
     result = run_quietly(data_dir, dg.AssetSelection.checks_for_assets(*assets))
-    return exit_code(print_check_table(result, f"lvm check: {data_dir} (run {result.run_id})"))
+    return exit_code(print_check_table(result, f"lvm check: {data_dir} (run {result.run_id})",
+                                       debug=args.debug))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

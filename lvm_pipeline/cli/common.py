@@ -21,7 +21,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from lvm_pipeline.cli.events import failure_lines, warning_lines
+from lvm_pipeline.cli.events import failure_details, failure_lines, planned_steps, warning_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -259,10 +259,11 @@ def embedder_for_payload(path: str) -> dict[str, Any]:
 
 def run_with_console(command: str, data_dir: Path, run_config: Any, log_level: str, *,
                      job: str | None = None, selection: Any = None,
-                     tags: dict[str, str] | None = None) -> tuple[int, Any]:
+                     tags: dict[str, str] | None = None, debug: bool = False) -> tuple[int, Any]:
     """Run ``job`` (or the asset ``selection``, checks included) in this process, recorded in
     the data dir's instance so the UI shows it; print step results and progress to stderr and,
-    on failure, one line per reason and where to look. Returns ``(exit code, result)``."""
+    on failure, one line per reason (``debug``: then each failed step's traceback) and where to
+    look. Returns ``(exit code, result)``."""
     from lvm_pipeline.cli.runner import Console, execute, open_instance
 
     home = prepare(data_dir)
@@ -273,12 +274,15 @@ def run_with_console(command: str, data_dir: Path, run_config: Any, log_level: s
                          run_config=run_config, tags=tags,
                          console=Console(log_level, bars=sys.stderr.isatty()))
     elapsed = time.perf_counter() - start
-    failures = failure_lines(result.all_events)
+    failures = failure_lines(result.all_events, planned_steps(result))
     if not result.success or failures:
         print(f"\nlvm {command} FAILED after {elapsed:.0f} s (run {result.run_id}):",
               file=sys.stderr)
         for line in failures or ["the run did not succeed; see the run's logs in the UI"]:
             print(f"  - {line}", file=sys.stderr)
+        if debug:
+            for detail in failure_details(result.all_events):
+                print(f"\n{detail}", file=sys.stderr)
         print(f"Details: `lvm ui --data-dir {data_dir}`, then Runs → {result.run_id}",
               file=sys.stderr)
         return EXIT_FAILED, result

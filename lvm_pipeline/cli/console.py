@@ -4,7 +4,11 @@ Dagster's default console logger prints every event as a long line (timestamp, j
 step, event type), which buries the few things a person watches for. This logger replaces it
 for CLI runs only (the UI's run logs keep everything): one line per step start and result with
 its duration, one per check with its verdict, warnings and errors in full, the assets' own log
-lines at INFO, and progress. When the command started on a terminal
+lines at INFO, and progress. A failed step is one line with its reason (its traceback stays in
+the run's logs, and ``--debug`` prints it after the run); Dagster's "Dependencies for step …
+Not executing." line for every step downstream of a failure is left out, and the command's
+summary counts those steps in one line (:func:`lvm_pipeline.cli.events.failure_lines`).
+When the command started on a terminal
 (``bars``), progress is the tqdm bars that :func:`lvm_pipeline.runtime.make_progress` draws
 (embedding batches, training epochs with loss and val cosine, index build, evaluation), and
 lines are written with ``tqdm.write`` so they scroll above the bars instead of breaking them;
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,12 +31,15 @@ from collections.abc import Sequence
 import dagster as dg
 from tqdm import tqdm
 
-from lvm_pipeline.cli.events import step_failure_reason
+from lvm_pipeline.cli.events import BLOCKING_CHECK_FAILED, step_failure_reason
 from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID, BUILT, REUSE
 from lvm_pipeline.defs.runs import Cleared, RunProcess, Slot
 from lvm_pipeline.runtime import is_progress_line
 
 CONSOLE_LOGGER = "lvm_console"
+# What Dagster logs (at ERROR) for each step it abandons because an upstream step failed
+# (dagster/_core/execution/plan/active.py).
+NOT_EXECUTING = re.compile(r"^Dependencies for step \S+ .*\. Not executing\.$", re.S)
 
 
 def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
@@ -48,6 +56,9 @@ def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
     if kind == "STEP_SUCCESS":
         return f"✓ {step} ({data.duration_ms / 1000:.1f} s)"
     if kind == "STEP_FAILURE":
+        error = data.error
+        if error is not None and error.cls_name == BLOCKING_CHECK_FAILED:
+            return ""  # the check's verdict line (✗ check …) said it
         return f"✗ {step} failed: {step_failure_reason(event)}"
     if kind == "STEP_SKIPPED":
         return f"- {step} skipped (an upstream step or blocking check did not pass)"
@@ -101,6 +112,8 @@ class ConsoleHandler(logging.Handler):
             if self.show_level > logging.DEBUG:
                 return None
         message = meta.get("orig_message", record.getMessage())
+        if NOT_EXECUTING.match(message) and self.show_level > logging.DEBUG:
+            return None  # counted in the command's summary instead
         if record.levelno >= logging.WARNING:
             return f"! {step or 'run'}: {record.levelname.lower()}: {message}"
         if record.levelno < self.show_level or (self.bars and is_progress_line(message)):

@@ -3,39 +3,83 @@ failed check or skipped step, the build a run materialized, and the table of a r
 results (check, asset, status, figure, threshold). Plain attribute access on Dagster's event
 objects, so this module imports nothing of Dagster and both the console logger and the
 commands can use it.
+
+A failure is one line: the error the failing code raised (not the Dagster error that wraps it),
+``Type: message`` with its line breaks folded. Its traceback is for ``--debug``
+(:func:`failure_details`): a stack trace per failed step buried the one line that names the
+file and the rule.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+# The error Dagster ends a check's step with when the check failed and is blocking: the
+# check's own verdict says why, so this says nothing more.
+BLOCKING_CHECK_FAILED = "DagsterAssetCheckFailedError"
+# The error Dagster raises when an input manager's load_input raised (its cause).
+INPUT_NOT_LOADED = "DagsterExecutionLoadInputError"
 
-def step_failure_reason(event: Any) -> str:
-    """The last line of a STEP_FAILURE's root error: the line that names the file and rule."""
-    error = event.event_specific_data.error
+
+def error_reason(error: Any, with_type: bool = True) -> str:
+    """``Type: message`` (``with_type``) or the message alone, of the error the failing code
+    raised, on one line: Dagster's own wrappers (``DagsterExecutionStepExecutionError``,
+    ``…LoadInputError``) are skipped to their cause. ``error`` is a ``SerializableErrorInfo``
+    (or None)."""
     if error is None:
         return "unknown error"
-    return (error.cause or error).message.strip().splitlines()[-1]
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    text = " ".join(error.message.split())
+    # The message starts with the (qualified) class name, as Python prints an exception.
+    head, sep, rest = text.partition(": ")
+    if head.rsplit(".", 1)[-1] == error.cls_name:
+        text = rest if sep else ""
+    if not with_type and text:
+        return text
+    return f"{error.cls_name}: {text}" if text else error.cls_name
 
 
-def failure_lines(events: Iterable[Any]) -> list[str]:
-    """One line per failed step, failed check or skipped step, with the reason."""
-    lines = []
+def step_failure_reason(event: Any) -> str:
+    """The one line a STEP_FAILURE event's error comes down to (:func:`error_reason`)."""
+    return error_reason(event.event_specific_data.error)
+
+
+def _is_blocking_verdict(event: Any) -> bool:
+    """A check step that ended because its blocking check failed (not because it crashed)."""
+    error = event.event_specific_data.error
+    return error is not None and error.cls_name == BLOCKING_CHECK_FAILED
+
+
+def failure_lines(events: Iterable[Any], steps: Collection[str] = ()) -> list[str]:
+    """One line per failed step or failed check, with the reason, then one line for the steps
+    of ``steps`` (the run's plan) that did not run because of them: the first failure is the
+    news, the 20-odd steps downstream of it are one consequence."""
+    lines, failed, ran = [], [], set()
     for event in events:
-        if event.event_type_value == "STEP_FAILURE":
-            lines.append(f"step {event.step_key} failed: {step_failure_reason(event)}")
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+        kind = event.event_type_value
+        if kind in ("STEP_START", "STEP_SKIPPED"):
+            ran.add(event.step_key)
+        if kind == "STEP_FAILURE":
+            failed.append(event.step_key)
+            if not _is_blocking_verdict(event):
+                lines.append(f"step {event.step_key} failed: {step_failure_reason(event)}")
+        elif kind == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed and not _warns(evaluation):
                 lines.append(f"check {evaluation.check_name} on "
                              f"{evaluation.asset_key.to_user_string()} FAILED: "
-                             f"{evaluation.description}")
-        elif event.event_type_value == "STEP_SKIPPED":
+                             f"{' '.join((evaluation.description or '').split())}")
+        elif kind == "STEP_SKIPPED":
             lines.append(f"step {event.step_key} skipped (an upstream step or blocking check "
                          "did not pass)")
+    not_run = [step for step in steps if step not in ran]
+    if not_run and failed:
+        lines.append(f"{len(not_run)} downstream step{'s' * (len(not_run) != 1)} not run "
+                     f"because {', '.join(failed)} failed")
     return lines
 
 
@@ -50,6 +94,18 @@ def warning_lines(events: Iterable[Any]) -> list[str]:
             for e in (event.event_specific_data for event in events
                       if event.event_type_value == "ASSET_CHECK_EVALUATION")
             if not e.passed and _warns(e)]
+
+
+def planned_steps(result: Any) -> list[str]:
+    """The steps of ``result``'s run (its job's nodes, each one step here)."""
+    return [node.name for node in result.job_def.graph.nodes]
+
+
+def failure_details(events: Iterable[Any]) -> list[str]:
+    """Each failed step's full error, causes and stack included (what ``--debug`` prints)."""
+    return [f"step {event.step_key}:\n{event.event_specific_data.error.to_string()}"
+            for event in events if event.event_type_value == "STEP_FAILURE"
+            and event.event_specific_data.error is not None]
 
 
 def materialized_build(result: Any, asset: str) -> str:
@@ -85,19 +141,38 @@ def _figures(metadata: dict) -> tuple[str, float | None, float | None]:
 
 
 def check_rows(result: Any) -> list[CheckRow]:
-    """One row per check evaluated in the run, and one ERROR row per check step that crashed."""
+    """One row per check evaluated in the run, and one per check whose step failed before it
+    could judge: FAIL when its input was refused (a damaged manifest, a missing build), ERROR
+    when the check itself crashed; either way with the one-line reason."""
     rows = []
+    checks_of_step = _checks_by_step(result)
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             ev = event.event_specific_data
             rows.append(CheckRow(ev.check_name, ev.asset_key.to_user_string(),
                                  "pass" if ev.passed else "FAIL", *_figures(ev.metadata),
-                                 ev.blocking, ev.description or ""))
+                                 ev.blocking, " ".join((ev.description or "").split())))
         elif _check_step_crashed(event):
             error = event.event_specific_data.error
-            rows.append(CheckRow(event.step_key, "", "ERROR", "", None, None, True,
-                                 error.to_string() if error else "unknown error"))
+            refused = error is not None and error.cls_name == INPUT_NOT_LOADED
+            # As defs/checks.py could_not_run words a refusal the check itself caught.
+            reason = (f"INPUT REFUSED: {error_reason(error, with_type=False)}" if refused
+                      else f"CHECK COULD NOT RUN: {error_reason(error)}")
+            status = "FAIL" if refused else "ERROR"
+            for check, asset in checks_of_step.get(event.step_key, [(event.step_key, "")]):
+                rows.append(CheckRow(check, asset, status, "", None, None, True, reason))
     return sorted(rows, key=lambda r: (r.asset, r.check))
+
+
+def _checks_by_step(result: Any) -> dict[str, list[tuple[str, str]]]:
+    """Each check step of the run → the (check, asset) pairs it evaluates (a multi-asset check
+    evaluates several)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for definition in result.job_def.asset_layer.asset_graph.assets_defs:
+        if definition.is_executable and definition.check_keys:
+            out[definition.node_def.name] = sorted(
+                (key.name, key.asset_key.to_user_string()) for key in definition.check_keys)
+    return out
 
 
 def _is_check_step(event: Any) -> bool:
@@ -107,32 +182,25 @@ def _is_check_step(event: Any) -> bool:
 def _check_step_crashed(event: Any) -> bool:
     """A check step that raised. A failed *blocking* check also ends its step with
     DagsterAssetCheckFailedError; that one is already a FAIL row, not a crash."""
-    if event.event_type_value != "STEP_FAILURE" or not _is_check_step(event):
-        return False
-    error = event.event_specific_data.error
-    return error is None or error.cls_name != "DagsterAssetCheckFailedError"
+    return (event.event_type_value == "STEP_FAILURE" and _is_check_step(event)
+            and not _is_blocking_verdict(event))
 
 
 def step_failures(result: Any) -> list[str]:
-    """One line per asset step that failed, with the last line of its error (the reason)."""
-    lines = []
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE" and not _is_check_step(event):
-            error = event.event_specific_data.error
-            while error is not None and error.cause is not None:
-                error = error.cause
-            reason = error.message.strip() if error else "unknown error"
-            lines.append(f"step {event.step_key} failed: {reason}")
-    return lines
+    """One line per asset step that failed, with the reason (:func:`error_reason`)."""
+    return [f"step {event.step_key} failed: {step_failure_reason(event)}"
+            for event in result.all_events
+            if event.event_type_value == "STEP_FAILURE" and not _is_check_step(event)]
 
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
-def print_check_table(result: Any, title: str) -> bool:
-    """Print the check table and the reasons for every failure; return whether anything
-    blocks (a blocking check failed or errored, or a step failed)."""
+def print_check_table(result: Any, title: str, debug: bool = False) -> bool:
+    """Print the check table and the reason for every failure, one line each (``debug``: then
+    every failed step's traceback); return whether anything blocks (a blocking check failed or
+    errored, or a step failed)."""
     rows = check_rows(result)
     failures = step_failures(result)
     widths = [max([len(getattr(r, f)) for r in rows] + [5]) for f in ("check", "asset", "measure")]
@@ -143,9 +211,14 @@ def print_check_table(result: Any, title: str) -> bool:
         print(f"{r.check:<{widths[0]}}  {r.asset:<{widths[1]}}  {r.status:<6}  "
               f"{r.measure:<{widths[2]}}  {_fmt(r.figure):>10}  {_fmt(r.threshold)}")
     bad = [r for r in rows if r.status != "pass"]
+    if bad or failures:
+        print(file=sys.stderr)
     for r in bad:
-        print(f"\n{r.check} on {r.asset or 'its asset'} {r.status}"
-              f"{'' if r.blocking else ' (not blocking)'}:\n  {r.description}", file=sys.stderr)
+        print(f"{r.check} on {r.asset or 'its asset'} {r.status}"
+              f"{'' if r.blocking else ' (not blocking)'}: {r.description}", file=sys.stderr)
     for line in failures:
-        print(f"\n{line}", file=sys.stderr)
+        print(line, file=sys.stderr)
+    if debug:
+        for detail in failure_details(result.all_events):
+            print(f"\n{detail}", file=sys.stderr)
     return any(r.blocking for r in bad) or bool(failures)

@@ -61,7 +61,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     print(f"lvm materialize: {', '.join(names)}", file=sys.stderr)
     code, result = run_with_console("materialize", data_dir, config, args.log_level,
                                     selection=dg.AssetSelection.assets(*keys),
-                                    tags={"lvm/selection": args.selection})
+                                    tags={"lvm/selection": args.selection},
+                                    debug=args.debug)
     # stdout: what was built, one line per asset, for scripts.
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization

@@ -41,7 +41,8 @@ def cmd_import_training(args: argparse.Namespace) -> int:
     config = run_config(sequences=TrainingSequencesParams(import_npz=str(npz)))
     result = run_quietly(data_dir, selection, config)
     return exit_code(print_check_table(
-        result, f"lvm import-training: {npz} → {data_dir} (run {result.run_id})"))
+        result, f"lvm import-training: {npz} → {data_dir} (run {result.run_id})",
+        debug=args.debug))
 
 
 def cmd_export_training(args: argparse.Namespace) -> int:
@@ -102,7 +103,8 @@ def cmd_import_payload(args: argparse.Namespace) -> int:
     result = run_quietly(data_dir, selection, config,
                          {"pickle_imports": PickleImportsResource(allowed=True)})
     return exit_code(print_check_table(
-        result, f"lvm import-payload: {npy} → {data_dir} (run {result.run_id})"))
+        result, f"lvm import-payload: {npy} → {data_dir} (run {result.run_id})",
+        debug=args.debug))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

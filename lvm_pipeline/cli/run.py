@@ -30,7 +30,8 @@ in `lvm ui`), 2 a usage error.
 def cmd_run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     config = run_config_from_args(args)
-    code, result = run_with_console("run", data_dir, config, args.log_level, job="full_retrain")
+    code, result = run_with_console("run", data_dir, config, args.log_level, job="full_retrain",
+                                    debug=args.debug)
     if code != EXIT_OK:
         return code
     from lvm_pipeline.cli.events import materialized_build

@@ -170,9 +170,9 @@ class Build:
             verify_file(path, files[name]["sha256"])
         return path
 
-    def verify(self) -> list[str]:
-        """Recompute the build id from the manifest's content and re-hash every file; return
-        the names checked, raise on the first mismatch."""
+    def verify_manifest(self) -> None:
+        """Recompute the build id from the manifest's content (no file is read): a field
+        removed or edited fails here, naming the manifest, not later as a missing key."""
         where = self.path / MANIFEST
         try:
             recomputed = content_id(self.manifest)
@@ -183,6 +183,11 @@ class Build:
                 f"{where}: the manifest's content hashes to {recomputed[:12]}…, not the build "
                 f"id {str(self.build_id)[:12]}… of folder {self.path.name}: the manifest was "
                 "edited after the build was published")
+
+    def verify(self) -> list[str]:
+        """Recompute the build id from the manifest's content and re-hash every file; return
+        the names checked, raise on the first mismatch."""
+        self.verify_manifest()
         for name in sorted(self.manifest["files"]):
             self.file(name, verify=True)
         return sorted(self.manifest["files"])
@@ -432,7 +437,9 @@ class ArtifactStore:
         if not isinstance(manifest, dict) or manifest.get("build_id") != build_id:
             found = manifest.get("build_id") if isinstance(manifest, dict) else None
             raise ArtifactError(f"{path / MANIFEST}: names build {found}, expected {build_id}")
-        return Build(kind=kind, path=path, manifest=manifest)
+        build = Build(kind=kind, path=path, manifest=manifest)
+        build.verify_manifest()
+        return build
 
     def find(self, kind: str, prefix: str) -> Build:
         """The ``kind`` build whose id starts with ``prefix`` (what a person types: the first

@@ -304,3 +304,36 @@ def test_a_failed_instance_database_write_is_one_line_naming_the_instance(tmp_pa
     assert last == (f"lvm materialize: the Dagster instance database {data / 'dagster_home'} "
                     "could not be written: disk I/O error (is the disk full?) "
                     "(run with --debug for the traceback)")
+
+
+def _payload_in_instance(data_dir: Path):
+    """A synthetic payload published into ``data_dir`` and recorded in its instance, as a run
+    would have left it."""
+    from lvm_pipeline.store import ArtifactStore
+    from lvm_pipeline_tests.conftest import instance_at, publish_synthetic_payload, record_build
+
+    store = ArtifactStore(data_dir)
+    publish_synthetic_payload(store, [5] * 8)
+    build = store.current("payload")
+    with instance_at(data_dir) as instance:
+        record_build(instance, "payload", build)
+    return build
+
+
+@pytest.mark.parametrize("manifest", ["{not json", '{"kind": "payload"}'])
+def test_check_on_a_broken_manifest_fails_each_check_in_one_line(tmp_path, manifest, capsys):
+    """A manifest that is not JSON, or lacks its fields, fails every check on its asset with
+    the manifest's path and what is wrong with it: no stack trace unless --debug."""
+    data = tmp_path / "data"
+    path = _payload_in_instance(data).path / "manifest.json"
+    path.write_text(manifest)
+    assert main(["check", "--data-dir", str(data)]) == EXIT_FAILED
+    out = capsys.readouterr()
+    for check in ("check_payload_integrity", "check_payload_embedder_canary"):
+        assert any(line.split()[:3] == [check, "payload", "FAIL"] for line in out.out.splitlines())
+    reasons = [line for line in out.err.splitlines() if line]
+    assert len(reasons) == 2 and "Stack Trace" not in out.err and "Traceback" not in out.err
+    for line in reasons:
+        assert line.startswith("check_payload_") and f"FAIL: INPUT REFUSED: {path}: " in line
+    assert main(["check", "--debug", "--data-dir", str(data)]) == EXIT_FAILED
+    assert "Stack Trace" in capsys.readouterr().err

@@ -127,6 +127,48 @@ def test_a_check_shows_as_its_verdict_alone():
     assert lines[1].startswith("✓ thing (")
 
 
+def test_a_failed_step_is_one_line_whatever_its_error_says():
+    """The error the asset raised, its type without the module path, its lines folded: a
+    guard's multi-line message keeps its rule and its rows."""
+    from lvm_pipeline.guards import GuardError
+    from lvm_pipeline.store import ArtifactError
+
+    @dg.asset
+    def guarded() -> None:
+        raise GuardError("check_alignment: 2 targets are not payload vectors\n"
+                         "  - eval.npz row 812: cosine 0.14")
+
+    @dg.asset
+    def stored() -> None:
+        raise ArtifactError("payload/ab12/manifest.json: not valid JSON")
+
+    handler = ConsoleHandler(logging.WARNING, bars=False)
+    result = dg.materialize([guarded, stored], raise_on_error=False)
+    lines = {line for e in result.all_events if (line := handler.render(_event_record(e)))}
+    assert ("✗ guarded failed: GuardError: check_alignment: 2 targets are not payload vectors "
+            "- eval.npz row 812: cosine 0.14") in lines
+    assert "✗ stored failed: ArtifactError: payload/ab12/manifest.json: not valid JSON" in lines
+
+
+def test_a_failed_run_says_its_reason_first_and_counts_the_steps_it_did_not_run(tmp_path,
+                                                                               capsys):
+    """Dagster logs "Dependencies for step … Not executing." for each of the 30-odd steps
+    downstream of a failed corpus; the console leaves those out and the summary counts them."""
+    from lvm_pipeline.cli import EXIT_FAILED, main
+    from lvm_pipeline.cli.runner import definitions
+
+    missing = tmp_path / "missing.jsonl"
+    assert main(["run", "--corpus", str(missing), "--data-dir", str(tmp_path / "data"),
+                 "--no-tracking"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Not executing" not in err
+    steps = len(definitions().resolve_job_def("full_retrain").graph.nodes)
+    summary = err.split(" FAILED after ")[1].splitlines()
+    assert summary[1] == f"  - step corpus failed: CorpusError: {missing}: corpus file does not exist"
+    assert summary[2] == f"  - {steps - 1} downstream steps not run because corpus failed"
+    assert f"✗ corpus failed: CorpusError: {missing}" in err.split(" FAILED after ")[0]
+
+
 def _event_record(event: dg.DagsterEvent) -> logging.LogRecord:
     record = _record(event.message or "", logging.DEBUG, event.step_key)
     record.dagster_meta["dagster_event"] = event
