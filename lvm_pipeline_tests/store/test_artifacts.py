@@ -177,3 +177,15 @@ def test_verify_quarantines_failing_builds_and_pointers_and_says_how_to_restore(
     assert (damaged.path / "a.bin").exists() and (store.root / "thing" / CURRENT).exists()
     assert [o.folder for o in verify_store(store, quarantine=False) if o.error] == [
         store.root / "thing" / CURRENT, damaged.path]
+
+
+def test_a_manifest_that_lost_a_field_is_refused_when_its_build_is_looked_up(store):
+    """Before any file is read: otherwise a reader fails later on a bare KeyError that names
+    neither the manifest nor the build."""
+    build = _publish(store, b"hello")
+    manifest = dict(build.manifest)
+    del manifest["note"]
+    (build.path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(HashMismatchError, match=rf"{build.path}/{MANIFEST}: the manifest's "
+                                                "content hashes to .* edited after"):
+        store.get("thing", build.build_id)
