@@ -17,7 +17,7 @@ from lvm_pipeline.cli.common import (
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from lvm_pipeline.store import restore_hint, verify_store
+    from lvm_pipeline.store import CURRENT, restore_hint, verify_store
 
     data_dir = resolve_data_dir(args.data_dir)
     if not data_dir.is_dir():
@@ -40,14 +40,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if o.quarantined is not None:
             print(f"        quarantined to {shown(o.quarantined)} (restore: "
                   f"{restore_hint(o.quarantined)})", file=sys.stderr)
-    bad = [o for o in outcomes if o.error]
-    print(f"\nlvm verify: {len(outcomes) - len(bad)} of {len(outcomes)} builds match their "
-          "manifests" + (f"; {len(bad)} do not (see above)" if bad else ""),
-          file=sys.stderr if bad else sys.stdout)
-    if any(o.quarantined for o in bad):
+    # A CURRENT that names no sound build is listed with the builds but is not one.
+    pointers = [o for o in outcomes if o.folder.name == CURRENT]
+    builds = [o for o in outcomes if o.folder.name != CURRENT]
+    bad = [o for o in builds if o.error]
+    bad_pointers = [o for o in pointers if o.error]
+    print(f"\nlvm verify: {len(builds) - len(bad)} of {len(builds)} builds match their "
+          "manifests" + (f"; {len(bad)} do not (see above)" if bad else "")
+          + (f"; {len(bad_pointers)} CURRENT "
+             + ("pointer names" if len(bad_pointers) == 1 else "pointers name")
+             + " no sound build (see above)" if bad_pointers else ""),
+          file=sys.stderr if bad or bad_pointers else sys.stdout)
+    if any(o.quarantined for o in bad + bad_pointers):
         print("The next `lvm run` (or `lvm materialize <asset>`) builds each quarantined build "
               "anew; nothing was deleted.", file=sys.stderr)
-    return EXIT_FAILED if bad else EXIT_OK
+    return EXIT_FAILED if bad or bad_pointers else EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:

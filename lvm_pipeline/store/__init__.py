@@ -8,6 +8,7 @@ what one report may score together (:mod:`.lineage`).
 from lvm_pipeline.store import kinds
 from lvm_pipeline.store.artifacts import (
     BUILD_DIR_CHARS,
+    CURRENT,
     MANIFEST,
     PROVENANCE,
     QUARANTINE,
@@ -31,6 +32,7 @@ from lvm_pipeline.store.remote import MirroredStore, open_store
 
 __all__ = [
     "BUILD_DIR_CHARS",
+    "CURRENT",
     "MANIFEST",
     "PROVENANCE",
     "QUARANTINE",

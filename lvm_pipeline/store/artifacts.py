@@ -270,6 +270,15 @@ def verify_file(path: Path, expected_sha256: str) -> None:
         )
 
 
+def pointed_build(pointer: Path | str, target: Any, kind: str) -> str:
+    """The build id a ``CURRENT`` pointer's JSON ``target`` names; an error naming the pointer
+    when it names none (``{}``, a list, a number)."""
+    if not isinstance(target, dict) or not isinstance(target.get("build_id"), str):
+        raise ArtifactError(f"{pointer}: names no build (holds {json.dumps(target)[:80]}); "
+                            f"materialize {kind} again to point it at one")
+    return target["build_id"]
+
+
 class ArtifactStore:
     """The data root: stages, publishes and finds builds of each artifact kind."""
 
@@ -425,11 +434,7 @@ class ArtifactStore:
             raise ArtifactError(
                 f"no {kind} under {self.root}: materialize it first (`lvm run` builds everything)"
             )
-        target = read_json(pointer)
-        if not isinstance(target, dict) or not isinstance(target.get("build_id"), str):
-            raise ArtifactError(f"{pointer}: names no build (holds {json.dumps(target)[:80]}); "
-                                f"materialize {kind} again to point it at one")
-        return self.get(kind, target["build_id"])
+        return self.get(kind, pointed_build(pointer, read_json(pointer), kind))
 
     def get(self, kind: str, build_id: str) -> Build:
         path = self.root / kind / safe_name(build_id[:BUILD_DIR_CHARS], f"{kind} build id")

@@ -35,6 +35,7 @@ from lvm_pipeline.store.artifacts import (
     Build,
     HashMismatchError,
     content_id,
+    pointed_build,
     recipe_key,
     safe_name,
     verify_file,
@@ -114,8 +115,11 @@ class MirroredStore(ArtifactStore):
         if not self.fs.exists(pointer):
             raise ArtifactError(f"no {kind} under {self.mirror_url}: materialize it first "
                                 "(`lvm run` builds everything)")
-        target = json.loads(self.fs.cat_file(pointer))
-        build = self.get(kind, target["build_id"])
+        try:
+            target = json.loads(self.fs.cat_file(pointer))
+        except ValueError as err:
+            raise ArtifactError(f"{self._url(kind, CURRENT)}: not valid JSON ({err})") from None
+        build = self.get(kind, pointed_build(self._url(kind, CURRENT), target, kind))
         write_json_atomic(self._local_pointer(kind), target)
         return build
 

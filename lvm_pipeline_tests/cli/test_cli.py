@@ -337,3 +337,29 @@ def test_check_on_a_broken_manifest_fails_each_check_in_one_line(tmp_path, manif
         assert line.startswith("check_payload_") and f"FAIL: INPUT REFUSED: {path}: " in line
     assert main(["check", "--debug", "--data-dir", str(data)]) == EXIT_FAILED
     assert "Stack Trace" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_verify_reports_a_current_that_names_no_build_as_failed(tmp_path, monkeypatch, capsys,
+                                                                mirrored):
+    import fsspec
+
+    from lvm_pipeline.store import open_store
+    from lvm_pipeline_tests.conftest import publish_synthetic_payload
+
+    mirror = f"memory://lvm-verify-{tmp_path.name}" if mirrored else ""
+    if mirror:
+        monkeypatch.setenv("LVM_ARTIFACT_MIRROR", mirror)
+    data = tmp_path / "data"
+    publish_synthetic_payload(open_store(data, mirror), [5] * 8)
+    pointer = f"{mirror}/payload/CURRENT" if mirror else str(data / "payload" / "CURRENT")
+    with fsspec.open(pointer, "w") as handle:
+        handle.write("{}")
+    try:
+        assert main(["verify", "--data-dir", str(data)]) == EXIT_FAILED
+    finally:
+        if mirror:
+            fsspec.filesystem("memory").rm(mirror.removeprefix("memory://"), recursive=True)
+    err = capsys.readouterr().err
+    assert f"FAILED  payload/CURRENT (current): {pointer}: names no build (holds {{}})" in err
+    assert "1 of 1 builds match their manifests; 1 CURRENT pointer names no sound build" in err
