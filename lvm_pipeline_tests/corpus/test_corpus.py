@@ -178,3 +178,52 @@ def test_publish_corpus_is_content_addressed(store):
     b, _ = publish_corpus(store, CorpusConfig(max_chunks=100))
     assert a.build_id == b.build_id
     assert pd.read_parquet(a.file("chunks.parquet")).shape[0] >= 100
+
+
+def test_a_byte_that_is_not_utf8_is_named_with_its_file_and_line(tmp_path):
+    rows = [json.dumps(r).encode() for r in _wiki_rows(3)]
+    rows[2] = rows[2].replace(b"Article 2", b"Article \xe9")
+    path = tmp_path / "wiki.jsonl"
+    path.write_bytes(b"\n".join(rows))
+    with pytest.raises(CorpusError, match=rf"^{path} line 3: not UTF-8 text \(byte 0xe9 at "
+                                          r"column \d+\)"):
+        build_corpus(CorpusConfig(source="wikipedia", path=str(path)))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_bytes(f"{PARA}\n\nSecond {PARA}\n".encode() + b"caf\xe9")
+    with pytest.raises(CorpusError, match=r"a\.txt line 4: not UTF-8 text \(byte 0xe9"):
+        build_corpus(CorpusConfig(source="text_dir", path=str(tmp_path / "t")))
+
+
+@pytest.mark.parametrize(("fmt", "bad_id", "rule"), [
+    ("parquet", None, "article has no id (null)"),
+    ("parquet", "", "article id is empty"),
+    ("parquet", "  ", "article id is empty"),
+    ("jsonl", None, "article has no id (null)"),
+    ("jsonl", 7, "article id is a int, not a string"),
+    ("jsonl", "", "article id is empty"),
+])
+def test_a_null_empty_or_non_string_id_is_refused_naming_the_row(tmp_path, fmt, bad_id, rule):
+    rows = _wiki_rows(3)
+    rows[1]["id"] = bad_id
+    path = tmp_path / f"wiki.{fmt}"
+    if fmt == "parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    where = "row 1" if fmt == "parquet" else "line 2"
+    with pytest.raises(CorpusError) as refused:
+        build_corpus(CorpusConfig(source="wikipedia", path=str(path)))
+    assert str(refused.value).startswith(f"{path} {where} (id=")
+    assert rule in str(refused.value)
+
+
+def test_a_numeric_id_column_with_a_null_is_refused_not_read_as_nan(tmp_path):
+    """pandas stores [1, None, 3] as floats: the null became the article "nan" and the others
+    "1.0" and "3.0"."""
+    frame = pd.DataFrame(_wiki_rows(3))
+    frame["id"] = [1, None, 3]
+    path = tmp_path / "wiki.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(CorpusError, match=r"wiki\.parquet row 0 \(id=1\.0.*article id is a "
+                                          r"float, not a string"):
+        build_corpus(CorpusConfig(source="wikipedia", path=str(path)))
