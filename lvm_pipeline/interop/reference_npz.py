@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lvm_pipeline.embedding import unit_rows
-from lvm_pipeline.payload import Payload, gather
+from lvm_pipeline.payload import Payload, gather, int32_keys
 from lvm_pipeline.runtime import Progress, silent
 from lvm_pipeline.search import IndexConfig, build_index
 from lvm_pipeline.sequences import CONTEXT, SequenceSet, SplitConfig, article_splits
@@ -54,11 +54,19 @@ def _load_npz(path: Path, dim: int) -> dict[str, Any]:
     if ctx.ndim != 3 or ctx.shape[1] != CONTEXT or tgt.ndim != 2 or ctx.shape[0] != n:
         raise ForeignSetError(f"{path}: context_sequences {ctx.shape} / target_vectors {tgt.shape}: "
                            f"expected [N,{CONTEXT},D] and [N,D] with the same N")
+    if n == 0:
+        raise ForeignSetError(f"{path}: holds no windows (context_sequences {ctx.shape}, "
+                              f"target_vectors {tgt.shape}); nothing to import")
     if tgt.shape[1] != dim or ctx.shape[2] != dim:
         raise ForeignSetError(f"{path}: vectors are {tgt.shape[1]}-d but the payload is {dim}-d; "
                            "they come from another encoder")
-    if "truth_keys" in data and data["truth_keys"].shape != (n, 2):
-        raise ForeignSetError(f"{path}: truth_keys {data['truth_keys'].shape}, expected ({n}, 2)")
+    if "truth_keys" in data:
+        if data["truth_keys"].shape != (n, 2):
+            raise ForeignSetError(f"{path}: truth_keys {data['truth_keys'].shape}, expected "
+                                  f"({n}, 2)")
+        # Files carry int64 keys (export_training_npz writes them so); ours are int32.
+        data["truth_keys"] = int32_keys(data["truth_keys"], f"{path} truth_keys",
+                                        ForeignSetError)
     for key in ("context_sequences", "target_vectors"):
         finite = np.isfinite(data[key]).reshape(n, -1).all(axis=1)
         if not finite.all():
@@ -99,7 +107,7 @@ def import_training_npz(path: str | Path, payload: Payload, split: SplitConfig,
     article_index = payload.chunks["article_index"].to_numpy()
     chunk_index = payload.chunks["chunk_index"].to_numpy()
     if "truth_keys" in data:
-        truth_keys = data["truth_keys"].astype(np.int32)
+        truth_keys = data["truth_keys"]  # int32, checked when loaded
         key_source = "npz truth_keys"
     else:
         truth_keys = np.stack([article_index[target_row], chunk_index[target_row]], axis=1)

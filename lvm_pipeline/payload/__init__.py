@@ -7,6 +7,7 @@ row numbers to vectors (:mod:`.gather`).
 from lvm_pipeline.payload.gather import gather
 from lvm_pipeline.payload.payload import (
     CHUNKS,
+    INT32_MAX,
     PAYLOAD_DTYPES,
     VECTORS,
     Payload,
@@ -16,6 +17,7 @@ from lvm_pipeline.payload.payload import (
     current_payload,
     find_payload_build,
     import_payload,
+    int32_keys,
     load_payload,
     pack_keys,
     payload_of,
@@ -24,6 +26,7 @@ from lvm_pipeline.payload.payload import (
 
 __all__ = [
     "CHUNKS",
+    "INT32_MAX",
     "PAYLOAD_DTYPES",
     "VECTORS",
     "Payload",
@@ -34,6 +37,7 @@ __all__ = [
     "find_payload_build",
     "gather",
     "import_payload",
+    "int32_keys",
     "load_payload",
     "pack_keys",
     "payload_of",

@@ -109,6 +109,29 @@ def pack_keys(article_index: np.ndarray, chunk_index: np.ndarray) -> np.ndarray:
     return (np.asarray(article_index, dtype=np.int64) << 31) | np.asarray(chunk_index, np.int64)
 
 
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def int32_keys(values: Any, where: str, error: type[Exception] = ValueError) -> np.ndarray:
+    """``values`` (integers of any width, any shape) as int32, the dtype of truth keys and
+    row numbers; ``error`` naming ``where``, the first offending row and the rule when one is
+    not an integer or does not fit. Why refuse: ``astype(np.int32)`` wraps 2**31 + 5 to
+    -2147483643 without a word, and a wrapped key names another chunk, or none."""
+    array = np.asarray(values)
+    if array.size == 0:
+        return array.astype(np.int32)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise error(f"{where}: holds {array.dtype} values; keys and rows must be integers")
+    rows = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)  # (N, k)
+    bad = np.flatnonzero(((rows < -INT32_MAX - 1) | (rows > INT32_MAX)).any(axis=1))
+    if len(bad):
+        row = int(bad[0])
+        value = rows[row].tolist() if array.ndim > 1 else rows[row, 0].item()
+        raise error(f"{where} row {row}: {value} does not fit int32 (at most {INT32_MAX}); "
+                    f"refused rather than wrapped (rows that do not fit: {len(bad)} of {len(rows)})")
+    return array.astype(np.int32)
+
+
 def chunk_table(corpus_chunks: pd.DataFrame) -> pd.DataFrame:
     """The payload's row table from corpus chunks (which arrive in article order)."""
     table = corpus_chunks[["article_id", "title", "chunk_index", "text"]].copy()

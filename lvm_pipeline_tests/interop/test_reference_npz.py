@@ -75,3 +75,24 @@ def test_bad_npz_files_are_refused_with_the_reason(tmp_path, synthetic_payload):
              target_vectors=nan)
     with pytest.raises(ForeignSetError, match="target_vectors row 0 holds NaN"):
         import_training_npz(tmp_path / "nan.npz", synthetic_payload, SplitConfig())
+
+
+def test_an_npz_without_windows_is_refused_saying_so(tmp_path, synthetic_payload):
+    d = synthetic_payload.dim
+    path = tmp_path / "empty.npz"
+    np.savez(path, context_sequences=np.zeros((0, 5, d), np.float32),
+             target_vectors=np.zeros((0, d), np.float32))
+    with pytest.raises(ForeignSetError, match=rf"^{path}: holds no windows \(context_sequences "
+                                              rf"\(0, 5, {d}\), target_vectors \(0, {d}\)\)"):
+        import_training_npz(path, synthetic_payload, SplitConfig())
+
+
+def test_a_truth_key_beyond_int32_is_refused_not_wrapped(tmp_path, synthetic_payload):
+    path, _ = _export(tmp_path, synthetic_payload)
+    with np.load(path) as npz:
+        data = dict(npz)
+    data["truth_keys"][3, 0] = 2**31 + 5
+    np.savez(path, **data)
+    with pytest.raises(ForeignSetError, match=rf"{path} truth_keys row 3: \[2147483653, \d+\] "
+                                              "does not fit int32"):
+        import_training_npz(path, synthetic_payload, SplitConfig())
