@@ -83,13 +83,18 @@ def cmd_import_payload(args: argparse.Namespace) -> int:
 
     from lvm_pipeline.cli.events import print_check_table
     from lvm_pipeline.cli.run_config import PayloadParams, run_config
+    from lvm_pipeline.interop.reference_payload import require_pickled
 
     data_dir = resolve_data_dir(args.data_dir)
     npy = _existing(args.path)
+    # Its header says whether the file needs pickle at all (nothing is unpickled to read it):
+    # a plain or truncated .npy is refused for what it is, not sent for --allow-pickle.
+    require_pickled(npy)
     if not args.allow_pickle:
-        raise CliError(f"{npy}: the reference payload is a pickled dict, and unpickling executes "
-                       "code stored in the file. Nothing was read. If you trust where it came "
-                       "from, convert it explicitly: add --allow-pickle")
+        raise CliError(f"{npy}: holds pickled objects (the reference payload is a pickled "
+                       "dict), and unpickling executes code stored in the file. Nothing was "
+                       "unpickled. If you trust where it came from, convert it explicitly: add "
+                       "--allow-pickle")
     print(f"lvm import-payload: unpickling {npy} (--allow-pickle: this executes code stored in "
           "the file); the result is written in our pickle-free format", file=sys.stderr)
     selection = dg.AssetSelection.assets("payload")

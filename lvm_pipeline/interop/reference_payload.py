@@ -14,7 +14,7 @@ import pandas as pd
 
 from lvm_pipeline.corpus import text_sha256
 from lvm_pipeline.embedding import l2_normalise
-from lvm_pipeline.payload import CHUNKS, VECTORS, adjacent_cosine
+from lvm_pipeline.payload import CHUNKS, INT32_MAX, VECTORS, adjacent_cosine
 from lvm_pipeline.store import ArtifactError, ArtifactStore, Build, kinds, sha256_file
 
 
@@ -22,12 +22,45 @@ class PickleRefusedError(ArtifactError):
     """A file needs pickle to load and the caller did not opt in."""
 
 
+def npy_header(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape an ``.npy`` file's header announces, read without loading (or
+    unpickling) anything; an error saying what is wrong when the file is not a complete
+    ``.npy``. Why not ``np.load(allow_pickle=False)``: it raises ValueError for an object array
+    and for a truncated plain one alike, and only the first needs pickle."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(handle)
+            offset = handle.tell()
+    except (ValueError, EOFError) as err:
+        raise ArtifactError(f"{path}: not a .npy file ({err})") from None
+    if not dtype.hasobject:
+        expected = offset + int(np.prod(shape)) * dtype.itemsize
+        size = path.stat().st_size
+        if size < expected:
+            raise ArtifactError(f"{path}: truncated: {size:,} bytes, where its header "
+                                f"announces a {dtype} array {shape} of {expected:,}")
+    return dtype, shape
+
+
+def require_pickled(path: Path) -> None:
+    """Refuse, saying what the file holds instead, anything but a pickled object array: only
+    such a file is worth the ``allow_pickle`` opt-in."""
+    dtype, shape = npy_header(path)
+    if not dtype.hasobject:
+        raise ArtifactError(f"{path}: holds a plain {dtype} array {shape}, not the reference "
+                            "payload (a pickled {id: (text, meta, vector)} dict)")
+
+
 def read_reference_payload(path: str | Path, allow_pickle: bool = False
                            ) -> tuple[pd.DataFrame, np.ndarray]:
     """The reference ``{id: (text, meta, vector)}`` .npy → (row table, (N, D) float32 vectors).
 
     ``meta`` must hold ``article_index`` and ``chunk_index`` (the reference's truth-key
-    fields); ``article_id`` and ``title`` are used when present. Rows are ordered by
+    fields, integers that fit int32); ``article_id`` and ``title`` are used when present. Ids
+    (the dict's keys, ``article_id``) must be non-empty strings. Rows are ordered by
     ``(article_index, chunk_index)`` so windows can be found; the reference's article indices
     are kept, so its ``truth_keys`` resolve against the imported payload. Nothing is dropped
     or repaired: the integrity guard reports duplicates, NaN, empty texts.
@@ -35,13 +68,7 @@ def read_reference_payload(path: str | Path, allow_pickle: bool = False
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: reference payload file does not exist")
-    try:
-        plain = np.load(path, allow_pickle=False)
-    except ValueError:
-        plain = None  # object array: needs pickle
-    if plain is not None:
-        raise ArtifactError(f"{path}: holds a plain {plain.dtype} array {plain.shape}, not the "
-                            "reference payload (a pickled {id: (text, meta, vector)} dict)")
+    require_pickled(path)
     if not allow_pickle:
         raise PickleRefusedError(
             f"{path}: is a pickled object array; loading it executes code stored in the file. "
@@ -55,29 +82,52 @@ def read_reference_payload(path: str | Path, allow_pickle: bool = False
     records, vectors = [], []
     for source_id, value in payload.items():
         where = f"{path} entry {source_id!r}"
+        _require_id(where, "its id (the dict's key)", source_id)
         if not isinstance(value, tuple | list) or len(value) != 3:
             raise ArtifactError(f"{where}: expected (text, meta, vector), got {type(value).__name__}")
         text, meta, vector = value
         if not isinstance(meta, dict) or not {"article_index", "chunk_index"} <= set(meta):
             keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
             raise ArtifactError(f"{where}: meta must hold article_index and chunk_index, has {keys}")
-        article = int(meta["article_index"])
+        article, chunk = (_key(where, name, meta[name]) for name in ("article_index", "chunk_index"))
+        if "article_id" in meta:
+            _require_id(where, "meta article_id", meta["article_id"])
         records.append((article, str(meta.get("article_id", article)), str(meta.get("title", "")),
-                        int(meta["chunk_index"]), "" if text is None else str(text),
-                        str(source_id)))
+                        chunk, "" if text is None else str(text), source_id))
         vectors.append(np.asarray(vector, dtype=np.float32).reshape(-1))
     dims = {v.shape[0] for v in vectors}
     if len(dims) != 1:
         raise ArtifactError(f"{path}: vectors of several sizes {sorted(dims)}; one encoder makes one")
+    if dims == {0}:
+        raise ArtifactError(f"{path}: every vector is empty (0 numbers); nothing to search")
     table = pd.DataFrame.from_records(records, columns=["article_index", "article_id", "title",
                                                         "chunk_index", "text", "source_id"])
     order = np.lexsort((table["chunk_index"].to_numpy(), table["article_index"].to_numpy()))
     table = table.iloc[order].reset_index(drop=True)
     table.insert(0, "row", np.arange(len(table), dtype=np.int64))
-    table["article_index"] = table["article_index"].astype(np.int32)
+    table["article_index"] = table["article_index"].astype(np.int32)  # each checked by _key
     table["chunk_index"] = table["chunk_index"].astype(np.int32)
     table["text_sha256"] = [text_sha256(t) for t in table["text"]]
     return table, np.stack(vectors)[order]
+
+
+def _require_id(where: str, what: str, value: object) -> None:
+    """A null, empty or non-string id is refused: ``str()`` made None the id "None"."""
+    if not isinstance(value, str) or not value.strip():
+        rule = "is empty" if isinstance(value, str) else f"is a {type(value).__name__}"
+        raise ArtifactError(f"{where}: {what} {rule}; ids must be non-empty strings")
+
+
+def _key(where: str, name: str, value: object) -> int:
+    """A truth-key field as an int that fits int32; an error naming the entry otherwise (an
+    ``int()`` of 3.7 was 3, of 2**31 + 5 a key that wrapped when stored)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ArtifactError(f"{where}: meta {name} is {value!r} ({type(value).__name__}); "
+                            "truth-key fields must be integers")
+    if not -INT32_MAX - 1 <= int(value) <= INT32_MAX:
+        raise ArtifactError(f"{where}: meta {name} {value} does not fit int32 (at most "
+                            f"{INT32_MAX}); refused rather than wrapped")
+    return int(value)
 
 
 def import_reference_payload(store: ArtifactStore, path: str | Path, allow_pickle: bool = False,

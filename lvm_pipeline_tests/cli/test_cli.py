@@ -363,3 +363,25 @@ def test_verify_reports_a_current_that_names_no_build_as_failed(tmp_path, monkey
     err = capsys.readouterr().err
     assert f"FAILED  payload/CURRENT (current): {pointer}: names no build (holds {{}})" in err
     assert "1 of 1 builds match their manifests; 1 CURRENT pointer names no sound build" in err
+
+
+def test_import_payload_advises_allow_pickle_only_for_a_file_that_needs_it(tmp_path, capsys):
+    import numpy as np
+
+    from lvm_pipeline_tests.conftest import save_pickled
+
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros((10, 4), np.float32))
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(plain.read_bytes()[:140])
+    data = str(tmp_path / "data")
+    for path, reason in ((plain, "holds a plain float32 array (10, 4)"),
+                         (truncated, "truncated: 140 bytes")):
+        assert main(["import-payload", str(path), "--data-dir", data]) == EXIT_FAILED
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"lvm import-payload: {path}: {reason}")
+        assert "--allow-pickle" not in line
+    pickled = save_pickled(tmp_path / "ref.npy", {"a": ("t", {}, np.ones(4))})
+    assert main(["import-payload", str(pickled), "--data-dir", data]) == EXIT_FAILED
+    [line] = capsys.readouterr().err.splitlines()
+    assert "holds pickled objects" in line and line.endswith("add --allow-pickle")

@@ -106,3 +106,44 @@ def test_a_resume_file_carrying_code_is_refused_not_run(tmp_path, synthetic_payl
               TrainConfig(epochs=1, batch_size=16), work_dir=work,
               article_of_row=synthetic_payload.chunks["article_index"].to_numpy())
     assert not marker.exists()
+
+
+def test_a_file_that_needs_no_pickle_is_refused_for_what_it_is(tmp_path):
+    """Only an object array is worth the --allow-pickle advice: a truncated or empty file was
+    sent for it too, since np.load(allow_pickle=False) raises ValueError for both."""
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros((10, 4), np.float32))
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(plain.read_bytes()[:140])
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    for path, reason in ((plain, "holds a plain float32 array (10, 4)"),
+                         (truncated, "truncated: 140 bytes, where its header announces a "
+                                     "float32 array (10, 4) of 288"),
+                         (empty, "not a .npy file")):
+        with pytest.raises(ArtifactError) as refused:
+            read_reference_payload(path)
+        assert not isinstance(refused.value, PickleRefusedError)
+        assert str(refused.value).startswith(f"{path}: {reason}")
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ({None: ("t", {"article_index": 0, "chunk_index": 0}, np.ones(4))},
+     "entry None: its id (the dict's key) is a NoneType; ids must be non-empty strings"),
+    ({"": ("t", {"article_index": 0, "chunk_index": 0}, np.ones(4))},
+     "entry '': its id (the dict's key) is empty"),
+    ({"a": ("t", {"article_index": 0, "chunk_index": 0, "article_id": None}, np.ones(4))},
+     "entry 'a': meta article_id is a NoneType"),
+    ({"a": ("t", {"article_index": 2**31 + 5, "chunk_index": 0}, np.ones(4))},
+     "entry 'a': meta article_index 2147483653 does not fit int32"),
+    ({"a": ("t", {"article_index": 0, "chunk_index": 1.5}, np.ones(4))},
+     "entry 'a': meta chunk_index is 1.5 (float); truth-key fields must be integers"),
+    ({"a": ("t", {"article_index": 0, "chunk_index": 0}, np.ones(0))},
+     "every vector is empty"),
+])
+def test_bad_ids_and_keys_in_a_reference_payload_are_refused_naming_the_entry(tmp_path, entry,
+                                                                             reason):
+    path = save_pickled(tmp_path / "ref.npy", entry)
+    with pytest.raises(ArtifactError) as refused:
+        read_reference_payload(path, allow_pickle=True)
+    assert str(refused.value).startswith(f"{path}") and reason in str(refused.value)
