@@ -17,8 +17,11 @@ from lvm_pipeline.cli.common import (
 EPILOG = """\
 SELECTION is Dagster's asset selection syntax:
   mamba_s                   one asset (with its checks)
-  payload+                  payload and everything downstream of it
-  +faiss_index              faiss_index and everything upstream of it
+  'payload*'                payload and everything downstream of it (quoted: a shell
+                            expands a bare *)
+  '*faiss_index'            faiss_index and everything upstream of it
+  payload+                  payload and the assets that read it directly (one level; payload++
+                            two levels)
   group:models              the five checkpoints (groups: data, sequences, models, evaluation)
   "key:mamba_s or key:mamba_h"   expressions (and, or, not) need the key: prefix; quote them
 
@@ -75,7 +78,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     materialize = add_command(
-        sub, "materialize", "Materialize a selection of assets (e.g. `payload+`, `mamba_s`).",
+        sub, "materialize", "Materialize a selection of assets (e.g. `payload*`, `mamba_s`).",
         description="Materialize the assets SELECTION names, with their checks, in this process "
                     "and recorded\nin the Dagster instance (<data dir>/dagster_home), like "
                     "`lvm run` but for part of the graph.",

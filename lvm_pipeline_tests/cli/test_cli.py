@@ -385,3 +385,28 @@ def test_import_payload_advises_allow_pickle_only_for_a_file_that_needs_it(tmp_p
     assert main(["import-payload", str(pickled), "--data-dir", data]) == EXIT_FAILED
     [line] = capsys.readouterr().err.splitlines()
     assert "holds pickled objects" in line and line.endswith("add --allow-pickle")
+
+
+def test_documented_selections_select_what_they_say():
+    """Dagster's `payload+` is one level down; `payload*` is everything downstream. Each
+    "everything downstream/upstream of it" example in `lvm materialize --help` selects exactly
+    that, and no doc offers `+` for it."""
+    import re
+
+    import dagster as dg
+
+    from lvm_pipeline.cli.materialize import EPILOG, resolve_selection
+    from lvm_pipeline.cli.runner import PROJECT_ROOT, definitions
+
+    graph = definitions().resolve_asset_graph()
+    examples = re.findall(r"^  '?([*+]?\w+[*+]?)'?\s+(\w+) and everything (downstream|upstream) "
+                          r"of it", EPILOG, re.M)
+    assert {e[0] for e in examples} == {"payload*", "*faiss_index"}
+    for selection, asset, direction in examples:
+        closure = getattr(dg.AssetSelection.assets(asset), direction)()
+        assert set(resolve_selection(selection)) == closure.resolve(graph) & set(
+            graph.materializable_asset_keys), selection
+    assert len(resolve_selection("payload*")) > len(resolve_selection("payload+"))
+    for doc in ("README.md", "docs/deploy.md"):
+        for line in (PROJECT_ROOT / doc).read_text().splitlines():
+            assert not re.search(r"\w\+.{0,40}everything downstream", line), (doc, line)
