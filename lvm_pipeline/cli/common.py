@@ -105,6 +105,18 @@ def open_cli_store(data_dir: Path) -> Any:
 
 # ----------------------------------------------------------------------------- run options
 
+def at_least_one(text: str) -> int:
+    """An argparse type for counts that must be >= 1: refused while the command line is read
+    (exit 2), not after the data half of a run has been built."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options that configure the corpus and the five trainings (``lvm run``, ``lvm
     materialize``); each maps onto one field of the assets' Dagster config."""
@@ -136,7 +148,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     training = parser.add_argument_group("training (configures the five model assets)")
     training.add_argument("--preset", choices=("tiny", "paper"),
                           help="model sizes (default tiny)")
-    training.add_argument("--epochs", type=int, metavar="N",
+    training.add_argument("--epochs", type=at_least_one, metavar="N",
                           help="training epochs per model (default 20)")
     training.add_argument("--device", choices=("cpu", "cuda", "auto"),
                           help="device of the five trainings and of the embedder; auto: CUDA "

@@ -16,6 +16,15 @@ def test_usage_errors_exit_2(capsys):
     assert main([]) == EXIT_USAGE
 
 
+@pytest.mark.parametrize("epochs", ["0", "-3"])
+def test_epochs_below_one_is_a_usage_error_before_anything_runs(tmp_path, capsys, epochs):
+    for command in ("run", "materialize mamba_s"):
+        argv = [*command.split(), "--epochs", epochs, "--data-dir", str(tmp_path / "data")]
+        assert main(argv) == EXIT_USAGE
+        assert f"argument --epochs: must be >= 1, got {int(epochs)}" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before the data dir was touched
+
+
 def test_help_explains_each_command(capsys):
     assert main(["run", "--help"]) == EXIT_OK
     out = capsys.readouterr().out
