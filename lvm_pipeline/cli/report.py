@@ -23,15 +23,17 @@ PREVIOUS = "previous"
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lvm_pipeline.guards import check_lineage
-    from lvm_pipeline.report import current_report, render_markdown
+    from lvm_pipeline.report import read_report, render_markdown
     from lvm_pipeline.store import ArtifactError
 
     store = open_cli_store(resolve_data_dir(args.data_dir))
     try:
-        report = current_report(store)
+        build = store.current(kinds.REPORT)
+        report = read_report(build)
+        verify_scored_checkpoints(store, build)
         # A report over an index, eval set or checkpoints that are no longer current describes
         # artifacts that are not the ones in use: say so instead of printing it as current.
-        lineage = check_lineage(store, store.current(kinds.REPORT), "report lineage")
+        lineage = check_lineage(store, build, "report lineage")
     except ArtifactError as err:
         raise CliError(str(err)) from None
     if not lineage.passed:
@@ -51,6 +53,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else render_markdown(report))
     return EXIT_OK
+
+
+def verify_scored_checkpoints(store, report) -> None:
+    """Re-hash every file of each checkpoint ``report`` scored (its upstream names them): a
+    report is printed only about models that are still there as they were scored. Raises an
+    ArtifactError naming the checkpoint and the file."""
+    from lvm_pipeline.store import ArtifactError
+
+    for kind, build_id in sorted(report.manifest.get("upstream", {}).items()):
+        if kind.startswith(kinds.checkpoint("")):
+            try:
+                store.get(kind, build_id).verify()
+            except ArtifactError as err:
+                raise ArtifactError(f"report {report.build_id[:12]} scored {kind} "
+                                    f"{build_id[:12]}, which no longer verifies: {err}") from None
 
 
 def _named_report(store, build: str):
@@ -102,7 +119,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    report = add_command(sub, "report", "Print the latest retrieval report as a table (or JSON).")
+    report = add_command(sub, "report", "Print the latest retrieval report as a table (or JSON).",
+                         description="Print the latest retrieval report as a table (or JSON). "
+                                     "Every checkpoint it scored is re-hashed first: exit 1, "
+                                     "naming the file, when one was truncated or edited.")
     report.add_argument("--json", action="store_true", help="print report.json")
     report.add_argument("--allow-stale", action="store_true",
                         help="print the report even when its payload, index, eval set or "

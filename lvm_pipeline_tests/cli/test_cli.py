@@ -111,6 +111,29 @@ def test_report_without_a_run_says_what_to_do(tmp_path, capsys):
     assert "no report under" in capsys.readouterr().err
 
 
+def test_report_refuses_a_report_whose_checkpoint_was_truncated(tmp_path, capsys):
+    """The report is printed only about checkpoints that still hash as they did when scored."""
+    from lvm_pipeline.store import ArtifactStore, kinds
+
+    store = ArtifactStore(tmp_path / "data")
+    with store.stage(kinds.checkpoint("mamba_s")) as staged:
+        (staged / "model.safetensors").write_bytes(b"weights" * 100)
+        checkpoint = store.publish(kinds.checkpoint("mamba_s"), staged, {})
+    store.set_current(checkpoint)
+    with store.stage(kinds.REPORT) as staged:
+        (staged / "report.json").write_text("{}")
+        report = store.publish(kinds.REPORT, staged, {},
+                               upstream={kinds.checkpoint("mamba_s"): checkpoint.build_id})
+    store.set_current(report)
+    weights = checkpoint.path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main(["report", "--data-dir", str(tmp_path / "data")]) == EXIT_FAILED
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"lvm report: report {report.build_id[:12]} scored models/mamba_s "
+                           f"{checkpoint.build_id[:12]}, which no longer verifies: {weights}: "
+                           "sha256 mismatch, file was truncated")
+
+
 @pytest.mark.slow
 def test_lvm_run_small_then_report(tmp_path, capsys):
     data = tmp_path / "data"
