@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lvm_pipeline.payload import Payload
+from lvm_pipeline.payload import Payload, int32_keys
 from lvm_pipeline.sequences.near_duplicates import NEAR_DUPLICATE_COSINE, near_duplicates
 from lvm_pipeline.store import ArtifactError, ArtifactStore, Build, kinds
 
@@ -233,8 +233,10 @@ def build_windows(payload: Payload, config: SplitConfig, facts: dict[str, Any] |
     for split in SPLITS:
         mask = window_split == split
         keys = np.stack([article_index[target_row[mask]], chunk_index[target_row[mask]]], axis=1)
-        sets[split] = SequenceSet(split, context_rows[mask], target_row[mask],
-                                  keys.astype(np.int32))
+        # A payload published elsewhere may carry int64 keys: one beyond int32 is refused.
+        sets[split] = SequenceSet(split, context_rows[mask], target_row[mask], int32_keys(
+            keys, f"payload {payload.manifest.get('build_id', '?')[:12]} {split} truth keys "
+            "(article_index, chunk_index)", ArtifactError))
     if not drop_near_duplicates:
         return sets
     sets, dropped = drop_near_duplicate_windows(payload.vectors, sets,

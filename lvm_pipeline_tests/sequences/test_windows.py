@@ -124,3 +124,17 @@ def test_a_corpus_too_small_to_split_is_refused_with_its_numbers(store, n_articl
     assert f"eval 1 article ({len(sets['eval'])} windows)" in message
     assert "every split needs at least 2 articles" in message
     assert "Give at least 15 such articles" in message
+
+
+def test_a_payload_key_beyond_int32_is_refused_not_wrapped(synthetic_payload):
+    """A payload published elsewhere may carry int64 article indices; a truth key of
+    2**31 + 5 must not become -2147483643 in the windows."""
+    from lvm_pipeline.payload import Payload
+
+    chunks = synthetic_payload.chunks.copy()
+    chunks["article_index"] = chunks["article_index"].astype(np.int64) + 2**31 + 5
+    wide = Payload(synthetic_payload.vectors, chunks, dict(synthetic_payload.manifest))
+    with pytest.raises(ArtifactError, match=rf"payload {synthetic_payload.build_id[:12]} \w+ "
+                                            r"truth keys .*row 0: \[2147483653, \d+\] does not "
+                                            "fit int32"):
+        build_windows(wide, SplitConfig())
