@@ -252,6 +252,9 @@ def find_payload_build(path: str | os.PathLike[str]) -> Build:
     path = Path(path).expanduser().resolve()
     if (path / MANIFEST).is_file():
         manifest = read_json(path / MANIFEST)
+        if not isinstance(manifest, dict):
+            raise ArtifactError(f"{path / MANIFEST}: holds a JSON {type(manifest).__name__}, "
+                                "not a manifest")
         if manifest.get("kind") != kinds.PAYLOAD:
             raise ArtifactError(f"{path / MANIFEST}: a {manifest.get('kind')!r} build, not a "
                                 "payload")
