@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import dagster as dg
 from tqdm import tqdm
 
-from lvm_pipeline.cli.events import BLOCKING_CHECK_FAILED, step_failure_reason
+from lvm_pipeline.cli.events import BLOCKING_CHECK_FAILED, error_reason, step_failure_reason
 from lvm_pipeline.defs.metadata import ARTIFACT_KIND, BUILD_ID, BUILT, REUSE
 from lvm_pipeline.defs.runs import Cleared, RunProcess, Slot
 from lvm_pipeline.runtime import is_progress_line
@@ -60,6 +60,8 @@ def _event_line(event: dg.DagsterEvent, step: str | None) -> str | None:
         if error is not None and error.cls_name == BLOCKING_CHECK_FAILED:
             return ""  # the check's verdict line (✗ check …) said it
         return f"✗ {step} failed: {step_failure_reason(event)}"
+    if kind == "RESOURCE_INIT_FAILURE":
+        return f"✗ a resource failed to start: {error_reason(data.error)}"
     if kind == "STEP_SKIPPED":
         return f"- {step} skipped (an upstream step or blocking check did not pass)"
     if kind == "ASSET_MATERIALIZATION":

@@ -55,13 +55,15 @@ def _is_blocking_verdict(event: Any) -> bool:
 
 
 def failure_lines(events: Iterable[Any], steps: Collection[str] = ()) -> list[str]:
-    """One line per failed step or failed check, with the reason, then one line for the steps
-    of ``steps`` (the run's plan) that did not run because of them: the first failure is the
-    news, the 20-odd steps downstream of it are one consequence."""
-    lines, failed, ran = [], [], set()
+    """One line per failed step or failed check (or a resource that failed to start), with the
+    reason, then one line for the steps of ``steps`` (the run's plan) that did not run because
+    of them: the first failure is the news, the 30-odd steps downstream of it are one
+    consequence."""
+    lines, failed, ran, skipped = [], [], set(), []
+    resource_failed = False
     for event in events:
         kind = event.event_type_value
-        if kind in ("STEP_START", "STEP_SKIPPED"):
+        if kind == "STEP_START":
             ran.add(event.step_key)
         if kind == "STEP_FAILURE":
             failed.append(event.step_key)
@@ -74,12 +76,23 @@ def failure_lines(events: Iterable[Any], steps: Collection[str] = ()) -> list[st
                              f"{evaluation.asset_key.to_user_string()} FAILED: "
                              f"{' '.join((evaluation.description or '').split())}")
         elif kind == "STEP_SKIPPED":
-            lines.append(f"step {event.step_key} skipped (an upstream step or blocking check "
-                         "did not pass)")
-    not_run = [step for step in steps if step not in ran]
+            skipped.append(event.step_key)
+        elif kind == "RESOURCE_INIT_FAILURE":  # before any step of the run started
+            resource_failed = True
+            lines.append("a resource failed to start: "
+                         f"{error_reason(event.event_specific_data.error)}")
+        elif kind == "PIPELINE_FAILURE" and not lines and event.event_specific_data.error:
+            lines.append(f"the run failed: {error_reason(event.event_specific_data.error)}")
+    not_run = [step for step in steps if step not in ran and step not in failed]
+    plural = "s" * (len(not_run) != 1)
     if not_run and failed:
-        lines.append(f"{len(not_run)} downstream step{'s' * (len(not_run) != 1)} not run "
-                     f"because {', '.join(failed)} failed")
+        lines.append(f"{len(not_run)} downstream step{plural} not run because "
+                     f"{', '.join(failed)} failed")
+    elif not_run and resource_failed:
+        lines.append(f"{len(not_run)} step{plural} not run because a resource failed to start")
+    elif skipped:
+        lines.append(f"{len(skipped)} step{'s' * (len(skipped) != 1)} skipped (an upstream "
+                     f"step or blocking check did not pass): {', '.join(skipped)}")
     return lines
 
 
@@ -102,10 +115,14 @@ def planned_steps(result: Any) -> list[str]:
 
 
 def failure_details(events: Iterable[Any]) -> list[str]:
-    """Each failed step's full error, causes and stack included (what ``--debug`` prints)."""
-    return [f"step {event.step_key}:\n{event.event_specific_data.error.to_string()}"
-            for event in events if event.event_type_value == "STEP_FAILURE"
-            and event.event_specific_data.error is not None]
+    """Each failure's full error, causes and stack included (what ``--debug`` prints): failed
+    steps, a resource that failed to start, a run that failed outside its steps."""
+    return [f"{f'step {event.step_key}' if event.step_key else 'run'}:\n"
+            f"{event.event_specific_data.error.to_string()}"
+            for event in events
+            if event.event_type_value in ("STEP_FAILURE", "RESOURCE_INIT_FAILURE",
+                                          "PIPELINE_FAILURE")
+            and getattr(event.event_specific_data, "error", None) is not None]
 
 
 def materialized_build(result: Any, asset: str) -> str:

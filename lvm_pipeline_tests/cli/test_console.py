@@ -169,6 +169,34 @@ def test_a_failed_run_says_its_reason_first_and_counts_the_steps_it_did_not_run(
     assert f"✗ corpus failed: CorpusError: {missing}" in err.split(" FAILED after ")[0]
 
 
+def test_a_resource_that_fails_to_start_is_one_line_and_counts_the_steps_it_stopped():
+    """No step starts, so no step fails: the reason is the resource's, not "the run did not
+    succeed"."""
+    from lvm_pipeline.cli.events import failure_lines
+
+    @dg.resource
+    def embedder(_):
+        raise ValueError("/models/gtr-t5-base: no config.json")
+
+    @dg.asset(required_resource_keys={"embedder"})
+    def payload() -> None:
+        """Needs the embedder."""
+
+    @dg.asset(deps=[payload])
+    def index() -> None:
+        """Downstream."""
+
+    result = dg.materialize([payload, index], resources={"embedder": embedder},
+                            raise_on_error=False)
+    handler = ConsoleHandler(logging.INFO, bars=False)
+    lines = [line for e in result.all_events if (line := handler.render(_event_record(e)))]
+    assert lines == ["✗ a resource failed to start: ValueError: /models/gtr-t5-base: no "
+                     "config.json"]
+    assert failure_lines(result.all_events, ["payload", "index"]) == [
+        "a resource failed to start: ValueError: /models/gtr-t5-base: no config.json",
+        "2 steps not run because a resource failed to start"]
+
+
 def _event_record(event: dg.DagsterEvent) -> logging.LogRecord:
     record = _record(event.message or "", logging.DEBUG, event.step_key)
     record.dagster_meta["dagster_event"] = event
