@@ -103,7 +103,8 @@ def _warns(evaluation: Any) -> bool:
 
 def warning_lines(events: Iterable[Any]) -> list[str]:
     """One line per failed check that does not block (severity WARN), with the reason."""
-    return [f"check {e.check_name} on {e.asset_key.to_user_string()} WARNS: {e.description}"
+    return [f"check {e.check_name} on {e.asset_key.to_user_string()} WARNS: "
+            f"{' '.join((e.description or '').split())}"
             for e in (event.event_specific_data for event in events
                       if event.event_type_value == "ASSET_CHECK_EVALUATION")
             if not e.passed and _warns(e)]
