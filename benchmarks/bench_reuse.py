@@ -229,7 +229,7 @@ def env_info() -> dict[str, Any]:
 
 def summary(r: dict[str, Any]) -> str:
     cold = r["runs"][0]
-    lines = [f"`lvm run {' '.join(r['lvm_args'])}` in fresh processes; {r['env']['cpu_count']} "
+    lines = [f"`{' '.join(['lvm run', *r['lvm_args']])}` in fresh processes; {r['env']['cpu_count']} "
              f"CPUs, commit {r['env']['commit']}",
              f"{'run':<22} {'wall s':>7} {'in-run s':>8} {'ratio':>6} {'load':>10}  "
              f"{'built':<34} ok"]
