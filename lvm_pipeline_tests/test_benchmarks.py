@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,23 @@ def test_embed_benchmark_smoke_compares_the_paths(tmp_path):
     assert results["encode_over_previous"] == pytest.approx(
         results["encode_texts_per_s"] / results["previous_texts_per_s"])
     assert results["min_cosine"] > 0.9999
+
+
+def test_reuse_benchmark_changes_only_what_each_run_says(tmp_path):
+    """bench_reuse.py's edited run changes the code version of the report alone, and its
+    config run the config of one checkpoint alone. (Its ``--smoke`` runs `lvm run` five times
+    in fresh processes, minutes: too long for the suite.)"""
+    from lvm_pipeline.cli import build_parser
+    from lvm_pipeline.cli.common import run_config_from_args
+    from lvm_pipeline.cli.run_config import TrainParams
+
+    bench = runpy.run_path(str(REPO / "benchmarks" / "bench_reuse.py"))
+    package = bench["edited_package"](tmp_path, "edit 1")
+    assert "# Retrieval report (edit 1)" in (package / "lvm_pipeline/report/render.py").read_text()
+    before = bench["code_versions"](REPO / "lvm_pipeline")
+    after = bench["code_versions"](package / "lvm_pipeline")
+    assert [asset for asset in before if after[asset] != before[asset]] == ["retrieval_report"]
+    config = run_config_from_args(build_parser().parse_args(["run"]))
+    changed = bench["with_op"](config, "mamba_s:lr=0.0002")
+    assert changed.ops == {**config.ops, "mamba_s": TrainParams(lr=0.0002)}
+    assert changed.resources == config.resources

@@ -355,11 +355,19 @@ class ArtifactStore:
         write_json_atomic(staged / MANIFEST, full)
         final = self.root / kind / build_id[:BUILD_DIR_CHARS]
         existing = self._sound(kind, final, build_id)
+        if existing is None:
+            try:
+                os.rename(staged, final)
+            except OSError as err:
+                # Another process published this build id since we looked (two runs of one
+                # recipe at once): a folder is never renamed over a full one, so keep theirs.
+                existing = self._sound(kind, final, build_id)
+                if existing is None:
+                    raise ArtifactError(f"{final}: cannot move the new {kind} build into place "
+                                        f"({err.strerror or err})") from err
         if existing is not None:
             # Identical content was published before and is intact; keep it untouched.
             full = dict(existing.manifest)
-        else:
-            os.rename(staged, final)
         if recipe is not None:
             self.remember_recipe(kind, recipe_key(recipe), build_id)
         return Build(kind=kind, path=final, manifest=full)

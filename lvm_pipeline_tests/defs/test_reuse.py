@@ -4,15 +4,21 @@ that build (verified), with the same data version, and its checks still run
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
+import dagster as dg
 import pytest
 
 from lvm_pipeline.cli.run_config import IndexParams
+from lvm_pipeline.cli.runner import definitions
+from lvm_pipeline.defs.code_versions import UPSTREAM
 from lvm_pipeline.defs.metadata import BUILT
 from lvm_pipeline.store import ArtifactStore, kinds, recipe_key
+from lvm_pipeline.store.artifacts import RECIPES
 from lvm_pipeline_tests.conftest import (
     SMALL_TRAINING,
     check_evaluations,
@@ -22,6 +28,8 @@ from lvm_pipeline_tests.conftest import (
 )
 
 pytestmark = pytest.mark.slow
+# Every asset that computes a recipe: all but the corpus, which reads the outside world.
+RECIPE_ASSETS = [asset for asset in UPSTREAM if asset != "corpus"]
 
 
 def test_the_store_serves_a_recipes_build_only_while_it_verifies(store):
@@ -76,14 +84,21 @@ def test_rebuild_computes_and_other_config_is_another_recipe(small_run, small_ru
     assert _reuse(materialized_metadata(shorter)["mamba_s"]) == BUILT
 
 
-def test_a_damaged_build_is_not_reused(small_run, small_run_copy):
+@pytest.mark.parametrize("damage", ["truncated", "one byte flipped"])
+def test_a_damaged_build_is_not_reused(small_run, small_run_copy, damage):
+    """A build that fails verification is built anew, whether its size changed or not (the
+    same content, so the same build id)."""
     store = ArtifactStore(small_run_copy)
-    index = store.get(kinds.INDEX, materialized_metadata(small_run[1])["faiss_index"]["build_id"])
-    target = index.path / "index.faiss"
-    target.write_bytes(target.read_bytes()[:-8])
+    built = materialized_metadata(small_run[1])["faiss_index"]["build_id"]
+    target = store.get(kinds.INDEX, built).path / "index.faiss"
+    raw = target.read_bytes()
+    target.write_bytes(raw[:-8] if damage == "truncated"
+                       else raw[:-9] + bytes([raw[-9] ^ 1]) + raw[-8:])
     result = materialize_all(small_run_copy, selection=["faiss_index"])
     assert result.success
-    assert _reuse(materialized_metadata(result)["faiss_index"]) == BUILT
+    meta = materialized_metadata(result)["faiss_index"]
+    assert _reuse(meta) == BUILT and meta["build_id"] == built
+    store.get(kinds.INDEX, built).verify()
 
 
 def test_a_new_payload_reuses_nothing_downstream(small_run_copy):
@@ -93,24 +108,60 @@ def test_a_new_payload_reuses_nothing_downstream(small_run_copy):
     assert _reuse(meta["payload"]) == BUILT and _reuse(meta["faiss_index"]) == BUILT
 
 
-def test_two_runs_of_one_recipe_at_once_finish_with_one_build(small_run, small_run_copy,
-                                                               tmp_path):
-    """Both compute (``--rebuild``), both publish: the index's bytes are a function of the
-    payload, so content addressing makes them one build, and neither run fails."""
+def test_every_recipe_names_every_input_its_asset_reads(small_run):
+    """A recipe's key covers each input of its asset by build id, so an asset that gains an
+    input (a new edge in the graph) has another recipe and computes again, never reusing a
+    build made without that input."""
+    data_dir, result = small_run
+    store, meta = ArtifactStore(data_dir), materialized_metadata(result)
+    graph = definitions().resolve_asset_graph()
+    for asset in RECIPE_ASSETS:
+        build = store.get(meta[asset]["kind"], meta[asset]["build_id"])
+        recipe = {k: v for k, v in build.manifest["recipe"].items() if k != "key"}
+        read = {k.to_user_string() for k in graph.get(dg.AssetKey(asset)).parent_keys}
+        assert sorted(recipe["inputs"].values()) == sorted(meta[u]["build_id"] for u in read), asset
+        key = recipe_key(recipe)
+        assert key == build.manifest["recipe"]["key"]
+        assert store.build_for_recipe(build.kind, key).build_id == build.build_id
+        gained = {**recipe, "inputs": {**recipe["inputs"], "new_input": "f" * 64}}
+        assert store.build_for_recipe(build.kind, recipe_key(gained)) is None, asset
+
+
+def test_two_runs_of_one_recipe_at_once_finish_with_one_build(small_run_copy, tmp_path):
+    """Two `lvm materialize faiss_index` processes compute the same recipe, neither finding a
+    build of it, and both reach the move into place having seen none there
+    (lvm_pipeline_tests/race_recipe.py): both finish, and there is one build, named by the
+    recipe.
+
+    One build because the computation is deterministic and the build id is the hash of the
+    content: the flat index's bytes are a function of the payload. The same holds for every
+    CPU step: the payload (fixed-shape encoder passes make a text's vector the same bytes in
+    any batch), the training and eval sets (row indices, seeded splits), the checkpoints
+    (seeded initialisation, shuffles and negatives; the history holds no timings) and the
+    report (no timings in its files, PNGs without metadata). Where a computation is not
+    bit-reproducible, e.g. a training on CUDA (bf16 autocast, atomics and kernel choices in
+    the backward pass), the two runs publish two builds of one recipe: both are kept, each
+    run's materialization names its own, and the recipe names the one published last."""
     from lvm_pipeline.cli.runner import PROJECT_ROOT
 
+    index_dir, barriers = small_run_copy / kinds.INDEX, tmp_path / "barriers"
+    shutil.rmtree(index_dir)  # no build and no recipe: both runs must compute
+    barriers.mkdir()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    runs = [subprocess.Popen([sys.executable, "-m", "lvm_pipeline.cli", "materialize",
-                              "faiss_index", "--rebuild", "--data-dir", str(small_run_copy)],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    runs = [subprocess.Popen([sys.executable, "-m", "lvm_pipeline_tests.race_recipe", role,
+                              str(small_run_copy), str(barriers)], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for role in ("A", "B")]
     outputs = [run.communicate(timeout=600) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err[-1500:] for _, err in outputs]
+    assert all((barriers / f"{role}_found_no_index_in_place").exists() for role in "AB")
+    assert all("faiss_index: built index " in err for _, err in outputs)
     builds = {out.split("\t")[1] for out, _ in outputs}
-    assert len(builds) == 1 and all("built index" in err for _, err in outputs)
-    folders = [p for p in (small_run_copy / kinds.INDEX).iterdir()
-               if p.is_dir() and not p.name.startswith(".") and p.name != "recipes"]
-    assert len(folders) == 1
+    folders = [p for p in index_dir.iterdir() if p.is_dir() and p.name != RECIPES]
+    assert len(builds) == 1 and len(folders) == 1, (builds, folders)
+    (build_id,) = {json.loads(p.read_text())["build_id"] for p in (index_dir / RECIPES).iterdir()}
+    assert build_id.startswith(builds.pop())
+    ArtifactStore(small_run_copy).get(kinds.INDEX, build_id).verify()  # raises if not
 
 
 def test_lvm_says_per_step_whether_it_reused_or_built(small_run_copy, capsys):
