@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 # Without a GPU, Triton kernels run in Triton's CPU interpreter (the triton scan's parity test).
 # @triton.jit reads this when triton and our kernels are first imported, so it is set first.
 if os.environ.get("TRITON_INTERPRET") is None and not os.path.exists("/dev/nvidia0"):
     os.environ["TRITON_INTERPRET"] = "1"
+
+# Under pytest-xdist (`-n auto`: one worker per core) each worker's torch and FAISS, and the
+# processes its tests start (they inherit this), take their share of the cores instead of
+# every core each: on two cores, two workers of two threads each ran slower than one thread
+# each. Read by the OpenMP runtime when torch and FAISS are first imported, so set first.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("OMP_NUM_THREADS") is None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // workers))
 
 import dagster as dg
 import numpy as np
@@ -210,14 +221,56 @@ def assert_untouched(root: Path, before: dict[str, tuple[str, int]]) -> None:
     assert {k: after.get(k) for k in before} == before
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every process of this test session can see: the session's base temp dir,
+    or with pytest-xdist the controller's one above each worker's (``popen-gw0``, …)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def session_lock(folder: Path, name: str) -> Iterator[None]:
+    """Held while one process of the session builds what ``name`` names in ``folder``; the
+    others wait, then find it built."""
+    with open(folder / f"{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def recorded_result(data_dir: Path, run_id: str) -> dg.ExecuteInProcessResult:
+    """The result of run ``run_id`` as the instance under ``data_dir`` recorded it: the run
+    and the Dagster events it logged, in order; the same events ``execute_in_process``
+    returned, less the *planned* ones the instance logs when it creates the run."""
+    planned = (dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+               dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+    with instance_at(data_dir) as instance:
+        run = instance.get_run_by_id(run_id)
+        events = [entry.dagster_event for entry in instance.all_logs(run_id)
+                  if entry.dagster_event is not None
+                  and entry.dagster_event.event_type not in planned]
+    return dg.ExecuteInProcessResult(events, run, None,
+                                     definitions().resolve_implicit_global_asset_job_def())
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
     """The whole graph materialized once on the small default (real sample, real embedder),
-    tracked (runtime/test_tracking.py reads its runs back)."""
+    tracked (runtime/test_tracking.py reads its runs back).
+
+    Built once per test session, whatever the number of pytest-xdist workers: the first
+    worker to need it builds it under a lock in the folder they share, and each worker takes
+    its own copy of the data dir and reads the run's result back from the copy's instance."""
+    shared = shared_tmp(tmp_path_factory)
+    built = shared / "small_run"
+    with session_lock(shared, "small_run"):
+        if not (built / "run_id").exists():
+            shutil.rmtree(built, ignore_errors=True)  # what a build that failed left
+            result = materialize_all(built / "data", resources={"tracking": TrackingResource()})
+            assert result.success, "the small default run failed"
+            (built / "run_id").write_text(result.run_id)
     data_dir = tmp_path_factory.mktemp("small_run") / "data"
-    result = materialize_all(data_dir, resources={"tracking": TrackingResource()})
-    assert result.success, "the small default run failed"
-    return data_dir, result
+    shutil.copytree(built / "data", data_dir)
+    return data_dir, recorded_result(data_dir, (built / "run_id").read_text())
 
 
 @pytest.fixture
