@@ -159,17 +159,19 @@ def _figures(metadata: dict) -> tuple[str, float | None, float | None]:
 
 
 def check_rows(result: Any) -> list[CheckRow]:
-    """One row per check evaluated in the run, and one per check whose step failed before it
-    could judge: FAIL when its input was refused (a damaged manifest, a missing build), ERROR
-    when the check itself crashed; either way with the one-line reason."""
+    """One row per check evaluated in the run (warn: a failed check of severity WARN, which
+    blocks nothing), and one per check whose step failed before it could judge: FAIL when its
+    input was refused (a damaged manifest, a missing build), ERROR when the check itself
+    crashed; either way with the one-line reason."""
     rows = []
     checks_of_step = _checks_by_step(result)
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             ev = event.event_specific_data
-            rows.append(CheckRow(ev.check_name, ev.asset_key.to_user_string(),
-                                 "pass" if ev.passed else "FAIL", *_figures(ev.metadata),
-                                 ev.blocking, " ".join((ev.description or "").split())))
+            status = "pass" if ev.passed else "warn" if _warns(ev) else "FAIL"
+            rows.append(CheckRow(ev.check_name, ev.asset_key.to_user_string(), status,
+                                 *_figures(ev.metadata), ev.blocking and not _warns(ev),
+                                 " ".join((ev.description or "").split())))
         elif _check_step_crashed(event):
             error = event.event_specific_data.error
             refused = error is not None and error.cls_name == INPUT_NOT_LOADED

@@ -35,6 +35,7 @@ from lvm_pipeline.report import (
     gate_report,
     promoted_after,
     read_report,
+    undecided,
     underpowered,
 )
 from lvm_pipeline.runtime import Progress
@@ -270,16 +271,18 @@ def check_candidates_not_worse(context: dg.AssetCheckExecutionContext, retrieval
 def _gate(context: dg.AssetCheckExecutionContext, report: Build, store: ArtifactStore,
           config: PromotionConfig, progress: Progress) -> dg.AssetCheckResult:
     """The gate's decisions on ``report``, the promotions recorded, and the check's result."""
-    if (too_coarse := underpowered(store, report, config)) is not None:
-        resolution, why = too_coarse
-        context.log.warning(why)
-        return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, description=why,
-            metadata=figures("mrr_at_10_resolution", resolution, config.resolution))
     # Read, score and write under one lock: a rollback or a manual promotion made meanwhile
     # waits, and is never overwritten by a state read before it.
     with promotion_lock(context.instance):
         promoted = read_promotions(context.instance, context.log.warning)
+        # The eval set's power matters only when there is something to decide.
+        if undecided(report, promoted) and (
+                too_coarse := underpowered(store, report, config)) is not None:
+            resolution, why = too_coarse
+            context.log.warning(why)
+            return dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.WARN, description=why,
+                metadata=figures("mrr_at_10_resolution", resolution, config.resolution))
         decisions = gate_report(store, report, promoted, config, progress)
         by = f"gate (run {context.run.run_id})"
         for decision in decisions:

@@ -17,13 +17,15 @@ The corpus has no recipe: its input is the outside world, which it reads every t
 unchanged source gives the same build id, so nothing downstream changes).
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
 from lvm_pipeline.defs.metadata import REUSE, build_output, materialization_of_build
-from lvm_pipeline.store import ArtifactStore, Build, recipe_key
+from lvm_pipeline.defs.resources import EmbedderResource, GuardsResource
+from lvm_pipeline.store import ArtifactStore, Build, recipe_key, sha256_json
 
 REUSED = "reused the build of run {run} (same code, config and inputs)"
 
@@ -40,6 +42,19 @@ def step_recipe(context: dg.AssetExecutionContext, config: dg.Config | None,
             "settings": dict(settings),
             "inputs": {name: value.build_id if isinstance(value, Build) else value
                        for name, value in sorted(inputs.items())}}
+
+
+def guard_settings(embedder: EmbedderResource, guards: GuardsResource) -> dict[str, Any]:
+    """What decides whether a step's input guards pass, for its recipe: the encoder its
+    embedder canary re-embeds with and the guards' thresholds. A reused build skips the
+    guards; it may, because the step that made it passed them on the same inputs (build ids
+    are content hashes) with this encoder and these thresholds. Another encoder or threshold
+    is another recipe, so the guards run again and refuse what they refused before."""
+    encoder = embedder.load()
+    identity = (encoder.output_identity() if hasattr(encoder, "output_identity")
+                else encoder.identity())
+    return {"canary_encoder": sha256_json(identity),
+            "guards": dataclasses.asdict(guards.config())}
 
 
 def reused_output(context: dg.AssetExecutionContext, store: ArtifactStore, kind: str,

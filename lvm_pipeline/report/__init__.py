@@ -26,6 +26,7 @@ from lvm_pipeline.report.promotion import (
     PromotionConfig,
     gate_report,
     promoted_after,
+    undecided,
     underpowered,
 )
 from lvm_pipeline.report.render import (
@@ -68,5 +69,6 @@ __all__ = [
     "report_predictors",
     "results_rows",
     "trend_figures",
+    "undecided",
     "underpowered",
 ]

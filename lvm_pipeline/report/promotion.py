@@ -1,7 +1,8 @@
 """The promotion gate: a retrain's checkpoints are candidates, and each replaces the promoted
 model of its variant only if it is not significantly worse on the same eval queries.
 
-First, the eval set must be able to see a loss (:func:`underpowered`): when the report's
+First, when a candidate is to be decided on (:func:`undecided`: one that is neither promoted
+nor demoted), the eval set must be able to see a loss (:func:`underpowered`): when the report's
 widest paired 95 % MRR@10 interval is wider than ``resolution`` either side, no candidate is
 promoted and the check warns, saying what the eval set resolves and how many eval articles
 would resolve enough. On a handful of eval queries every interval spans everything, so the rule
@@ -169,6 +170,15 @@ def compare(variant: str, candidate: str, promoted: str, candidate_ranks, promot
     return Decision(variant, candidate, promoted, False,
                     f"worse by {-d['value']:.4f} MRR@10: {what}; {promoted[:12]} stays promoted",
                     d)
+
+
+def undecided(report_build: Build, promoted: Mapping[str, Promotion]) -> list[str]:
+    """The variants whose scored checkpoint is neither the promoted build nor one a rollback
+    demoted: what the gate has to decide on this report."""
+    return [variant for variant, candidate in sorted(read_report(report_build)["lineage"][
+                "models"].items())
+            if (current := promoted.get(variant)) is None
+            or candidate not in (current.build_id, *current.demoted)]
 
 
 def underpowered(store: ArtifactStore, report_build: Build,

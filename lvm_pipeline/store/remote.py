@@ -75,6 +75,7 @@ class MirroredStore(ArtifactStore):
         self.push(build)
         if recipe is not None:
             entry = self._recipe_entry(kind, recipe_key(recipe))
+            self.fs.makedirs(self._remote(kind, entry.parent.name), exist_ok=True)
             self.fs.pipe_file(self._remote(kind, entry.parent.name, entry.name),
                               entry.read_bytes())
         return build

@@ -28,7 +28,12 @@ from typing import Any
 import pytest
 
 from lvm_pipeline.models import VARIANTS
-from lvm_pipeline_tests.conftest import SMALL_CORPUS, SMALL_TRAINING, small_config
+from lvm_pipeline_tests.conftest import (
+    SMALL_CORPUS,
+    SMALL_RUN_PROMOTION,
+    SMALL_TRAINING,
+    small_config,
+)
 from lvm_pipeline_tests.webserver import Webserver, free_port, launch, serving, wait_for_run
 
 pytestmark = pytest.mark.slow
@@ -66,7 +71,10 @@ def ui_run(webserver) -> tuple[Webserver, str]:
     config = small_config({**SMALL_CORPUS, "max_chunks": 300}, {**SMALL_TRAINING, "epochs": 1})
     # One process for the run instead of one per step: the same graph and checks, without
     # thirteen interpreter start-ups (torch imports) on a two-core CI machine.
-    config = {**config.to_config_dict(), "execution": {"config": {"in_process": {}}}}
+    config = {**config.to_config_dict(), "execution": {"config": {"in_process": {}}},
+              # The gate decides on this small eval set, as in every small test run.
+              "resources": {"promotion": {"config": {
+                  "resolution": SMALL_RUN_PROMOTION.resolution}}}}
     run_id = launch(server, location, ALL_ASSETS, config)
     # A guard against a hung run, not a speed limit: about 80 s on two idle cores, over 240 s
     # on two cores shared with other test runs.

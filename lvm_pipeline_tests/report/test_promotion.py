@@ -125,12 +125,22 @@ def test_the_first_retrain_promotes_every_candidate_recorded_in_the_instance(sma
 def test_an_eval_set_too_small_to_see_a_loss_promotes_nothing_and_warns(small_run_copy):
     """The small run's 27 eval queries resolve MRR@10 to about ±0.15; at the gate's default
     resolution (±0.05) any candidate would pass the rule, so none is promoted, the check warns
-    (the run still succeeds) and says what the eval set resolves and what it would need."""
+    (the run still succeeds) and says what the eval set resolves and what it would need. With
+    nothing to decide (every candidate the promoted build) the same eval set passes."""
     data_dir = small_run_copy
-    with instance_at(data_dir) as instance:
+    default = {**QUICK_CANARY, "promotion": PromotionResource()}
+    unchanged = materialize_all(data_dir, selection=["retrieval_report"], resources=default)
+    assert check_evaluations(unchanged)["check_candidates_not_worse"].description == \
+        "every candidate is the promoted build of its variant"
+
+    store = ArtifactStore(data_dir)
+    first = read_report(store.current(kinds.REPORT))["lineage"]["models"]
+    nudged = _variant_of(store, store.get(kinds.checkpoint("mamba_h"), first["mamba_h"]), 1e-6, 1)
+    with instance_at(data_dir) as instance:  # what a training step would have recorded
+        record_build(instance, "mamba_h", nudged)
+        store.set_current(nudged)
         before = {v: read_promotion(instance, v, no_warning) for v in VARIANTS}
-    result = materialize_all(data_dir, selection=["retrieval_report"],
-                             resources={**QUICK_CANARY, "promotion": PromotionResource()})
+    result = materialize_all(data_dir, selection=["retrieval_report"], resources=default)
     assert result.success
     gate = check_evaluations(result)["check_candidates_not_worse"]
     assert not gate.passed and gate.severity.value == "WARN"

@@ -11,7 +11,7 @@ from lvm_pipeline.defs.resources import (
     ProgressResource,
     StorageResource,
 )
-from lvm_pipeline.defs.reuse import reused_output, step_recipe
+from lvm_pipeline.defs.reuse import guard_settings, reused_output, step_recipe
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.payload import load_payload
 from lvm_pipeline.search import IndexConfig, publish_index
@@ -41,7 +41,8 @@ def faiss_index(context: dg.AssetExecutionContext, config: IndexParams, payload:
                 guards: GuardsResource, progress: ProgressResource) -> dg.Output:
     """The payload's vectors in a FAISS index, with self-retrieval recall measured on a sample."""
     store = storage.store()
-    recipe = step_recipe(context, config, {"payload": payload})
+    recipe = step_recipe(context, config, {"payload": payload},
+                         **guard_settings(embedder, guards))
     if (reused := reused_output(context, store, kinds.INDEX, recipe, config.rebuild)):
         return reused
     vectors = load_payload(payload)

@@ -22,7 +22,7 @@ from lvm_pipeline.defs.resources import (
     StorageResource,
     TrackingResource,
 )
-from lvm_pipeline.defs.reuse import reused_output, step_recipe
+from lvm_pipeline.defs.reuse import guard_settings, reused_output, step_recipe
 from lvm_pipeline.guards import payload_guards, require_passed, training_guards
 from lvm_pipeline.models import SIZES, VARIANTS, preset
 from lvm_pipeline.models.scan import BACKENDS
@@ -166,7 +166,8 @@ def checkpoint_asset(variant: str) -> dg.AssetsDefinition:
                     pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.Output:
         store = storage.store()
         recipe = step_recipe(context, config, {"sequences": sequences},
-                             **execution_of(config.to_domain()))
+                             **execution_of(config.to_domain()),
+                             **guard_settings(embedder, guards))
         if (reused := reused_output(context, store, kinds.checkpoint(variant), recipe,
                                     config.rebuild)):
             return reused

@@ -15,7 +15,7 @@ from lvm_pipeline.defs.resources import (
     StorageResource,
     TrackingResource,
 )
-from lvm_pipeline.defs.reuse import reused_output, step_recipe
+from lvm_pipeline.defs.reuse import guard_settings, reused_output, step_recipe
 from lvm_pipeline.evaluation import (
     EvalConfig,
     confidence_markdown,
@@ -80,7 +80,8 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
     # on every model was trained on train_build, over the payload the index holds.
     report_lineage(index_build, eval_build, train_build, models)
     recipe = step_recipe(context, config, {"eval": eval_build, "index": index_build,
-                                           "train": train_build, **models})
+                                           "train": train_build, **models},
+                         **guard_settings(embedder, guards))
     if (reused := reused_output(context, store, kinds.REPORT, recipe, config.rebuild)):
         return reused
     payload = payload_of(store, index_build)

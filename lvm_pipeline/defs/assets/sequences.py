@@ -13,7 +13,7 @@ from lvm_pipeline.defs.resources import (
     SplitResource,
     StorageResource,
 )
-from lvm_pipeline.defs.reuse import reused_output, step_recipe
+from lvm_pipeline.defs.reuse import guard_settings, reused_output, step_recipe
 from lvm_pipeline.guards import payload_guards, require_passed
 from lvm_pipeline.interop import import_training_npz
 from lvm_pipeline.payload import load_payload
@@ -48,7 +48,8 @@ def _publish(context: dg.AssetExecutionContext, kind: str, config: EvalSequences
     import_npz = getattr(config, "import_npz", "")
     inputs = {"payload": payload_build, **({"npz_sha256": sha256_file(import_npz)}
                                            if import_npz else {})}
-    recipe = step_recipe(context, config, inputs, split=asdict(splits.config()))
+    recipe = step_recipe(context, config, inputs, split=asdict(splits.config()),
+                         **guard_settings(embedder, guards))
     if (reused := reused_output(context, store, kind, recipe, config.rebuild)):
         return reused
     payload = load_payload(payload_build)
