@@ -134,23 +134,6 @@ def test_report_refuses_a_report_whose_checkpoint_was_truncated(tmp_path, capsys
                            "sha256 mismatch, file was truncated")
 
 
-@pytest.mark.slow
-def test_lvm_run_small_then_report(tmp_path, capsys):
-    data = tmp_path / "data"
-    code = main(["run", "--data-dir", str(data), "--max-chunks", "300", "--epochs", "1",
-                 "--log-level", "WARNING"])
-    out = capsys.readouterr()
-    assert code == EXIT_OK, out.err[-2000:]
-    assert "| mamba_s |" in out.out and "copy_last_context" in out.out
-    assert (data / "dagster_home" / "dagster.yaml").exists()
-    # The run is recorded in the instance the UI reads.
-    assert any((data / "dagster_home").rglob("*.db"))
-    assert main(["report", "--data-dir", str(data), "--json"]) == EXIT_OK
-    report = json.loads(capsys.readouterr().out)
-    assert set(report["models"]) == {"mamba_s", "mamba_h", "mamba_xl", "mamba_sandwich",
-                                     "mamba_gr"}
-
-
 # --------------------------------------------------------------------------- guard commands
 
 
@@ -173,18 +156,12 @@ def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, caps
     from lvm_pipeline_tests.defs.test_pipeline import CHECKS
 
     assert main(["check", "--data-dir", str(small_run_copy)]) == EXIT_OK
-    out, err = capsys.readouterr()
+    out = capsys.readouterr().out
     assert out.splitlines()[2].split() == ["check", "asset", "status", "measure", "value",
                                            "threshold"]
-    # The default resolution is more than 27 eval queries resolve: the gate warns, blocks
-    # nothing, and says why; every other check passes.
-    gate = "check_candidates_not_worse@retrieval_report"
     for name in CHECKS:
         check, asset = name.split("@")
-        status = "warn" if name == gate else "pass"
-        assert any(line.split()[:3] == [check, asset, status] for line in out.splitlines()), name
-    assert "check_candidates_not_worse on retrieval_report warn (not blocking): NOTHING " \
-        "PROMOTED: this eval set (27 queries from 3 eval articles)" in err
+        assert any(line.split()[:3] == [check, asset, "pass"] for line in out.splitlines()), name
     assert (small_run_copy / "dagster_home" / "dagster.yaml").exists()  # recorded for the UI
     assert main(["verify", "--data-dir", str(small_run_copy)]) == EXIT_OK
     out = capsys.readouterr().out

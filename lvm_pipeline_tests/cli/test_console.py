@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -11,9 +12,11 @@ import sys
 import dagster as dg
 import pytest
 
+from lvm_pipeline.cli import EXIT_OK, main
 from lvm_pipeline.cli.console import ConsoleHandler
 from lvm_pipeline.cli.run_config import CorpusParams, run_config
 from lvm_pipeline.cli.runner import PROJECT_ROOT, Console, execute
+from lvm_pipeline.models import VARIANTS
 from lvm_pipeline.runtime.progress import is_progress_line, make_progress
 from lvm_pipeline_tests.conftest import instance_at
 
@@ -208,18 +211,27 @@ _OUR_LINE = re.compile(r"^(lvm |▶ |✓ |✗ |- |! |  \S|Details: )")
 
 
 @pytest.mark.slow
-def test_a_small_run_prints_no_library_noise(tmp_path):
-    """No deprecation warning, no weight-loading bar, nothing but our own lines. A fresh
-    process: transformers and sentence-transformers warn once per process, so a run inside
-    the test session could pass only because an earlier test had already drawn the warning."""
+def test_lvm_run_small_prints_only_our_lines_then_lvm_report_reads_it(tmp_path, capsys):
+    """The README's `lvm run`, small: it succeeds, prints the report, records the run in the
+    instance the UI reads, and prints no deprecation warning, no weight-loading bar, nothing
+    but our own lines; `lvm report` then reads the report back. A fresh process: transformers
+    and sentence-transformers warn once per process, so a run inside the test session could
+    pass only because an earlier test had already drawn the warning."""
+    data = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("DAGSTER_HOME", None)
     done = subprocess.run(
-        [sys.executable, "-m", "lvm_pipeline.cli", "materialize", "+payload",
-         "--max-chunks", "20", "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "lvm_pipeline.cli", "run", "--max-chunks", "300", "--epochs", "1",
+         "--data-dir", str(data)],
         capture_output=True, text=True, env=env, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "| mamba_s |" in done.stdout and "copy_last_context" in done.stdout
     noise = [line for line in done.stderr.splitlines() if line and not _OUR_LINE.match(line)]
     assert noise == [], "\n".join(noise)
     for text in ("deprecated", "Loading weights", "it/s]", "Warning"):
         assert text not in done.stderr
+    assert (data / "dagster_home" / "dagster.yaml").exists()
+    assert any((data / "dagster_home").rglob("*.db"))  # the run, where the UI reads it
+
+    assert main(["report", "--data-dir", str(data), "--json"]) == EXIT_OK
+    assert set(json.loads(capsys.readouterr().out)["models"]) == set(VARIANTS)
