@@ -112,20 +112,31 @@ class Corpus:
         return int(self.chunks["article_id"].nunique())
 
 
-def articles_for(config: CorpusConfig) -> tuple[Iterator[Article], dict]:
-    """The article stream of the configured source and facts that identify it."""
+def articles_for(config: CorpusConfig, cache_dir: Path | None = None
+                 ) -> tuple[Iterator[Article], dict]:
+    """The article stream of the configured source and facts that identify it (``cache_dir``:
+    where the sample keeps what it parsed, :class:`lvm_pipeline.corpus.sample.DocstringCache`)."""
     if config.source == "sample":
-        return sample_corpus.sample_articles(), sample_corpus.describe()
+        return sample_corpus.sample_articles(cache_dir), sample_corpus.describe()
     if config.source == "wikipedia":
         return read_wikipedia(config.path), {"path": str(Path(config.path).resolve())}
     return read_text_dir(config.path), {"path": str(Path(config.path).resolve())}
 
 
-def build_corpus(config: CorpusConfig, progress: Progress = silent) -> Corpus:
+def build_corpus(config: CorpusConfig, progress: Progress = silent,
+                 cache_dir: Path | None = None) -> Corpus:
     """Read, chunk and de-duplicate articles until the source ends or a configured limit is
     reached; ``info`` counts what was read and what was cut, and by which rule
     (:func:`cut_summary` says it in a line)."""
-    articles, source_info = articles_for(config)
+    articles, source_info = articles_for(config, cache_dir)
+    try:
+        return _read(config, articles, source_info, progress)
+    finally:
+        articles.close()  # a reader stopped at a limit releases its file (or saves its cache)
+
+
+def _read(config: CorpusConfig, articles: Iterator[Article], source_info: dict,
+          progress: Progress) -> Corpus:
     records: list[tuple[str, str, str, int, str]] = []
     seen_texts: set[str] = set()
     seen_ids: set[str] = set()
@@ -212,6 +223,8 @@ def cut_summary(info: dict) -> str:
 
 
 CHUNKS = "chunks.parquet"
+# Under the data dir: what the offline sample parsed from the installed sources.
+SAMPLE_CACHE_DIR = "sample_cache"
 
 
 def publish_corpus(store: ArtifactStore, config: CorpusConfig, progress: Progress = silent
@@ -220,7 +233,7 @@ def publish_corpus(store: ArtifactStore, config: CorpusConfig, progress: Progres
     build and this read's ``info``. Why both: identical chunks are one build, whose manifest
     keeps the first read's counts (as provenance), while what this read cut depends on this
     config."""
-    corpus = build_corpus(config, progress)
+    corpus = build_corpus(config, progress, store.root / SAMPLE_CACHE_DIR)
     with store.stage(kinds.CORPUS) as staged:
         corpus.chunks.to_parquet(staged / CHUNKS, index=False)
         # The chunks are the content; what this read counted and cut is its provenance.

@@ -11,6 +11,11 @@ and a parse is cheap: benchmarks/RESULTS.md, "Figures behind code defaults"). Th
 stable shuffle (sha256 of ``package/path``), so a ``max_chunks`` cut mixes every package instead
 of taking the alphabetically first. The result is deterministic for given package versions,
 which :func:`describe` records.
+
+Parsing the files is most of a sample read (seconds, in every run: the corpus step has no
+recipe). :class:`DocstringCache` keeps each file's docstrings under the sha256 of its bytes (and
+of this module, whose code extracts them) in the data dir, so an unchanged install is read
+from the cache, and a changed file (another hash) is parsed again.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import ast
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import platform
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
 from lvm_pipeline.corpus.article import Article
+from lvm_pipeline.store import write_json_atomic
 
 # Dependencies whose docstrings are prose (not generated stubs); every one is installed with
 # the project. Order does not matter: files are interleaved by hash.
@@ -62,10 +69,40 @@ def _stable_key(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
 
 
-def _module_docstrings(path: Path) -> str:
-    """Module, class and function docstrings of one file, in source order."""
+class DocstringCache:
+    """Each source file's docstrings by the sha256 of its bytes, in one JSON file per version
+    of this module (``folder/docstrings-<sha256 of sample.py>.json``); no folder: no cache."""
+
+    def __init__(self, folder: Path | None) -> None:
+        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+        self.path = folder / f"docstrings-{code}.json" if folder is not None else None
+        self.texts: dict[str, str] = {}
+        self.added = False
+        if self.path is not None and self.path.exists():
+            try:
+                self.texts = json.loads(self.path.read_text(encoding="utf-8"))
+            except ValueError:  # a damaged cache is rebuilt, never trusted
+                self.texts = {}
+
+    def docstrings(self, path: Path) -> str:
+        data = path.read_bytes()
+        key = hashlib.sha256(data).hexdigest()
+        if key not in self.texts:
+            self.texts[key] = _module_docstrings(data)
+            self.added = True
+        return self.texts[key]
+
+    def save(self) -> None:
+        """Write what this read parsed (atomically: a concurrent read sees one whole file)."""
+        if self.path is not None and self.added:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, self.texts)
+
+
+def _module_docstrings(source: bytes) -> str:
+    """Module, class and function docstrings of one file's source, in source order."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = ast.parse(source.decode("utf-8"))
     except (SyntaxError, UnicodeDecodeError, ValueError):
         return ""
     nodes = [n for n in ast.walk(tree)
@@ -89,8 +126,18 @@ def _topic_articles() -> list[tuple[str, Article]]:
             for name, text in sorted(topics.items())]
 
 
-def sample_articles() -> Iterator[Article]:
-    """Every sample article, in the stable shuffled order (lazily: parsing stops at the cut)."""
+def sample_articles(cache_dir: Path | None = None) -> Iterator[Article]:
+    """Every sample article, in the stable shuffled order (lazily: parsing stops at the cut);
+    ``cache_dir``: where :class:`DocstringCache` keeps the files' docstrings (written when the
+    reader closes the stream)."""
+    cache = DocstringCache(cache_dir)
+    try:
+        yield from _articles(cache)
+    finally:
+        cache.save()
+
+
+def _articles(cache: DocstringCache) -> Iterator[Article]:
     candidates: list[tuple[str, object]] = list(_topic_articles())
     for package, root in _package_roots().items():
         for path in root.rglob("*.py"):
@@ -105,7 +152,7 @@ def sample_articles() -> Iterator[Article]:
             yield item
             continue
         label, path = item
-        text = _module_docstrings(path)
+        text = cache.docstrings(path)
         if text.strip():
             title = label.replace("/", ".").removesuffix(".__init__")
             yield Article(label, title, text)

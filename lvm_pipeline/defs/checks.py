@@ -204,13 +204,16 @@ def check_splits_disjoint(context: dg.AssetCheckExecutionContext, storage: Stora
     materialized); it blocks what is downstream of either."""
     name = "check_splits_disjoint"
     for key in context.selected_asset_check_keys:
-        where = {"asset_key": key.asset_key, "check_name": key.name}
-        if key.asset_key == dg.AssetKey("aligned_eval"):
-            yield _eval_result(name, rules.check_split_leakage, aligned_eval,
-                               aligned_training_sequences, storage, guards, **where)
-        else:
-            yield _training_result(name, rules.check_split_leakage, aligned_training_sequences,
-                                   aligned_eval, storage, guards, **where)
+        # Either side's payload (each build names its own; a build of another one is left
+        # out, as the trainers' and the evaluator's suites leave it out).
+        checked = aligned_eval if key.asset_key == dg.AssetKey("aligned_eval") \
+            else aligned_training_sequences
+
+        def compute(checked: Build | None = checked) -> rules.GuardResult:
+            return rules.split_leakage(payload_of(storage.store(), checked),
+                                       aligned_training_sequences, aligned_eval,
+                                       guards.config())
+        yield _guarded(name, compute, asset_key=key.asset_key, check_name=key.name)
 
 
 # --------------------------------------------------------------------------- index, report

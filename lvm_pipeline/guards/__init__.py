@@ -36,6 +36,7 @@ from lvm_pipeline.guards.suites import (
     evaluation_guards,
     payload_guards,
     require_passed,
+    split_leakage,
     training_guards,
 )
 from lvm_pipeline.guards.truth_keys import check_truth_keys
@@ -46,5 +47,5 @@ __all__ = [
     "check_learnability", "check_lineage", "check_payload_integrity", "check_report_lineage",
     "check_split_leakage", "check_trained_on_named_sequences", "check_truth_keys",
     "check_weights_finite", "evaluation_guards", "learnability_k", "payload_guards",
-    "require_passed", "training_guards",
+    "require_passed", "split_leakage", "training_guards",
 ]

@@ -151,6 +151,18 @@ def _leakage(payload: Payload, train_build: Build | None, eval_build: Build | No
     return _memo(key, compute)
 
 
+def split_leakage(payload: Payload, train_build: Build | None, eval_build: Build | None,
+                  config: GuardConfig = GuardConfig()) -> GuardResult:
+    """Leakage between the splits of a training and an eval build (those of them that index
+    ``payload``), re-hashed first; the same computation, memoised once, as the trainers' and
+    the evaluator's suites run, without the rest of either suite (the training suite's
+    learnability fit costs seconds)."""
+    train = train_build if _compatible(train_build, payload) else None
+    evaluated = eval_build if _compatible(eval_build, payload) else None
+    _verify(train, evaluated)
+    return _leakage(payload, train, evaluated, config)
+
+
 def _set_guards(payload: Payload, sets: dict[str, SequenceSet], config: GuardConfig,
                 stage: str) -> list[tuple[Guard, GuardResult]]:
     """Alignment and truth keys of one build's sets, named for the ``stage``'s Dagster checks."""

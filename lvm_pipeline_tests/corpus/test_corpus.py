@@ -173,6 +173,21 @@ def test_sample_default_is_large_enough_and_deterministic():
     assert {"stdlib", "numpy", "pandas", "torch", "pydoc"} <= packages
 
 
+def test_the_sample_read_through_its_cache_is_the_sample(tmp_path):
+    """What the sample parsed is kept in the data dir and the next read takes it from there:
+    the same chunks as a read without a cache, and a damaged cache file is parsed anew."""
+    config = CorpusConfig(max_chunks=300)
+    plain = build_corpus(config).chunks
+    first = build_corpus(config, cache_dir=tmp_path).chunks
+    [cache] = tmp_path.glob("docstrings-*.json")
+    cached = build_corpus(config, cache_dir=tmp_path).chunks
+    pd.testing.assert_frame_equal(first, plain)
+    pd.testing.assert_frame_equal(cached, plain)
+    cache.write_text("{not json")
+    pd.testing.assert_frame_equal(build_corpus(config, cache_dir=tmp_path).chunks, plain)
+    assert json.loads(cache.read_text())  # rewritten whole
+
+
 def test_publish_corpus_is_content_addressed(store):
     a, _ = publish_corpus(store, CorpusConfig(max_chunks=100))
     b, _ = publish_corpus(store, CorpusConfig(max_chunks=100))
