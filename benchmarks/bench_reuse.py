@@ -25,7 +25,7 @@ times (each c with another edit, each d with another lr); ratios are to a of the
 JSON first (args, machine, versions, every run's wall and in-run seconds, load average,
 built / reused steps, step durations), the table after.
 
-    python benchmarks/bench_reuse.py                 # the README's `lvm run` (~10-20 min)
+    python benchmarks/bench_reuse.py                 # the README's `lvm run` (~7 min on 2 idle cores)
     python benchmarks/bench_reuse.py --smoke         # 300 chunks, 1 epoch, no tracking
 """
 
