@@ -124,9 +124,15 @@ def code_files(asset: str, root: Path | None = None) -> list[Path]:
     """The source files ``asset``'s code version hashes (module docstring), sorted; ``root``:
     the package's folder (default: this one)."""
     root = root or PACKAGE
+    return _reachable(root, root / "defs" / "assets" / f"{WIRING[asset]}.py", UPSTREAM[asset])
+
+
+def _reachable(root: Path, start_file: Path, upstream: Iterable[str]) -> list[Path]:
+    """``start_file`` and the files its imports reach, short of infrastructure and of the code
+    the ``upstream`` assets own."""
     fenced = _files(root, INFRASTRUCTURE) | _files(
-        root, [path for up in UPSTREAM[asset] for path in OWNED[up]])
-    start = {root / "defs" / "assets" / f"{WIRING[asset]}.py"}
+        root, [path for up in upstream for path in OWNED[up]])
+    start = {start_file}
     seen, todo = set(start), list(start)
     while todo:
         for module, names in _imports(todo.pop()):
@@ -140,8 +146,22 @@ def code_files(asset: str, root: Path | None = None) -> list[Path]:
 def code_version(asset: str, root: Path | None = None) -> str:
     """``<package version>+<sha256 of asset's code files, 12 hex>``."""
     root = root or PACKAGE
+    return _version(root, code_files(asset, root))
+
+
+def trained_baselines_code_version(root: Path | None = None) -> str:
+    """The version of the code that trains the report's baselines
+    (``report/trained_baselines.py`` and what it runs: the training loop, the losses), short of
+    the data assets' code: the part of ``retrieval_report``'s code a rendering edit leaves
+    alone, so the report asks for the baselines it trained before (``defs/assets/report.py``)."""
+    root = root or PACKAGE
+    return _version(root, _reachable(root, root / "report" / "trained_baselines.py",
+                                     (*_DATA, "aligned_training_sequences")))
+
+
+def _version(root: Path, files: Iterable[Path]) -> str:
     digest = hashlib.sha256()
-    for file in code_files(asset, root):
+    for file in files:
         digest.update(file.relative_to(root).as_posix().encode())
         digest.update(file.read_bytes())
     return f"{lvm_pipeline.__version__}+{digest.hexdigest()[:12]}"

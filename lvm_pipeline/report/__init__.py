@@ -17,6 +17,7 @@ from lvm_pipeline.report.build import (
     model_predictor,
     publish_report,
     read_report,
+    report_baseline_recipe,
     report_latency,
     report_predictors,
 )
@@ -38,7 +39,12 @@ from lvm_pipeline.report.render import (
     results_rows,
     trend_figures,
 )
-from lvm_pipeline.report.trained_baselines import fit_trained_baselines
+from lvm_pipeline.report.trained_baselines import (
+    TrainedBaseline,
+    fit_trained_baselines,
+    load_trained_baselines,
+    publish_trained_baselines,
+)
 from lvm_pipeline.report.trends import compare_reports, comparison_markdown
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "PromotionConfig",
     "ReportInputs",
     "ReportPredictors",
+    "TrainedBaseline",
     "build_report",
     "compare_reports",
     "comparison_markdown",
@@ -59,12 +66,15 @@ __all__ = [
     "fit_trained_baselines",
     "gate_report",
     "lineage_markdown",
+    "load_trained_baselines",
     "markdown_table",
     "model_predictor",
     "promoted_after",
     "publish_report",
+    "publish_trained_baselines",
     "read_report",
     "render_markdown",
+    "report_baseline_recipe",
     "report_latency",
     "report_predictors",
     "results_rows",

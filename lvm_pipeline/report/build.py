@@ -97,7 +97,7 @@ from lvm_pipeline.store import (
     recorded_inputs,
     report_lineage,
 )
-from lvm_pipeline.training import checkpoint_info, load_checkpoint
+from lvm_pipeline.training import TrainConfig, checkpoint_info, load_checkpoint
 
 SCHEMA_VERSION = 2
 # R@1 of the oracle (the truth searched for itself) below this means the index or the keys
@@ -147,15 +147,21 @@ class ReportInputs:
     model_builds: dict[str, Build]  # variant → checkpoint build
 
 
+def report_baseline_recipe(inputs: ReportInputs) -> TrainConfig:
+    """What the report's baselines are trained with: their models' own recipe
+    (:func:`recipe_of` of the checkpoints' train configs)."""
+    return recipe_of([checkpoint_info(build)["train_config"]
+                      for build in inputs.model_builds.values()])
+
+
 def fit_report_baselines(inputs: ReportInputs, progress: Progress = silent
                          ) -> dict[str, TrainedBaseline]:
     """The trained baselines :func:`build_report` judges ``inputs``' models against: fit on
-    their training set with their own recipe (:func:`recipe_of` of the checkpoints' train
-    configs). A step of its own: the report scores predictors, this trains two of them."""
-    recipe = recipe_of([checkpoint_info(build)["train_config"]
-                        for build in inputs.model_builds.values()])
+    their training set with :func:`report_baseline_recipe`. A step of its own: the report
+    scores predictors, this trains two of them."""
     return fit_trained_baselines(inputs.payload.vectors, inputs.train_sets["train"],
-                                 inputs.train_sets["val"], recipe, progress=progress,
+                                 inputs.train_sets["val"], report_baseline_recipe(inputs),
+                                 progress=progress,
                                  article_of_row=inputs.payload.chunks["article_index"].to_numpy())
 
 

@@ -20,17 +20,21 @@ best epoch's weights kept. Nothing about them is tuned apart from the models.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lvm_pipeline.embedding import sample_rows
 from lvm_pipeline.runtime import Progress, silent
 from lvm_pipeline.sequences import CONTEXT, SequenceSet
+from lvm_pipeline.store import ArtifactStore, Build, kinds
 from lvm_pipeline.training import TrainConfig, TrainResult, train
 
 TRAINED_BASELINES = ("learned_blend", "linear_infonce")
@@ -151,4 +155,46 @@ def fit_trained_baselines(vectors: np.ndarray, train_set: SequenceSet, val_set: 
         out[name] = TrainedBaseline(result, config, len(train_set))
         progress(i + 1, len(TRAINED_BASELINES),
                  val_mrr_at_10=out[name].record()["best_val_mrr_at_10"])
+    return out
+
+
+# A baselines build: each baseline's weights (``<name>.safetensors``, tensors only) and one JSON
+# of how each was trained; how long it took is provenance (the manifest's ``run``), not content.
+RECORDS = "baselines.json"
+
+
+def publish_trained_baselines(store: ArtifactStore, trained: Mapping[str, TrainedBaseline],
+                              upstream: Mapping[str, str], recipe: Mapping[str, Any]) -> Build:
+    """Keep ``trained`` as a build of its own, remembered under ``recipe`` (the report asks
+    for it by that recipe: :meth:`ArtifactStore.build_for_recipe`)."""
+    records = {}
+    with store.stage(kinds.TRAINED_BASELINES) as staged:
+        for name, baseline in trained.items():
+            save_file({k: v.detach().contiguous() for k, v in baseline.model.state_dict().items()},
+                      staged / f"{name}.safetensors")
+            result = {f.name: getattr(baseline.result, f.name) for f in fields(TrainResult)
+                      if f.name not in ("model", "seconds")}
+            records[name] = {"d_in": baseline.model.config.d_in, "result": result,
+                             "config": asdict(baseline.config),
+                             "n_train_windows": baseline.n_train_windows}
+        (staged / RECORDS).write_text(json.dumps(records, indent=1, sort_keys=True))
+        seconds = {name: b.result.seconds for name, b in trained.items()}
+        return store.publish(kinds.TRAINED_BASELINES, staged, {"baselines": sorted(trained)},
+                             upstream=upstream, recipe=recipe, run={"train_seconds": seconds})
+
+
+def load_trained_baselines(build: Build) -> dict[str, TrainedBaseline]:
+    """The baselines ``build`` keeps (verified by the store when it was found), as trained:
+    the same weights, history and recipe, and the seconds their training took."""
+    records = json.loads(build.file(RECORDS).read_text())
+    seconds = build.manifest.get("run", {}).get("train_seconds", {})
+    out = {}
+    for name in TRAINED_BASELINES:
+        record = records[name]
+        model = ContextBlend(BlendConfig(d_in=record["d_in"], linear=name == "linear_infonce"))
+        model.load_state_dict(load_file(build.file(f"{name}.safetensors")))
+        result = TrainResult(model=model, seconds=float(seconds.get(name, 0.0)),
+                             **record["result"])
+        out[name] = TrainedBaseline(result, TrainConfig(**record["config"]),
+                                    record["n_train_windows"])
     return out

@@ -10,6 +10,9 @@ TRAIN_SEQUENCES = "sequences/train"
 EVAL_SEQUENCES = "sequences/eval"
 INDEX = "index"
 REPORT = "report"
+# The report's trained baselines (report/trained_baselines.py), kept so that a report whose
+# own code changed scores the same baselines without training them again.
+TRAINED_BASELINES = "baselines"
 
 
 def checkpoint(variant: str) -> str:

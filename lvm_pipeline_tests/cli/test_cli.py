@@ -165,7 +165,8 @@ def test_check_and_verify_pass_on_a_copy_of_the_default_run(small_run_copy, caps
     assert (small_run_copy / "dagster_home" / "dagster.yaml").exists()  # recorded for the UI
     assert main(["verify", "--data-dir", str(small_run_copy)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "11 of 11 builds match their manifests" in out and "ok      payload/" in out
+    # corpus, payload, 2 sequences, index, 5 checkpoints, the trained baselines, the report
+    assert "12 of 12 builds match their manifests" in out and "ok      payload/" in out
 
 
 def test_verify_quarantines_a_damaged_build_and_the_next_run_builds_it_anew(small_run_copy,

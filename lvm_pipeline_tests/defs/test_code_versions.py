@@ -10,7 +10,13 @@ import dagster as dg
 import pytest
 
 from lvm_pipeline.definitions import defs
-from lvm_pipeline.defs.code_versions import OWNED, PACKAGE, UPSTREAM, code_version
+from lvm_pipeline.defs.code_versions import (
+    OWNED,
+    PACKAGE,
+    UPSTREAM,
+    code_version,
+    trained_baselines_code_version,
+)
 from lvm_pipeline.models import VARIANTS
 
 ASSETS = sorted(OWNED)
@@ -72,3 +78,19 @@ def test_the_definitions_carry_the_per_asset_versions():
 ])
 def test_an_edit_changes_only_the_assets_it_can_change(package_copy, edited, changes):
     assert _changed(package_copy, edited) == changes
+
+
+@pytest.mark.parametrize(("edited", "changes"), [
+    ("report/render.py", False), ("report/build.py", False),
+    ("report/trained_baselines.py", True), ("training/loop.py", True),
+    ("training/losses.py", True)])
+def test_the_report_trains_its_baselines_again_only_after_an_edit_of_their_code(
+        package_copy, edited, changes):
+    before = trained_baselines_code_version(package_copy)
+    file = package_copy / edited
+    original = file.read_text()
+    file.write_text(original + "\n# an edit\n")
+    try:
+        assert (trained_baselines_code_version(package_copy) != before) == changes
+    finally:
+        file.write_text(original)

@@ -22,6 +22,7 @@ from lvm_pipeline.store.artifacts import RECIPES
 from lvm_pipeline_tests.conftest import (
     SMALL_TRAINING,
     check_evaluations,
+    instance_at,
     materialize_all,
     materialized_metadata,
     publish_synthetic_payload,
@@ -82,6 +83,28 @@ def test_rebuild_computes_and_other_config_is_another_recipe(small_run, small_ru
     shorter = materialize_all(small_run_copy, selection=["mamba_s"],
                               training={**SMALL_TRAINING, "epochs": 1})
     assert _reuse(materialized_metadata(shorter)["mamba_s"]) == BUILT
+
+
+def test_a_report_of_another_config_scores_the_baselines_it_trained_before(small_run_copy):
+    """The report's two trained baselines are a build of their own: a report that computes
+    again for a reason of its own (here another query sample; an edit of its rendering alike)
+    loads them instead of training them again, and scores the very same baselines."""
+    from lvm_pipeline.cli.run_config import ReportParams
+    from lvm_pipeline.report import read_report
+
+    store = ArtifactStore(small_run_copy)
+    before = read_report(store.current(kinds.REPORT))
+    kept = sorted(p.name for p in (small_run_copy / kinds.TRAINED_BASELINES).iterdir())
+    result = materialize_all(small_run_copy, selection=["retrieval_report"],
+                             ops={"retrieval_report": ReportParams(sample_queries=20)})
+    assert _reuse(materialized_metadata(result)["retrieval_report"]) == BUILT
+    after = read_report(store.current(kinds.REPORT))
+    assert after["n_queries"] == 20 != before["n_queries"]
+    assert after["trained_baselines"] == before["trained_baselines"]
+    assert sorted(p.name for p in (small_run_copy / kinds.TRAINED_BASELINES).iterdir()) == kept
+    with instance_at(small_run_copy) as instance:
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("trained baselines: reused baselines") for m in messages), messages
 
 
 @pytest.mark.parametrize("damage", ["truncated", "one byte flipped"])

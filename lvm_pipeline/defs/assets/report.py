@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from lvm_pipeline.defs.automation import REBUILD_AFTER_CHECKED_UPSTREAM
-from lvm_pipeline.defs.code_versions import code_version
+from lvm_pipeline.defs.code_versions import code_version, trained_baselines_code_version
 from lvm_pipeline.defs.metadata import build_output, tracked_metadata
 from lvm_pipeline.defs.resources import (
     EmbedderResource,
@@ -30,11 +30,15 @@ from lvm_pipeline.report import (
     RESULT_COLUMNS,
     ReportInputs,
     ReportPredictors,
+    TrainedBaseline,
     build_report,
     embedded_images_markdown,
     fit_report_baselines,
     lineage_markdown,
+    load_trained_baselines,
     publish_report,
+    publish_trained_baselines,
+    report_baseline_recipe,
     report_latency,
     report_predictors,
     results_rows,
@@ -42,7 +46,7 @@ from lvm_pipeline.report import (
 )
 from lvm_pipeline.search import load_index
 from lvm_pipeline.sequences import load_sets
-from lvm_pipeline.store import Build, kinds, report_lineage
+from lvm_pipeline.store import ArtifactStore, Build, kinds, recipe_key, report_lineage
 
 INPUTS = {"eval_build": dg.AssetIn("aligned_eval"), "index_build": dg.AssetIn("faiss_index"),
           "train_build": dg.AssetIn("aligned_training_sequences"),
@@ -93,7 +97,8 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
     with tracking.start_run(context, store.root, {"eval": asdict(eval_config)}) as tracked:
         inputs = ReportInputs(payload, index_build, load_index(index_build, payload), eval_build,
                               eval_set, train_build, load_sets(train_build), models)
-        predictors = report_predictors(inputs, fit_report_baselines(inputs))
+        predictors = report_predictors(
+            inputs, _trained_baselines(context, store, inputs, config.rebuild))
         report, results = build_report(inputs, predictors, eval_config,
                                        progress.for_step(context, "evaluating", "payload rows"))
         build = publish_report(store, report, results, eval_set, recipe)
@@ -115,6 +120,30 @@ def retrieval_report(context: dg.AssetExecutionContext, config: ReportParams,
         payload_build_id=payload.build_id,
         baseline_train_seconds=dg.MetadataValue.json(_train_seconds(predictors)),
         **tracked_metadata(tracked))
+
+
+def _trained_baselines(context: dg.AssetExecutionContext, store: ArtifactStore,
+                       inputs: ReportInputs, rebuild: bool) -> dict[str, TrainedBaseline]:
+    """The report's two trained baselines: the build their recipe (the code that trains them,
+    the models' recipe, the training set and its payload) made before, or trained now and
+    kept. They depend on none of the report's own code, so a report whose rendering changed
+    scores the baselines it trained before instead of training them again."""
+    recipe = {"asset": "retrieval_report/trained_baselines",
+              "code_version": trained_baselines_code_version(),
+              "config": asdict(report_baseline_recipe(inputs)),
+              "inputs": {"payload": inputs.payload.build_id,
+                         "train": inputs.train_build.build_id}}
+    if not rebuild and (build := store.build_for_recipe(kinds.TRAINED_BASELINES,
+                                                        recipe_key(recipe))) is not None:
+        context.log.info(f"trained baselines: reused {build.kind} {build.build_id[:12]} (same "
+                         "training code, recipe and training set)")
+        return load_trained_baselines(build)
+    trained = fit_report_baselines(inputs)
+    build = publish_trained_baselines(store, trained, {
+        kinds.PAYLOAD: inputs.payload.build_id,
+        kinds.TRAIN_SEQUENCES: inputs.train_build.build_id}, recipe)
+    context.log.info(f"trained baselines: built {build.kind} {build.build_id[:12]}")
+    return trained
 
 
 def _first_entries(report: dict[str, Any], latency: dict[str, dict[str, float]], build: Build
