@@ -21,13 +21,14 @@ hits, misses, vectors sha256) is written first, the summary printed after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from results_file import write_results
 
 from lvm_pipeline.store import kinds
 
@@ -132,10 +133,7 @@ def main() -> None:
     start = time.perf_counter()
     result = run(args)
     results = {"args": vars(args), "env": env, **result, "wall_s": time.perf_counter() - start}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")  # JSON first, then the summary
-    print(f"wrote {out}\n")
-    print(summary(results))
+    write_results(out, results, summary)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ the JSON. The vectors must agree: max abs difference and min cosine of ``encode`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_file import write_results
 
 # `python benchmarks/bench_embed.py` puts benchmarks/ first on sys.path; the package beside it
 # (this checkout's, not another editable install) must win.
@@ -196,10 +196,7 @@ def main() -> None:
     start = time.perf_counter()
     result = run(args)
     results = {"args": vars(args), "env": env, **result, "wall_s": time.perf_counter() - start}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")  # JSON first, then the summary
-    print(f"wrote {out}\n")
-    print(summary(results))
+    write_results(out, results, summary)
 
 
 if __name__ == "__main__":

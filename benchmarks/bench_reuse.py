@@ -47,6 +47,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from a bare checkout
     sys.path.insert(0, str(REPO))
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded with runpy (a test)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_file import write_results  # noqa: E402
 
 OUT_DIR = Path(__file__).parent / "results"
 RENDER = Path("report") / "render.py"
@@ -278,10 +282,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     results = {"args": vars(args), "env": env, **result, "wall_s": time.perf_counter() - start}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")  # JSON first, then the summary
-    print(f"wrote {out}\n")
-    print(summary(results))
+    write_results(out, results, summary)
 
 
 if __name__ == "__main__":

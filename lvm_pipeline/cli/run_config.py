@@ -32,21 +32,9 @@ def run_config(corpus: CorpusParams | None = None, payload: PayloadParams | None
     ``only``: keep the config of these assets alone (Dagster rejects config for ops outside a
     run's selection).
     """
-    ops: dict[str, dg.Config] = {}
-    if corpus is not None:
-        ops["corpus"] = corpus
-    if payload is not None:
-        ops["payload"] = payload
-    if index is not None:
-        ops["faiss_index"] = index
-    if sequences is not None:
-        ops["aligned_training_sequences"] = sequences
-    if eval_sequences is not None:
-        ops["aligned_eval"] = eval_sequences
-    if report is not None:
-        ops["retrieval_report"] = report
-    if training is not None:
-        ops.update({variant: training for variant in VARIANTS})
-    if only is not None:
-        ops = {op: config for op, config in ops.items() if op in only}
+    given = {"corpus": corpus, "payload": payload, "faiss_index": index,
+             "aligned_training_sequences": sequences, "aligned_eval": eval_sequences,
+             "retrieval_report": report, **{variant: training for variant in VARIANTS}}
+    ops = {op: config for op, config in given.items()
+           if config is not None and (only is None or op in only)}
     return dg.RunConfig(ops=ops, resources=dict(resources or {}))

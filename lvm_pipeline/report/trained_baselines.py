@@ -187,14 +187,13 @@ def load_trained_baselines(build: Build) -> dict[str, TrainedBaseline]:
     """The baselines ``build`` keeps (verified by the store when it was found), as trained:
     the same weights, history and recipe, and the seconds their training took."""
     records = json.loads(build.file(RECORDS).read_text())
-    seconds = build.manifest.get("run", {}).get("train_seconds", {})
+    seconds = build.manifest["run"]["train_seconds"]  # publish_trained_baselines wrote it
     out = {}
     for name in TRAINED_BASELINES:
         record = records[name]
         model = ContextBlend(BlendConfig(d_in=record["d_in"], linear=name == "linear_infonce"))
         model.load_state_dict(load_file(build.file(f"{name}.safetensors")))
-        result = TrainResult(model=model, seconds=float(seconds.get(name, 0.0)),
-                             **record["result"])
+        result = TrainResult(model=model, seconds=seconds[name], **record["result"])
         out[name] = TrainedBaseline(result, TrainConfig(**record["config"]),
                                     record["n_train_windows"])
     return out
